@@ -25,22 +25,10 @@ def _add_backbone_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> dict:
-    import platform
+    from slsviz.device import resolve_device
+    from slsviz.environment import environment
 
-    import timm
-    import torch
-
-    from slsviz import __version__
-    from slsviz.device import describe_device, resolve_device
-
-    return {
-        "slsviz": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "cuda_available": torch.cuda.is_available(),
-        "device": describe_device(resolve_device(args.device)),
-    }
+    return environment(resolve_device(args.device))
 
 
 def _cmd_backbone(args: argparse.Namespace) -> dict:
@@ -55,16 +43,7 @@ def _cmd_backbone(args: argparse.Namespace) -> dict:
 def _cmd_data(args: argparse.Namespace) -> dict:
     from slsviz.data import load_dataset
 
-    data = load_dataset(args.data, seed=args.seed)
-    return {
-        "dataset": data.name,
-        "num_images": len(data),
-        "num_classes": data.num_classes,
-        "class_names": data.class_names,
-        "splits": {k: int(len(v)) for k, v in data.splits.items()},
-        "split_info": data.split_info,
-        "skipped": len(data.skipped),
-    }
+    return load_dataset(args.data, seed=args.seed).describe()
 
 
 def build_parser() -> argparse.ArgumentParser:

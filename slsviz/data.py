@@ -76,6 +76,18 @@ class LabelledImages:
         """Number of classes, ``len(class_names)``."""
         return len(self.class_names)
 
+    def describe(self) -> dict:
+        """A JSON-ready summary: id, sizes, classes, splits and how they were made."""
+        return {
+            "dataset": self.name,
+            "num_images": len(self),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "splits": {key: int(len(idx)) for key, idx in self.splits.items()},
+            "split_info": self.split_info,
+            "skipped": len(self.skipped),
+        }
+
     def image(self, i: int) -> Image.Image:
         """Image ``i`` as a PIL image, in its stored mode (e.g. ``"L"`` for MNIST).
 
