@@ -46,6 +46,33 @@ def _cmd_data(args: argparse.Namespace) -> dict:
     return load_dataset(args.data, seed=args.seed).describe()
 
 
+def _cmd_train(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from slsviz.backbones import load_backbone
+    from slsviz.data import load_dataset
+    from slsviz.device import describe_device, resolve_device
+    from slsviz.petl import PetlConfig
+    from slsviz.task import fit_task, save_task
+    from slsviz.train import Recipe
+
+    device = resolve_device(args.device)
+    petl = PetlConfig(method=args.method, bottleneck=args.bottleneck, scale=args.scale)
+    recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                    warmup_epochs=args.warmup_epochs, seed=args.train_seed)
+    backbone = load_backbone(args.model, args.checkpoint, img_size=args.img_size, hub=args.hub, device=device)
+    data = load_dataset(args.data, seed=args.seed)
+    with tqdm(total=recipe.epochs, desc=f"train {petl.method}", unit="epoch", file=sys.stderr) as bar:
+        def progress(epoch: int, total: int, info: dict) -> None:
+            bar.set_postfix(loss=f"{info['loss']:.3f}", val=f"{info['val_accuracy']:.3f}")
+            bar.update(1)
+
+        model, meta, result = fit_task(backbone, data, petl, recipe, device=device, progress=progress, limit=args.limit)
+    path = save_task(args.out, model, meta)
+    return {"checkpoint": str(path), "bytes": path.stat().st_size, "device": describe_device(device),
+            "seconds": round(result.seconds, 1), **meta.to_dict(), "history": result.history}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     from slsviz import __version__
@@ -67,6 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=DEFAULT_DATASET, help="mnist5k, digits, an image-folder path or a VTAB-1k root")
     p.add_argument("--seed", type=int, default=0, help="split seed (built-ins and image folders)")
     p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("train", help="train a PETL task (adapters + head) and save its task checkpoint")
+    _add_backbone_args(p)
+    p.add_argument("--data", default=DEFAULT_DATASET, help="mnist5k, digits, an image-folder path or a VTAB-1k root")
+    p.add_argument("--seed", type=int, default=0, help="split seed (built-ins and image folders)")
+    p.add_argument("--method", default="convpass", help="convpass, repadapter, lora, adaptformer or linear")
+    p.add_argument("--bottleneck", type=int, default=8, help="adapter width / LoRA rank (default 8)")
+    p.add_argument("--scale", type=float, help="adapter scale s (default: the method's own)")
+    p.add_argument("--epochs", type=int, default=100, help="epochs (paper: 100)")
+    p.add_argument("--warmup-epochs", type=int, default=10, help="linear warm-up epochs (paper: 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper: 1e-3)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (paper: 64)")
+    p.add_argument("--train-seed", type=int, default=0, help="seed of shuffling, dropout and head init")
+    p.add_argument("--limit", type=int, help="use only the first N images of each split (quick runs)")
+    p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 
