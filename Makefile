@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: run test install install-test chromium clean
+.PHONY: run test install install-test chromium clean default-task
 
 run: $(VENV)/.installed
 	$(BIN)/streamlit run app.py --server.headless true --server.address 127.0.0.1 \
@@ -37,3 +37,8 @@ chromium:
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Re-create the shipped default task (DINOv2 ViT-S/14 + Convpass on mnist5k train800) on this machine.
+DEFAULT_TASK_ARGS ?= --epochs 40 --warmup-epochs 4 --method convpass --data mnist5k --device auto
+default-task: $(VENV)/.installed
+	$(BIN)/python -m slsviz train $(DEFAULT_TASK_ARGS) --out assets/default_task.safetensors > assets/default_task.json

@@ -73,6 +73,25 @@ def _cmd_train(args: argparse.Namespace) -> dict:
             "seconds": round(result.seconds, 1), **meta.to_dict(), "history": result.history}
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> dict:
+    import time
+
+    from slsviz.data import Preprocess, load_dataset, make_loader
+    from slsviz.device import describe_device, resolve_device
+    from slsviz.task import load_task_with_backbone
+    from slsviz.train import evaluate
+
+    device = resolve_device(args.device)
+    backbone, model, meta = load_task_with_backbone(args.task, device=device)
+    data = load_dataset(args.data or meta.dataset, seed=meta.split_seed if meta.split_seed is not None else 0)
+    loader = make_loader(data, args.split, Preprocess(meta.img_size, meta.mean, meta.std), args.batch_size, limit=args.limit)
+    start = time.perf_counter()
+    accuracy = evaluate(model, loader, device)
+    return {"task": str(args.task), "dataset": data.name, "split": args.split, "num_images": len(loader.dataset),
+            "accuracy": accuracy, "recorded_test_accuracy": meta.test_accuracy, "depth": len(model.blocks),
+            "seconds": round(time.perf_counter() - start, 2), "device": describe_device(device)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     from slsviz import __version__
@@ -110,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N images of each split (quick runs)")
     p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")
     p.set_defaults(func=_cmd_train)
+
+    from slsviz.task import DEFAULT_TASK_PATH
+
+    p = sub.add_parser("evaluate", help="accuracy of a task checkpoint on a split of its dataset")
+    p.add_argument("--task", default=str(DEFAULT_TASK_PATH), help="task checkpoint (default: the shipped one)")
+    p.add_argument("--data", help="dataset (default: the one the task was trained on)")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, help="only the first N images of the split")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

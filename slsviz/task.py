@@ -1,0 +1,249 @@
+"""A PETL task: backbone + adapters + head, and its checkpoint (exactly what SLS stores per task).
+
+The checkpoint is a safetensors file of the trainable tensors only (adapters of the kept blocks and
+the head) with JSON metadata; the frozen backbone is identified by arch and weights checksum.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from slsviz.backbones import Backbone
+from slsviz.data import LabelledImages, Preprocess, make_loader
+from slsviz.errors import CheckpointError, SlsvizError
+from slsviz.petl import PetlConfig, attach_petl, petl_state_dict
+from slsviz.prune import check_depth, prune_to_depth
+from slsviz.storage import atomic_path
+from slsviz.train import ProgressFn, Recipe, TrainResult, evaluate, train_task
+
+TASK_SCHEMA = "slsviz-task/1"
+_META_KEY = "slsviz_task"
+
+
+@dataclass
+class TaskMeta:
+    """Everything needed to rebuild and trust a task model, JSON-ready.
+
+    Attributes:
+        backbone_id: how the backbone was asked for (``"default"``, ``"<arch>:<path>"``, ...).
+        backbone_arch: timm model name.
+        backbone_checksum: weights checksum of the backbone the task was trained on.
+        petl: the PETL method and its hyper-parameters (``PetlConfig.to_dict()``).
+        class_names: one name per class; ``len(class_names)`` is the head's output size.
+        img_size: input size the task was trained at.
+        mean: normalisation mean.
+        std: normalisation std.
+        dataset: dataset id (e.g. ``"mnist5k"``).
+        split_seed: seed of the dataset's split (``None`` where fixed by list files).
+        num_layers: blocks of the full backbone.
+        recipe: training recipe (optimiser, schedule, epochs, seed, ...).
+        val_accuracy: accuracy on the val split of the kept checkpoint (chosen on val).
+        test_accuracy: accuracy on the test split.
+        depth: blocks kept (``None`` = all).
+    """
+
+    backbone_id: str
+    backbone_arch: str
+    backbone_checksum: str
+    petl: dict[str, Any]
+    class_names: list[str]
+    img_size: int
+    mean: list[float]
+    std: list[float]
+    dataset: str
+    split_seed: int | None
+    num_layers: int
+    recipe: dict[str, Any] = field(default_factory=dict)
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    depth: int | None = None
+    schema: str = TASK_SCHEMA
+
+    @property
+    def num_classes(self) -> int:
+        """Output size of the head."""
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskMeta:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (newer writers)."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def build_task_model(backbone: Backbone, petl: PetlConfig, num_classes: int, *, seed: int = 0) -> nn.Module:
+    """A fresh task model: a COPY of the backbone with adapters in every block and a new head.
+
+    Only adapters and head are trainable. Their initialisation is seeded, so runs are reproducible.
+    """
+    if num_classes < 2:
+        raise CheckpointError(f"A task needs at least 2 classes, got {num_classes}.")
+    model = copy.deepcopy(backbone.model)
+    with torch.random.fork_rng(devices=[]):  # adapter inits (e.g. LoRA's A) and the head
+        torch.manual_seed(seed)
+        attach_petl(model, petl)
+        model.reset_classifier(num_classes)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    return model.to(backbone.device).eval()
+
+
+def save_task(path: str | os.PathLike, model: nn.Module, meta: TaskMeta) -> Path:
+    """Write the task's trainable tensors and metadata to ``path`` atomically (temp file, rename)."""
+    path = Path(path)
+    tensors = {k: v.contiguous() for k, v in petl_state_dict(model).items()}
+    meta = copy.copy(meta)
+    if len(model.blocks) < meta.num_layers:
+        meta.depth = len(model.blocks)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta.to_dict())})
+    return path
+
+
+def read_task_meta(path: str | os.PathLike) -> TaskMeta:
+    """Only the metadata of a task checkpoint (cheap; no tensors are read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Task checkpoint {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+    except Exception as exc:
+        raise CheckpointError(f"Task checkpoint {path} cannot be read: is it a complete .safetensors file written by slsviz?") from exc
+    if raw is None:
+        raise CheckpointError(f"{path} is a safetensors file but not an slsviz task checkpoint (no '{_META_KEY}' metadata).")
+    try:
+        meta = TaskMeta.from_dict(json.loads(raw))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise CheckpointError(f"Task checkpoint {path} has damaged metadata: {exc}") from exc
+    if meta.schema != TASK_SCHEMA:
+        raise CheckpointError(f"Task checkpoint {path} has schema {meta.schema!r}; this slsviz reads {TASK_SCHEMA!r}.")
+    return meta
+
+
+def load_task(path: str | os.PathLike, backbone: Backbone) -> tuple[nn.Module, TaskMeta]:
+    """Rebuild a task model on ``backbone`` from a task checkpoint.
+
+    Raises:
+        CheckpointError: a different backbone (arch or weights), an input size or class count that
+            does not fit, or missing / unexpected adapter tensors.
+    """
+    path = Path(path)
+    meta = read_task_meta(path)
+    if meta.backbone_arch != backbone.arch or meta.backbone_checksum != backbone.checksum:
+        raise CheckpointError(
+            f"Task checkpoint {path} was trained on backbone {meta.backbone_id!r} ({meta.backbone_arch}, weights "
+            f"{meta.backbone_checksum}), but the loaded backbone is {backbone.id!r} ({backbone.arch}, weights "
+            f"{backbone.checksum}). Load the backbone it was trained on."
+        )
+    if meta.img_size != backbone.img_size:
+        raise CheckpointError(
+            f"Task checkpoint {path} was trained at {meta.img_size} px but the backbone is set up for "
+            f"{backbone.img_size} px: load the backbone with img_size={meta.img_size}."
+        )
+    if meta.num_layers != backbone.num_layers:
+        raise CheckpointError(f"Task checkpoint {path} expects {meta.num_layers} blocks; the backbone has {backbone.num_layers}.")
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    head = tensors.get("head.weight")
+    if head is None or head.shape[0] != meta.num_classes:
+        got = "no head" if head is None else f"a head for {head.shape[0]} classes"
+        raise CheckpointError(f"Task checkpoint {path} names {meta.num_classes} classes but holds {got}.")
+
+    try:
+        petl = PetlConfig.from_dict(meta.petl)
+    except (SlsvizError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"Task checkpoint {path} has damaged PETL metadata: {exc}") from exc
+    model = build_task_model(backbone, petl, meta.num_classes)
+    if meta.depth is not None:
+        model = prune_to_depth(model, check_depth(meta.depth, backbone.num_layers))
+    expected = petl_state_dict(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        parts = [f"{len(v)} {label} ({', '.join(v[:3])}{' ...' if len(v) > 3 else ''})"
+                 for label, v in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if v]
+        raise CheckpointError(f"Task checkpoint {path} does not fit its PETL method {meta.petl.get('method')!r}: {'; '.join(parts)}.")
+    model.load_state_dict(tensors, strict=False)
+    return model.eval(), meta
+
+
+def fit_task(
+    backbone: Backbone,
+    data: LabelledImages,
+    petl: PetlConfig,
+    recipe: Recipe,
+    *,
+    device: torch.device | str = "cpu",
+    progress: ProgressFn | None = None,
+    limit: int | None = None,
+) -> tuple[nn.Module, TaskMeta, TrainResult]:
+    """Build a task model on ``backbone``, train it (best on val), measure test accuracy.
+
+    Returns:
+        The trained model (on ``device``), its metadata ready for :func:`save_task`, and the run.
+    """
+    preprocess = Preprocess(backbone.img_size, backbone.mean, backbone.std)
+    model = build_task_model(backbone, petl, data.num_classes, seed=recipe.seed)
+    result = train_task(model, data, preprocess, recipe, device=device, progress=progress, limit=limit)
+    test_acc = evaluate(model, make_loader(data, "test", preprocess, 256, limit=limit), torch.device(device))
+    meta = TaskMeta(
+        backbone_id=backbone.id,
+        backbone_arch=backbone.arch,
+        backbone_checksum=backbone.checksum,
+        petl=petl.to_dict(),
+        class_names=list(data.class_names),
+        img_size=backbone.img_size,
+        mean=list(backbone.mean),
+        std=list(backbone.std),
+        dataset=data.name,
+        split_seed=data.split_info.get("seed"),
+        num_layers=backbone.num_layers,
+        recipe={**recipe.to_dict(), "best_epoch": result.best_epoch, "limit": limit},
+        val_accuracy=result.val_accuracy,
+        test_accuracy=test_acc,
+    )
+    return model, meta, result
+
+
+DEFAULT_TASK_PATH = Path(__file__).resolve().parents[1] / "assets" / "default_task.safetensors"
+
+
+def load_task_with_backbone(
+    path: str | os.PathLike = DEFAULT_TASK_PATH, *, device: torch.device | str = "cpu"
+) -> tuple[Backbone, nn.Module, TaskMeta]:
+    """Load a task checkpoint together with the backbone it names (at the size it was trained at).
+
+    Works for tasks on the embedded default backbone; a task on another backbone needs that
+    backbone loaded by the caller (its checkpoint file is not part of the task) and :func:`load_task`.
+    """
+    from slsviz.backbones import DEFAULT_BACKBONE, load_backbone
+
+    path = Path(path)
+    if not path.is_file() and path == DEFAULT_TASK_PATH:
+        raise CheckpointError(f"The shipped default task {path} is missing: run `make default-task` to create it.")
+    meta = read_task_meta(path)
+    if meta.backbone_id != DEFAULT_BACKBONE:
+        raise CheckpointError(
+            f"Task checkpoint {path} was trained on backbone {meta.backbone_id!r}: load that backbone "
+            f"({meta.backbone_arch} with its checkpoint) and then the task."
+        )
+    backbone = load_backbone(DEFAULT_BACKBONE, img_size=meta.img_size, device=device)
+    model, meta = load_task(path, backbone)
+    return backbone, model, meta

@@ -1,0 +1,193 @@
+"""Training and evaluating PETL task models: only adapters and head learn, the backbone is frozen.
+
+The defaults follow the paper's recipe (AdamW lr 1e-3, weight decay 1e-4, batch 64, cosine schedule
+with 10 warm-up epochs down to 1e-5, drop-path 0.1). The checkpoint kept is the best on *val*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from slsviz.data import LabelledImages, Preprocess, make_loader
+from slsviz.errors import SlsvizError
+from slsviz.petl import set_drop_path, trainable_names
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+"""``progress(step, total_steps, info)``: called after every epoch with loss and val accuracy."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a task model is trained; recorded in the task checkpoint.
+
+    Attributes:
+        epochs: passes over the train split.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        batch_size: images per step.
+        warmup_epochs: linear warm-up length (capped below ``epochs``).
+        min_lr: learning rate at the end of the cosine decay; also the warm-up start.
+        drop_path: stochastic-depth rate of the last block (linear over blocks) while training.
+        schedule: ``"cosine"`` (warm-up then cosine, the paper's PETL and CLR recipes) or
+            ``"constant"`` (the paper's FT retraining at a fixed lr).
+        seed: seeds shuffling, dropout and drop-path.
+        split: the split trained on; checkpoints are chosen on ``"val"``.
+    """
+
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    warmup_epochs: int = 10
+    min_lr: float = 1e-5
+    drop_path: float = 0.1
+    schedule: str = "cosine"
+    seed: int = 0
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise SlsvizError(f"Training needs at least 1 epoch and a batch of at least 1 (got {self.epochs}, {self.batch_size}).")
+        if self.schedule not in {"cosine", "constant"}:
+            raise SlsvizError(f"Unknown schedule {self.schedule!r}: use cosine or constant.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the optimiser named."""
+        return {"optimizer": "AdamW", **asdict(self)}
+
+    def lr_at(self, step: int, steps_per_epoch: int) -> float:
+        """Learning rate at optimiser step ``step`` (0-based), per step rather than per epoch."""
+        if self.schedule == "constant":
+            return self.lr
+        total = self.epochs * steps_per_epoch
+        warmup = min(self.warmup_epochs, self.epochs - 1) * steps_per_epoch
+        if step < warmup:
+            return self.min_lr + (self.lr - self.min_lr) * step / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced (the model passed in is left at its best-on-val state)."""
+
+    best_epoch: int
+    val_accuracy: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; plain float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None = None) -> float:
+    """Top-1 accuracy of ``model`` over ``loader`` (eval mode; the model's mode is restored)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for images, labels in loader:
+            with autocast(device):
+                logits = model(images.to(device, non_blocking=True))
+            correct += int((logits.argmax(-1).cpu() == labels).sum())
+            total += len(labels)
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise SlsvizError("Nothing to evaluate: the split is empty.")
+    return correct / total
+
+
+def train_task(
+    model: nn.Module,
+    data: LabelledImages,
+    preprocess: Preprocess,
+    recipe: Recipe = Recipe(),
+    *,
+    device: torch.device | str = "cpu",
+    progress: ProgressFn | None = None,
+    limit: int | None = None,
+) -> TrainResult:
+    """Train the adapters and head of ``model`` on ``data``'s train split; keep the best on val.
+
+    Args:
+        model: a task model (see ``slsviz.task.build_task_model``); trained in place.
+        data: the dataset; its ``recipe.split`` split trains, ``val`` selects the checkpoint.
+        preprocess: image -> tensor.
+        recipe: hyper-parameters.
+        device: where to train.
+        progress: called after every epoch.
+        limit: use only the first ``limit`` images of each split (quick runs and tests).
+
+    Returns:
+        The best epoch, its val accuracy and the per-epoch history.
+    """
+    device = torch.device(device)
+    names = set(trainable_names(model))
+    params = [p for n, p in model.named_parameters() if n in names]
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+    if not params:
+        raise SlsvizError("The model has nothing to train: attach a PETL method and a head first.")
+
+    # Shuffling, dropout and drop-path all draw from the global generator: one seed fixes them all.
+    torch.manual_seed(recipe.seed)
+    train_loader = make_loader(data, recipe.split, preprocess, recipe.batch_size, shuffle=True, limit=limit)
+    val_loader = make_loader(data, "val", preprocess, 256, limit=limit)
+
+    model.to(device)
+    set_drop_path(model, recipe.drop_path)
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    steps_per_epoch = len(train_loader)
+    best = TrainResult(best_epoch=0, val_accuracy=-1.0)
+    best_state: dict[str, torch.Tensor] = {}
+    start = time.perf_counter()
+    step = 0
+    try:
+        for epoch in range(1, recipe.epochs + 1):
+            model.train()
+            loss_sum, seen = 0.0, 0
+            for images, labels in train_loader:
+                for group in optimizer.param_groups:
+                    group["lr"] = recipe.lr_at(step, steps_per_epoch)
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with autocast(device):
+                    loss = loss_fn(model(images).float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += float(loss.detach()) * len(labels)
+                seen += len(labels)
+                step += 1
+            val_acc = evaluate(model, val_loader, device)
+            record = {"epoch": epoch, "loss": loss_sum / seen, "val_accuracy": val_acc,
+                      "lr": optimizer.param_groups[0]["lr"]}
+            best.history.append(record)
+            if val_acc > best.val_accuracy:  # ties keep the earlier epoch
+                best.best_epoch, best.val_accuracy = epoch, val_acc
+                best_state = {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
+            if progress is not None:
+                progress(epoch, recipe.epochs, record)
+    finally:
+        set_drop_path(model, 0.0)
+        model.eval()
+    model.load_state_dict(best_state, strict=False)
+    best.seconds = time.perf_counter() - start
+    return best
+

@@ -1,0 +1,39 @@
+"""The shipped default task: DINOv2 ViT-S/14 + Convpass trained on mnist5k train800."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from slsviz.data import Preprocess, load_dataset, make_loader
+from slsviz.task import DEFAULT_TASK_PATH, load_task_with_backbone, read_task_meta
+from slsviz.train import evaluate
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+pytestmark = pytest.mark.integration
+
+
+def test_shipped_checkpoint_is_small_and_complete():
+    assert DEFAULT_TASK_PATH.stat().st_size < 2 * 1024 * 1024
+    meta = read_task_meta(DEFAULT_TASK_PATH)
+    assert meta.backbone_id == "default" and meta.petl["method"] == "convpass"
+    assert meta.dataset == "mnist5k" and meta.num_classes == 10 and meta.depth is None
+    assert meta.recipe["split"] == "train" and meta.recipe["limit"] is None
+
+
+def test_full_depth_test_accuracy_matches_checkpoint_and_readme():
+    start = time.perf_counter()
+    backbone, model, meta = load_task_with_backbone(device="cpu")
+    assert time.perf_counter() - start < 30  # "in seconds" (generous for a loaded CI machine)
+    data = load_dataset(meta.dataset, seed=meta.split_seed)
+    loader = make_loader(data, "test", Preprocess(meta.img_size, meta.mean, meta.std), batch_size=256)
+    accuracy = evaluate(model, loader)
+    assert accuracy == pytest.approx(meta.test_accuracy, abs=1e-3)  # at most 4 of 4,000 images differ
+
+    readme = README.read_text(encoding="utf-8")
+    shown = re.search(r"default task.*?test accuracy \*\*([\d.]+)%\*\*", readme, re.S | re.I)
+    assert shown, "README states the default task's test accuracy"
+    assert float(shown.group(1)) == pytest.approx(100 * meta.test_accuracy, abs=0.01)
