@@ -1,0 +1,88 @@
+"""Accuracy of the model cut at every depth, from cached features (no backbone pass).
+
+Two kinds, each labelled wherever shown:
+- *as is*: the task's own head on the depth-d model, ``head(norm(cls_d))``; the paper shows this
+  can collapse (EuroSAT 95.87% -> 55.65%), because the head was trained on the last block.
+- *head re-fit*: a new linear head fit on the train split's features of block d (seconds).
+A third, *retrained* (adapters + head trained further after pruning), needs backbone passes: see
+:func:`slsviz.train.train_task` with the paper's FT or CLR recipe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from sklearn.linear_model import LogisticRegression
+
+from slsviz.errors import SlsvizError
+from slsviz.features import FeatureBank
+
+
+def _check_cls_head(model: nn.Module, bank: FeatureBank) -> None:
+    if bank.token != "cls":
+        raise SlsvizError(f"Per-depth accuracy needs CLS features before the final norm (token 'cls'), not {bank.token!r}.")
+    if getattr(model, "global_pool", "token") != "token":
+        raise SlsvizError(f"Per-depth accuracy from CLS features needs a CLS-token head; this model pools by {model.global_pool!r}.")
+
+
+@torch.inference_mode()
+def normed(model: nn.Module, features: np.ndarray) -> np.ndarray:
+    """What the head sees: the model's final norm (and fc_norm) applied to block features (N, D)."""
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.array(features, dtype=np.float32)).to(device)  # a copy: memmaps are read-only
+    return model.fc_norm(model.norm(x)).float().cpu().numpy()
+
+
+@torch.inference_mode()
+def accuracy_as_is(model: nn.Module, bank: FeatureBank) -> np.ndarray:
+    """Accuracy of ``head(norm(cls_d))`` for every depth d = 1..L (index d-1)."""
+    _check_cls_head(model, bank)
+    device = next(model.parameters()).device
+    labels = torch.from_numpy(bank.labels)
+    out = np.empty(bank.num_layers)
+    for d in range(1, bank.num_layers + 1):
+        logits = model.head(torch.from_numpy(normed(model, bank.layer(d))).to(device)).cpu()
+        out[d - 1] = int((logits.argmax(-1) == labels).sum()) / len(labels)
+    return out
+
+
+def fit_head(model: nn.Module, train: FeatureBank, layer: int, *, seed: int = 0, max_iter: int = 1000) -> LogisticRegression:
+    """A new linear head for the depth-``layer`` model, fit on the normed train features."""
+    _check_cls_head(model, train)
+    if len(np.unique(train.labels)) < 2:
+        raise SlsvizError("Re-fitting a head needs train features of at least 2 classes.")
+    clf = LogisticRegression(max_iter=max_iter, random_state=seed)
+    return clf.fit(normed(model, train.layer(layer)), train.labels)
+
+
+def accuracy_head_refit(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0) -> np.ndarray:
+    """Accuracy on ``evaluate_on`` of a head re-fit on ``train``'s block-d features, for every depth."""
+    _check_cls_head(model, evaluate_on)
+    out = np.empty(evaluate_on.num_layers)
+    for d in range(1, evaluate_on.num_layers + 1):
+        clf = fit_head(model, train, d, seed=seed)
+        out[d - 1] = clf.score(normed(model, evaluate_on.layer(d)), evaluate_on.labels)
+    return out
+
+
+def head_as_linear(clf: LogisticRegression, like: nn.Linear) -> nn.Linear:
+    """The re-fit head as a torch Linear, to put on a pruned model (multinomial logits match)."""
+    n_classes = like.out_features
+    if len(clf.classes_) != n_classes:
+        raise SlsvizError(f"The re-fit head saw {len(clf.classes_)} of {n_classes} classes in train: use more train images.")
+    head = nn.Linear(like.in_features, n_classes).to(like.weight.device)
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(clf.coef_, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(clf.intercept_, dtype=head.bias.dtype))
+    return head
+
+
+def depth_accuracy_table(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0) -> pd.DataFrame:
+    """Both cache-only kinds for every depth: columns ``depth, accuracy_as_is, accuracy_head_refit``."""
+    return pd.DataFrame({
+        "depth": np.arange(1, evaluate_on.num_layers + 1),
+        "accuracy_as_is": accuracy_as_is(model, evaluate_on),
+        "accuracy_head_refit": accuracy_head_refit(model, train, evaluate_on, seed=seed),
+    })

@@ -1,0 +1,231 @@
+"""Per-layer features in ONE forward pass per batch, cached on disk.
+
+For every block l = 1..L the CLS token of the block's output *before* the final norm (the paper's
+choice; ``token="cls"``), or the mean of its patch tokens (``"mean"``), or the CLS token after the
+final norm (``"cls_norm"``). timm's ``forward_intermediates`` yields all blocks in one pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from slsviz.data import LabelledImages, Preprocess, make_loader
+from slsviz.errors import SlsvizError
+from slsviz.storage import cache_dir
+from slsviz.train import autocast
+
+TOKENS = ("cls", "mean", "cls_norm")
+DEFAULT_TOKEN = "cls"
+_FLOAT16_ABOVE_BYTES = 1 << 30  # float32 banks above 1 GiB are stored as float16
+
+ProgressFn = Callable[[int, int], None]
+"""``progress(done, total)`` in images."""
+
+
+@dataclass
+class FeatureBank:
+    """Features of every block for one split of a dataset.
+
+    Attributes:
+        features: (L, N, D) array, float32 or float16, possibly memory-mapped from the cache.
+        labels: (N,) int64 class labels.
+        indices: (N,) positions of the images in the dataset.
+        split: the split the images came from.
+        token: which token (see :data:`TOKENS`).
+        key: the cache key (what the features depend on, hashed).
+        meta: what the key was made from, JSON-ready.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    split: str
+    token: str
+    key: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        """L."""
+        return int(self.features.shape[0])
+
+    @property
+    def num_samples(self) -> int:
+        """N."""
+        return int(self.features.shape[1])
+
+    @property
+    def dim(self) -> int:
+        """D."""
+        return int(self.features.shape[2])
+
+    def layer(self, layer: int) -> np.ndarray:
+        """Features of block ``layer`` (1-based) as float32, (N, D)."""
+        if not 1 <= layer <= self.num_layers:
+            raise SlsvizError(f"Layer {layer} is out of range: the model has blocks 1..{self.num_layers}.")
+        return np.asarray(self.features[layer - 1], dtype=np.float32)
+
+    def as_float32(self) -> np.ndarray:
+        """All features as one float32 (L, N, D) array in memory."""
+        return np.asarray(self.features, dtype=np.float32)
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    token: str = DEFAULT_TOKEN,
+    device: torch.device | str | None = None,
+    use_autocast: bool = False,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` once over ``loader`` and collect every block's ``token`` features.
+
+    Args:
+        model: a timm ViT (with or without adapters, full or pruned).
+        loader: yields ``(images, labels)``.
+        token: ``"cls"`` (before the final norm), ``"mean"`` (patch tokens) or ``"cls_norm"``.
+        device: where to compute (default: the model's).
+        use_autocast: bf16 autocast on CUDA (ignored elsewhere).
+        progress: called after each batch with (images done, total images).
+
+    Returns:
+        ``(features float32 (L, N, D), labels int64 (N,))``.
+    """
+    if token not in TOKENS:
+        raise SlsvizError(f"Unknown token choice {token!r}: use one of {', '.join(TOKENS)}.")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = len(loader.dataset)
+    chunks: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    done = 0
+    try:
+        for images, targets in loader:
+            with autocast(device) if use_autocast else contextlib.nullcontext():
+                outs = model.forward_intermediates(
+                    images.to(device, non_blocking=True), indices=None, norm=token == "cls_norm",
+                    output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True,
+                )
+            # each entry is (patch tokens, prefix tokens) of one block
+            per_layer = [(prefix[:, 0] if token != "mean" else patches.mean(1)) for patches, prefix in outs]
+            chunks.append(torch.stack(per_layer).float().cpu().numpy())
+            labels.append(targets.numpy())
+            done += len(targets)
+            if progress is not None:
+                progress(done, total)
+    finally:
+        model.train(was_training)
+    if not chunks:
+        raise SlsvizError("No images to extract features from: the split is empty.")
+    return np.concatenate(chunks, axis=1), np.concatenate(labels).astype(np.int64)
+
+
+def cache_key(meta: dict[str, Any]) -> str:
+    """sha256 (hex, 24 chars) of the JSON of what the features depend on."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def load_cached(key: str) -> FeatureBank | None:
+    """The bank stored under ``key``, memory-mapped; ``None`` if absent or unreadable."""
+    folder = cache_dir() / "features" / key
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        return FeatureBank(
+            features=np.load(folder / "features.npy", mmap_mode="r"),
+            labels=np.load(folder / "labels.npy"),
+            indices=np.load(folder / "indices.npy"),
+            split=meta["split"],
+            token=meta["token"],
+            key=key,
+            meta=meta,
+        )
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def store(bank: FeatureBank) -> FeatureBank:
+    """Write ``bank`` under its key atomically (a temp folder renamed into place); return it mapped."""
+    root = cache_dir() / "features"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / bank.key
+    tmp = Path(tempfile.mkdtemp(prefix=f".{bank.key}.", dir=root))
+    try:
+        dtype = np.float16 if bank.features.size * 4 > _FLOAT16_ABOVE_BYTES else np.float32
+        np.save(tmp / "features.npy", np.asarray(bank.features, dtype=dtype))
+        np.save(tmp / "labels.npy", bank.labels)
+        np.save(tmp / "indices.npy", bank.indices)
+        (tmp / "meta.json").write_text(json.dumps({**bank.meta, "split": bank.split, "token": bank.token,
+                                                   "dtype": np.dtype(dtype).name}), encoding="utf-8")
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process stored the same key first: theirs is as good
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_cached(bank.key) or bank
+
+
+def feature_bank(
+    model: nn.Module,
+    data: LabelledImages,
+    split: str,
+    preprocess: Preprocess,
+    *,
+    backbone_checksum: str,
+    token: str = DEFAULT_TOKEN,
+    batch_size: int = 64,
+    limit: int | None = None,
+    device: torch.device | str | None = None,
+    use_autocast: bool = False,
+    use_cache: bool = True,
+    progress: ProgressFn | None = None,
+) -> FeatureBank:
+    """Features of every block of ``model`` for one split, from the disk cache when already computed.
+
+    The cache key covers the backbone checksum, the task's trainable tensors (adapters + head),
+    the depth, the dataset and its split seed, the split and ``limit``, the input size and the token.
+    """
+    from slsviz.backbones import weights_checksum
+    from slsviz.petl import petl_state_dict
+
+    meta = {
+        "backbone_checksum": backbone_checksum,
+        "task_checksum": weights_checksum(petl_state_dict(model)),
+        "depth": len(model.blocks),
+        "dataset": data.name,
+        "split_seed": data.split_info.get("seed"),
+        "split": split,
+        "limit": limit,
+        "img_size": preprocess.img_size,
+        "mean": list(preprocess.mean),
+        "std": list(preprocess.std),
+        "token": token,
+    }
+    key = cache_key(meta)
+    if use_cache and (cached := load_cached(key)) is not None:
+        if progress is not None:
+            progress(cached.num_samples, cached.num_samples)
+        return cached
+    loader = make_loader(data, split, preprocess, batch_size, limit=limit)
+    features, labels = extract_features(model, loader, token=token, device=device,
+                                        use_autocast=use_autocast, progress=progress)
+    bank = FeatureBank(features=features, labels=labels, indices=np.asarray(loader.dataset.indices),
+                       split=split, token=token, key=key, meta=meta)
+    return store(bank) if use_cache else bank
