@@ -24,6 +24,7 @@ DEFAULT_DATASET = "mnist5k"
 # 112 = 8 x 8 patches of 14 pixels: the default DINOv2 ViT-S/14 stays fast on a CPU.
 DEFAULT_IMG_SIZE = 112
 SPLITS = ("train", "val", "test")
+TRAINVAL = "trainval"  # train + val, what the SLS code scores layers on (VTAB's train800val200)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VTAB_LIST_FILES = ("train800.txt", "val200.txt", "train800val200.txt", "test.txt")
 
@@ -75,6 +76,20 @@ class LabelledImages:
     def num_classes(self) -> int:
         """Number of classes, ``len(class_names)``."""
         return len(self.class_names)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Indices of ``split``; ``"trainval"`` is train followed by val (VTAB's train800val200).
+
+        Raises:
+            DataError: unknown split.
+        """
+        if split == TRAINVAL:
+            return np.concatenate([self.indices("train"), self.indices("val")])
+        if split not in self.splits:
+            raise DataError(
+                f"Dataset {self.name} has no split {split!r}: use one of {', '.join([*self.splits, TRAINVAL])}."
+            )
+        return self.splits[split]
 
     def describe(self) -> dict:
         """A JSON-ready summary: id, sizes, classes, splits and how they were made."""
@@ -157,7 +172,7 @@ def make_loader(
 
     Args:
         data: The dataset.
-        split: ``"train"``, ``"val"`` or ``"test"``.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"trainval"`` (train then val).
         preprocess: Turns each PIL image into a tensor.
         batch_size: Images per batch.
         shuffle: Reshuffle every epoch.
@@ -168,9 +183,7 @@ def make_loader(
     Raises:
         DataError: unknown split, or a ``limit`` that leaves nothing.
     """
-    if split not in data.splits:
-        raise DataError(f"Dataset {data.name} has no split {split!r}: use one of {', '.join(data.splits)}.")
-    indices = data.splits[split]
+    indices = data.indices(split)
     if limit is not None:
         if limit < 1:
             raise DataError(f"limit must be at least 1 image, got {limit}.")

@@ -423,3 +423,12 @@ def test_load_dataset_unknown_spec(tmp_path: Path) -> None:
     _write_image(a_file)
     with pytest.raises(DataError, match="is a file"):
         load_dataset(str(a_file))
+
+
+def test_trainval_is_train_then_val():
+    data = load_digits(seed=0)
+    both = data.indices("trainval")
+    assert len(both) == 1000
+    assert np.array_equal(both[:800], data.splits["train"]) and np.array_equal(both[800:], data.splits["val"])
+    with pytest.raises(DataError, match="trainval"):
+        data.indices("holdout")
