@@ -1,0 +1,180 @@
+"""Measuring a (pruned) model the way timm's benchmark does: throughput, latency, FLOPs, memory.
+
+Eval mode, inference mode, warm-up, CUDA synchronisation around each timed step, ``perf_counter``
+and a time budget. RepAdapter/LoRA are merged into the backbone before timing (on a copy), since a
+deployed task would run them merged. Every function returns plain numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from slsviz.device import describe_device
+from slsviz.petl import merge_petl
+from slsviz.train import autocast
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class BenchmarkResult:
+    """What one benchmark measured. Throughput and latency are over timed steps (mean, std)."""
+
+    depth: int
+    batch_size: int
+    images_per_s: float
+    images_per_s_std: float
+    latency_ms: float
+    latency_ms_std: float
+    steps: int
+    params: int
+    flops_per_image: int
+    peak_memory_bytes: int | None
+    memory_kind: str
+    device: str
+    precision: str
+    torch: str
+    timm: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.inference_mode()
+def count_flops(model: nn.Module, img_size: int, device: torch.device | str = "cpu") -> int:
+    """FLOPs of one image's forward pass (``torch.utils.flop_counter``: a multiply-add counts 2)."""
+    x = torch.zeros(1, 3, img_size, img_size, device=device)
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def prepare_for_timing(model: nn.Module) -> nn.Module:
+    """A copy with RepAdapter/LoRA merged and in eval mode; the input is not touched."""
+    return merge_petl(copy.deepcopy(model)).eval()
+
+
+def benchmark(
+    model: nn.Module,
+    img_size: int,
+    *,
+    batch_size: int = 1,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    warmup_steps: int = 3,
+    time_budget_s: float = 2.0,
+    min_steps: int = 5,
+    max_steps: int = 1000,
+    merged: bool = False,
+) -> BenchmarkResult:
+    """Time ``model`` on random images of ``img_size`` at ``batch_size``.
+
+    Args:
+        model: a task model (full or pruned); copied and merged unless ``merged`` says it already is.
+        img_size: input size.
+        batch_size: images per step.
+        device: where to run.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast; CUDA only).
+        warmup_steps: untimed steps first (allocator, kernels, caches).
+        time_budget_s: stop timing after this long (at least ``min_steps`` steps).
+        min_steps: fewest timed steps.
+        max_steps: most timed steps.
+        merged: skip the copy-and-merge step.
+    """
+    import timm
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "bf16" and device.type != "cuda":
+        raise ValueError("bf16 timing needs CUDA; use fp32 on this device.")
+    model = (model if merged else prepare_for_timing(model)).to(device)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    context = autocast(device) if precision == "bf16" else contextlib.nullcontext()
+
+    reset_peak_memory(device)
+    times: list[float] = []
+    with torch.inference_mode(), context:
+        for _ in range(warmup_steps):
+            model(x)
+        _sync(device)
+        started = time.perf_counter()
+        while len(times) < max_steps and (len(times) < min_steps or time.perf_counter() - started < time_budget_s):
+            t0 = time.perf_counter()
+            model(x)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+    peak, kind = peak_memory(device)
+    rates = [batch_size / t for t in times]
+    return BenchmarkResult(
+        depth=len(model.blocks),
+        batch_size=batch_size,
+        images_per_s=statistics.fmean(rates),
+        images_per_s_std=statistics.stdev(rates) if len(rates) > 1 else 0.0,
+        latency_ms=1000 * statistics.fmean(times),
+        latency_ms_std=1000 * statistics.stdev(times) if len(times) > 1 else 0.0,
+        steps=len(times),
+        params=count_params(model),
+        flops_per_image=count_flops(model, img_size, device),
+        peak_memory_bytes=peak,
+        memory_kind=kind,
+        device=describe_device(device),
+        precision=precision,
+        torch=torch.__version__,
+        timm=timm.__version__,
+    )
+
+
+def speedups(full: BenchmarkResult, pruned: BenchmarkResult) -> dict[str, float]:
+    """Measured speedup (throughput ratio) beside the ideal one (FLOP ratio), and their quotient."""
+    measured = pruned.images_per_s / full.images_per_s
+    ideal = full.flops_per_image / pruned.flops_per_image
+    return {"measured_speedup": measured, "ideal_speedup": ideal, "efficiency": measured / ideal}
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """CUDA: reset the allocator's peak. CPU (Linux): reset the process's peak RSS (VmHWM)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # "5" resets the peak resident set size
+    except OSError:
+        pass
+
+
+def peak_memory(device: torch.device) -> tuple[int | None, str]:
+    """Peak memory since :func:`reset_peak_memory`, and what it measures."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "CUDA peak allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024, "process peak RSS (CPU)"
+    except OSError:
+        pass
+    return None, "not measurable here"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,54 @@
+"""Benchmark utilities: plain numbers that behave as they must."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slsviz.backbones import random_backbone
+from slsviz.bench import benchmark, count_flops, count_params, speedups
+from slsviz.petl import PetlConfig
+from slsviz.prune import prune_to_depth
+from slsviz.task import build_task_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    backbone = random_backbone("vit_tiny_patch16_224", img_size=32, depth=4, seed=0)
+    return build_task_model(backbone, PetlConfig("repadapter"), 10)
+
+
+def test_flops_scale_with_depth(model):
+    full, half = count_flops(model, 32), count_flops(prune_to_depth(model, 2), 32)
+    assert full > half > 0
+    per_block = (full - half) / 2
+    assert count_flops(prune_to_depth(model, 1), 32) == pytest.approx(half - per_block, rel=1e-6)
+
+
+def test_benchmark_reports_plain_numbers_and_leaves_the_model_alone(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = benchmark(model, 32, batch_size=4, time_budget_s=0.2, min_steps=3, warmup_steps=1)
+    assert result.steps >= 3 and result.images_per_s > 0 and result.latency_ms > 0
+    assert result.images_per_s == pytest.approx(4 / (result.latency_ms / 1000), rel=0.5)
+    assert result.depth == 4 and result.batch_size == 4 and result.precision == "fp32"
+    assert result.params < count_params(model)  # RepAdapter merged away before timing
+    assert result.device.startswith("cpu")
+    assert result.to_dict()["flops_per_image"] < count_flops(model, 32)  # ... and its FLOPs with it
+    # the task model itself is not merged or modified
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_speedups(model):
+    full = benchmark(model, 32, time_budget_s=0.1, min_steps=3)
+    pruned = benchmark(prune_to_depth(model, 1), 32, time_budget_s=0.1, min_steps=3)
+    s = speedups(full, pruned)
+    assert s["ideal_speedup"] == pytest.approx(full.flops_per_image / pruned.flops_per_image)
+    assert s["ideal_speedup"] > 2 and s["measured_speedup"] > 1
+    assert s["efficiency"] == pytest.approx(s["measured_speedup"] / s["ideal_speedup"])
+
+
+def test_bf16_needs_cuda(model):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ValueError, match="CUDA"):
+        benchmark(model, 32, precision="bf16")
