@@ -1,0 +1,53 @@
+"""What one task costs to store, in parameters and bytes.
+
+SLS keeps the shared backbone untouched, so per task it stores only the kept blocks' adapters, the
+head and ONE integer (the depth). A structurally (channel-) pruned model instead needs its own
+pruned backbone per task; we count that alternative as the depth-d backbone plus adapters and head.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from slsviz.petl import is_petl_param
+from slsviz.prune import check_depth
+
+DEPTH_INTEGER_BYTES = 8  # one int64
+
+
+def _split_params(model: nn.Module, depth: int) -> dict[str, int]:
+    """Parameter counts: backbone and PETL of the first ``depth`` blocks, the rest, and the head."""
+    counts = {"backbone_kept": 0, "petl_kept": 0, "petl_all": 0, "head": 0}
+    for name, p in model.named_parameters():
+        n = p.numel()
+        if name.startswith("head."):
+            counts["head"] += n
+            continue
+        block = int(name.split(".")[1]) if name.startswith("blocks.") else None
+        kept = block is None or block < depth
+        if is_petl_param(name):
+            counts["petl_all"] += n
+            counts["petl_kept"] += n if kept else 0
+        elif kept:
+            counts["backbone_kept"] += n
+    return counts
+
+
+def storage_per_task(model: nn.Module, depth: int, *, bytes_per_param: int = 4) -> list[dict]:
+    """Three ways to store one task of ``model`` cut at ``depth``: rows with params and bytes.
+
+    Args:
+        model: the FULL task model (all blocks, adapters, head).
+        depth: blocks kept.
+        bytes_per_param: 4 for float32, 2 for float16.
+    """
+    depth = check_depth(depth, len(model.blocks))
+    c = _split_params(model, depth)
+    rows = [
+        ("full PETL", "adapters of all blocks + head", c["petl_all"] + c["head"], 0),
+        ("SLS", f"adapters of blocks 1..{depth} + head + the depth", c["petl_kept"] + c["head"], DEPTH_INTEGER_BYTES),
+        ("structurally pruned", f"a pruned backbone ({depth} blocks) + adapters + head, per task",
+         c["backbone_kept"] + c["petl_kept"] + c["head"], 0),
+    ]
+    return [{"storage": name, "what": what, "params": params, "bytes": params * bytes_per_param + extra}
+            for name, what, params, extra in rows]
