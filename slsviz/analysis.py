@@ -1,0 +1,170 @@
+"""Per-layer analysis on cached features: 2-D maps, scores and the SLS recommendation.
+
+:class:`LayerAnalysis` computes a layer's map and scores only when asked, and remembers them, so
+the lazy SLS scan (top down, stopping at the first block under the threshold) recommends a depth
+before the other layers are mapped; :meth:`LayerAnalysis.table` fills in the rest afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from slsviz.errors import SlsvizError
+from slsviz.projection import PROJECTIONS, project_layers
+from slsviz.rule import DEFAULT_ALPHA, SLSRule
+from slsviz.scores import CLUSTER_METRICS, METRICS, cluster_scores, probe_accuracy
+
+SPACES = ("2d", "raw")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How layers are mapped, scored and turned into a recommendation.
+
+    Attributes:
+        projection: ``"tsne"`` (the paper's), ``"umap"`` or ``"pca"``.
+        metric: the score the SLS rule reads: ``"silhouette"`` (the paper's), ``"calinski_harabasz"``,
+            ``"davies_bouldin"`` (lower is better) or ``"probe_accuracy"``.
+        space: cluster scores on the ``"2d"`` map (the paper's) or on the ``"raw"`` features.
+        alpha: the SLS threshold fraction.
+        seed: seed of every projection.
+        n_neighbors: UMAP neighbourhood size.
+        min_dist: UMAP minimum distance.
+        umap_metric: UMAP input metric.
+    """
+
+    projection: str = "tsne"
+    metric: str = "silhouette"
+    space: str = "2d"
+    alpha: float = DEFAULT_ALPHA
+    seed: int = 0
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    umap_metric: str = "euclidean"
+
+    def __post_init__(self) -> None:
+        if self.projection not in PROJECTIONS:
+            raise SlsvizError(f"Unknown projection {self.projection!r}: use one of {', '.join(PROJECTIONS)}.")
+        if self.metric not in METRICS:
+            raise SlsvizError(f"Unknown metric {self.metric!r}: use one of {', '.join(METRICS)}.")
+        if self.space not in SPACES:
+            raise SlsvizError(f"Unknown space {self.space!r}: use 2d (the map) or raw (the features).")
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether the chosen metric grows with better-separated classes."""
+        return METRICS[self.metric]
+
+    @property
+    def projection_params(self) -> dict:
+        """Settings passed to the projection (UMAP's; t-SNE and PCA ignore them)."""
+        return {"n_neighbors": self.n_neighbors, "min_dist": self.min_dist, "metric": self.umap_metric}
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return asdict(self)
+
+
+class LayerAnalysis:
+    """Maps and scores of every layer of a feature set, computed on demand and memoised.
+
+    Args:
+        features: (L, N, D) features that are mapped and scored (e.g. train + val).
+        labels: (N,) their classes.
+        settings: how to map and score.
+        cache_key: identifies ``features`` for the disk cache of maps; ``None`` disables it.
+        probe: ``(train (L, Ntr, D), train labels, eval (L, Nev, D), eval labels)`` for the
+            linear-probe score; ``None`` leaves it NaN.
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        settings: AnalysisSettings = AnalysisSettings(),
+        *,
+        cache_key: str | None = None,
+        probe: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        if features.ndim != 3 or features.shape[1] != len(labels):
+            raise SlsvizError(f"Features must be (layers, N, D) with N = {len(labels)} labels; got {features.shape}.")
+        if len(np.unique(labels)) < 2:
+            raise SlsvizError("Scoring layers needs images of at least 2 classes; these are all one class.")
+        self.features = features
+        self.labels = np.asarray(labels)
+        self.settings = settings
+        self.cache_key = cache_key
+        self.probe_data = probe
+        self._maps: dict[int, np.ndarray] = {}
+        self._scores: dict[int, dict[str, float]] = {}
+        self._probes: dict[int, float] = {}
+
+    @property
+    def num_layers(self) -> int:
+        """L."""
+        return int(self.features.shape[0])
+
+    def map(self, layer: int) -> np.ndarray:
+        """The 2-D map of ``layer`` (1-based), (N, 2) in [0, 1]."""
+        if layer not in self._maps:
+            self.maps([layer])
+        return self._maps[layer]
+
+    def maps(self, layers: list[int] | None = None, progress: Callable[[int, int], None] | None = None) -> dict[int, np.ndarray]:
+        """Maps of ``layers`` (default: all), computing only the missing ones."""
+        wanted = list(layers) if layers is not None else list(range(1, self.num_layers + 1))
+        missing = [layer for layer in wanted if layer not in self._maps]
+        if missing:
+            s = self.settings
+            self._maps.update(project_layers(self.features, s.projection, layers=missing, seed=s.seed,
+                                             cache_key=self.cache_key, progress=progress, **s.projection_params))
+        elif progress is not None:
+            progress(len(wanted), len(wanted))
+        return {layer: self._maps[layer] for layer in wanted}
+
+    def scores(self, layer: int) -> dict[str, float]:
+        """All scores of ``layer``: the three cluster scores (in the chosen space) and the probe."""
+        if layer not in self._scores:
+            if not 1 <= layer <= self.num_layers:
+                raise SlsvizError(f"Layer {layer} is out of range: blocks are 1..{self.num_layers}.")
+            points = self.map(layer) if self.settings.space == "2d" else np.asarray(self.features[layer - 1], np.float32)
+            row = cluster_scores(points, self.labels)
+            row["probe_accuracy"] = self._probe(layer)
+            self._scores[layer] = row
+        return self._scores[layer]
+
+    def score(self, layer: int) -> float:
+        """The score the SLS rule reads, for ``layer``."""
+        if self.settings.metric == "probe_accuracy":  # needs no map
+            return self._probe(layer)
+        return self.scores(layer)[self.settings.metric]
+
+    def recommend(self, lazy: bool = True) -> SLSRule:
+        """The SLS rule fitted on this analysis; ``lazy`` scores only the layers the rule needs."""
+        rule = SLSRule(self.settings.alpha, self.settings.higher_is_better)
+        if lazy:
+            return rule.fit_lazy(self.score, self.num_layers)
+        return rule.fit([self.score(layer) for layer in range(1, self.num_layers + 1)])
+
+    def table(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+        """Every layer's scores: columns ``layer`` and :data:`slsviz.scores.METRICS`."""
+        if self.settings.space == "2d":
+            self.maps(progress=progress)
+        rows = [{"layer": layer, **self.scores(layer)} for layer in range(1, self.num_layers + 1)]
+        return pd.DataFrame(rows, columns=["layer", *CLUSTER_METRICS, "probe_accuracy"])
+
+    def _probe(self, layer: int) -> float:
+        if self.probe_data is None:
+            if self.settings.metric == "probe_accuracy":
+                raise SlsvizError("The probe_accuracy metric needs train and val features for the probe.")
+            return float("nan")
+        if layer not in self._probes:
+            train_x, train_y, eval_x, eval_y = self.probe_data
+            self._probes[layer] = probe_accuracy(np.asarray(train_x[layer - 1], np.float32), train_y,
+                                                 np.asarray(eval_x[layer - 1], np.float32), eval_y,
+                                                 seed=self.settings.seed)
+        return self._probes[layer]
