@@ -4,8 +4,8 @@ Two kinds, each labelled wherever shown:
 - *as is*: the task's own head on the depth-d model, ``head(norm(cls_d))``; the paper shows this
   can collapse (EuroSAT 95.87% -> 55.65%), because the head was trained on the last block.
 - *head re-fit*: a new linear head fit on the train split's features of block d (seconds).
-A third, *retrained* (adapters + head trained further after pruning), needs backbone passes: see
-:func:`slsviz.train.train_task` with the paper's FT or CLR recipe.
+A third, *retrained* (:func:`accuracy_retrained`: the pruned model's adapters and head trained
+further with the paper's FT or CLR recipe), needs backbone passes and takes minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -79,6 +79,18 @@ def head_as_linear(clf: LogisticRegression, like: nn.Linear) -> nn.Linear:
     return head
 
 
+def accuracy_at_depth(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, depth: int, *,
+                      seed: int = 0) -> dict[str, float]:
+    """Both cache-only kinds at one depth: what a depth slider needs, in well under a second."""
+    _check_cls_head(model, evaluate_on)
+    x = torch.from_numpy(normed(model, evaluate_on.layer(depth)))
+    with torch.inference_mode():
+        logits = model.head(x.to(next(model.parameters()).device)).cpu()
+    as_is = int((logits.argmax(-1).numpy() == evaluate_on.labels).sum()) / evaluate_on.num_samples
+    refit = fit_head(model, train, depth, seed=seed).score(x.numpy(), evaluate_on.labels)
+    return {"depth": depth, "accuracy_as_is": as_is, "accuracy_head_refit": float(refit)}
+
+
 def depth_accuracy_table(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0) -> pd.DataFrame:
     """Both cache-only kinds for every depth: columns ``depth, accuracy_as_is, accuracy_head_refit``."""
     return pd.DataFrame({
@@ -86,3 +98,34 @@ def depth_accuracy_table(model: nn.Module, train: FeatureBank, evaluate_on: Feat
         "accuracy_as_is": accuracy_as_is(model, evaluate_on),
         "accuracy_head_refit": accuracy_head_refit(model, train, evaluate_on, seed=seed),
     })
+
+
+def accuracy_retrained(
+    model: nn.Module,
+    depth: int,
+    data,
+    preprocess,
+    *,
+    kind: str = "ft",
+    epochs: int = 10,
+    device: torch.device | str = "cpu",
+    limit: int | None = None,
+    seed: int = 0,
+    progress=None,
+) -> dict:
+    """Cut ``model`` at ``depth`` (a copy), train its adapters + head further, measure test accuracy.
+
+    Returns:
+        ``{"depth", "kind", "epochs", "accuracy_retrained", "val_accuracy", "model"}``; the model is
+        the retrained pruned copy (best on val).
+    """
+    from slsviz.data import make_loader
+    from slsviz.prune import prune_to_depth
+    from slsviz.train import evaluate, retrain_recipe, train_task
+
+    pruned = prune_to_depth(model, depth)
+    result = train_task(pruned, data, preprocess, retrain_recipe(kind, epochs, seed=seed),
+                        device=device, progress=progress, limit=limit)
+    test_acc = evaluate(pruned, make_loader(data, "test", preprocess, 256, limit=limit), torch.device(device))
+    return {"depth": depth, "kind": kind, "epochs": epochs, "accuracy_retrained": test_acc,
+            "val_accuracy": result.val_accuracy, "model": pruned}

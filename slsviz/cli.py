@@ -92,6 +92,92 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict:
             "seconds": round(time.perf_counter() - start, 2), "device": describe_device(device)}
 
 
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    _add_backbone_args(p)
+    p.add_argument("--task", help="task checkpoint (default with the default backbone: the shipped task; 'none': no task)")
+    p.add_argument("--data", help="dataset (default: the task's): mnist5k, digits, an image folder or a VTAB-1k root")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--limit", type=int, help="only the first N images of each split (quick runs)")
+
+
+def _stderr_progress():
+    """A tqdm bar per stage on stderr, as a ``progress(stage, done, total)`` callback."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
+def _load(args: argparse.Namespace):
+    from slsviz.pipeline import load_for_analysis
+
+    return load_for_analysis(model=args.model, checkpoint=args.checkpoint, task=args.task, data=args.data,
+                             img_size=args.img_size, hub=args.hub, device=args.device)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> dict:
+    from slsviz.analysis import AnalysisSettings
+    from slsviz.pipeline import analyze
+
+    settings = AnalysisSettings(projection=args.projection, metric=args.metric, space=args.space, alpha=args.alpha)
+    result = analyze(_load(args), settings, token=args.token, batch_size=args.batch_size, limit=args.limit,
+                     progress=_stderr_progress())
+    written = result.write(args.out, save_features=args.save_features)
+    r = result.report
+    print(f"SLS recommends keeping {r['recommended_depth']} of {r['num_layers']} blocks "
+          f"({r['metric']} on {r['projection']} {r['space']}, alpha {r['alpha']}): {r['reason']}", file=sys.stderr)
+    return {key: r[key] for key in ("recommended_depth", "num_layers", "threshold", "accuracy_full",
+                                    "accuracy_at_recommended_depth", "accuracy_head_refit_at_recommended_depth",
+                                    "timings")} | {"written": [str(p) for p in written]}
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> dict:
+    from slsviz.bench import benchmark, speedups
+    from slsviz.footprint import storage_per_task
+    from slsviz.prune import prune_to_depth
+
+    loaded = _load(args)
+    pruned = prune_to_depth(loaded.model, args.depth)
+    size, device = loaded.backbone.img_size, loaded.backbone.device
+    results = []
+    for batch in args.batch_sizes:
+        full = benchmark(loaded.model, size, batch_size=batch, device=device, time_budget_s=args.seconds)
+        cut = benchmark(pruned, size, batch_size=batch, device=device, time_budget_s=args.seconds)
+        results.append({"batch_size": batch, "full": full.to_dict(), "pruned": cut.to_dict(), **speedups(full, cut)})
+    return {"depth": args.depth, "num_layers": len(loaded.model.blocks), "img_size": size,
+            "benchmarks": results, "storage_per_task": storage_per_task(loaded.model, args.depth)}
+
+
+def _cmd_prune(args: argparse.Namespace) -> dict:
+    import dataclasses
+
+    from slsviz.data import make_loader
+    from slsviz.prune import prune_to_depth
+    from slsviz.task import save_task
+    from slsviz.train import evaluate
+
+    loaded = _load(args)
+    if loaded.meta is None:
+        raise SlsvizError("prune needs a task (adapters + head) to cut; give --task.")
+    pruned = prune_to_depth(loaded.model, args.depth)
+    accuracy = {split: evaluate(pruned, make_loader(loaded.data, split, loaded.preprocess, args.batch_size, limit=args.limit))
+                for split in ("val", "test")}
+    meta = dataclasses.replace(loaded.meta, depth=args.depth, val_accuracy=accuracy["val"], test_accuracy=accuracy["test"],
+                               recipe={**loaded.meta.recipe, "pruned_from_depth": loaded.meta.num_layers, "head": "as is"})
+    path = save_task(args.out, pruned, meta)
+    return {"checkpoint": str(path), "bytes": path.stat().st_size, "depth": args.depth,
+            "val_accuracy": accuracy["val"], "test_accuracy": accuracy["test"], "limit": args.limit}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     from slsviz import __version__
@@ -140,6 +226,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N images of the split")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.set_defaults(func=_cmd_evaluate)
+
+    from slsviz.features import DEFAULT_TOKEN, TOKENS
+    from slsviz.projection import PROJECTIONS
+    from slsviz.rule import DEFAULT_ALPHA
+    from slsviz.scores import METRICS
+
+    p = sub.add_parser("analyze", help="per-layer maps and scores, the SLS recommendation, per-depth accuracy")
+    _add_task_args(p)
+    p.add_argument("--projection", choices=PROJECTIONS, default="tsne", help="2-D map (default: tsne, the paper's)")
+    p.add_argument("--metric", choices=list(METRICS), default="silhouette", help="score the rule reads (default: silhouette)")
+    p.add_argument("--space", choices=("2d", "raw"), default="2d", help="score the 2-D map or the raw features")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"SLS threshold fraction (default {DEFAULT_ALPHA})")
+    p.add_argument("--token", choices=TOKENS, default=DEFAULT_TOKEN, help="CLS before the final norm (default), mean of patches, CLS after norm")
+    p.add_argument("--out", default="out", help="folder for report.json, scores.csv (default: out)")
+    p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("benchmark", help="throughput, latency, FLOPs, memory and storage: full vs pruned at --depth")
+    _add_task_args(p)
+    p.add_argument("--depth", type=int, required=True, help="blocks kept")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64], help="batch sizes to time (default: 1 64)")
+    p.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement (default 2)")
+    p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("prune", help="cut the task at --depth and save its checkpoint (kept adapters + head + depth)")
+    _add_task_args(p)
+    p.add_argument("--depth", type=int, required=True, help="blocks kept")
+    p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")
+    p.set_defaults(func=_cmd_prune)
     return parser
 
 

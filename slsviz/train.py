@@ -76,6 +76,23 @@ class Recipe:
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
 
 
+RETRAIN_KINDS = ("ft", "clr")
+
+
+def retrain_recipe(kind: str, epochs: int, *, seed: int = 0, batch_size: int = 64) -> Recipe:
+    """The paper's recipes for training a pruned model further.
+
+    ``"ft"``: constant lr 1e-5. ``"clr"``: warm-up to 1e-3, then cosine down to 1e-5 (warm-up is a
+    tenth of the epochs, at least one).
+    """
+    if kind == "ft":
+        return Recipe(epochs=epochs, lr=1e-5, schedule="constant", seed=seed, batch_size=batch_size)
+    if kind == "clr":
+        return Recipe(epochs=epochs, lr=1e-3, min_lr=1e-5, warmup_epochs=max(1, epochs // 10), seed=seed,
+                      batch_size=batch_size)
+    raise SlsvizError(f"Unknown retraining {kind!r}: use ft (constant lr 1e-5) or clr (warm-up + cosine).")
+
+
 @dataclass
 class TrainResult:
     """What a training run produced (the model passed in is left at its best-on-val state)."""

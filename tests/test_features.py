@@ -105,3 +105,34 @@ def test_head_refit_learns_and_converts_to_a_torch_head(setup):
     table = depth_accuracy_table(model, train, test)
     assert list(table.columns) == ["depth", "accuracy_as_is", "accuracy_head_refit"]
     assert table["depth"].tolist() == [1, 2, 3]
+
+
+def test_accuracy_at_one_depth_agrees_with_the_table(setup):
+    from slsviz.accuracy import accuracy_at_depth
+
+    backbone, data, model, pre = setup
+    train = feature_bank(model, data, "train", pre, backbone_checksum=backbone.checksum, limit=200)
+    test = feature_bank(model, data, "test", pre, backbone_checksum=backbone.checksum, limit=100)
+    table = depth_accuracy_table(model, train, test)
+    for depth in (1, 3):
+        one = accuracy_at_depth(model, train, test, depth)
+        assert one["accuracy_as_is"] == table.loc[depth - 1, "accuracy_as_is"]
+        assert one["accuracy_head_refit"] == pytest.approx(table.loc[depth - 1, "accuracy_head_refit"])
+
+
+def test_retraining_a_pruned_model_trains_a_copy(setup):
+    from slsviz.accuracy import accuracy_retrained
+    from slsviz.petl import petl_state_dict
+    from slsviz.train import retrain_recipe
+
+    backbone, data, model, pre = setup
+    before = {k: v.clone() for k, v in petl_state_dict(model).items()}
+    out = accuracy_retrained(model, 2, data, pre, kind="clr", epochs=2, limit=64)
+    assert len(out["model"].blocks) == 2 and 0 <= out["accuracy_retrained"] <= 1
+    assert all(torch.equal(v, petl_state_dict(model)[k]) for k, v in before.items())  # input untouched
+    changed = petl_state_dict(out["model"])
+    assert any(not torch.equal(changed[k], before[k]) for k in changed)
+    assert retrain_recipe("ft", 3).lr_at(7, 5) == 1e-5
+    assert retrain_recipe("clr", 10).lr_at(1, 1) == pytest.approx(1e-3)  # peak right after the warm-up epoch
+    with pytest.raises(SlsvizError, match="ft"):
+        retrain_recipe("sgd", 3)

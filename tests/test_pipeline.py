@@ -1,0 +1,110 @@
+"""The headless pipeline and its CLI commands (analyze, benchmark, prune) end to end on a tiny task."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import save_file
+
+from slsviz.backbones import load_backbone, random_backbone
+from slsviz.cli import main
+from slsviz.data import load_digits
+from slsviz.petl import PetlConfig
+from slsviz.rule import recommend_depth
+from slsviz.task import fit_task, read_task_meta, save_task
+from slsviz.train import Recipe
+
+TINY = "vit_tiny_patch16_224"
+REPORT_KEYS = {"backbone", "backbone_arch", "method", "dataset", "img_size", "batch_size", "num_images", "num_layers",
+               "alpha", "metric", "projection", "space", "threshold", "recommended_depth", "accuracy_full", "timings",
+               "layers"}
+LAYER_KEYS = {"layer", "silhouette", "calinski_harabasz", "davies_bouldin", "probe_accuracy", "accuracy_as_is",
+              "accuracy_head_refit"}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLSVIZ_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    """A tiny 12-block backbone (32 px) saved as a local checkpoint, and a Convpass task on digits."""
+    folder = tmp_path_factory.mktemp("tiny")
+    ckpt = folder / "tiny.safetensors"
+    save_file(random_backbone(TINY, img_size=32, seed=0).model.state_dict(), str(ckpt))
+    backbone = load_backbone(TINY, ckpt, img_size=32)
+    model, meta, _ = fit_task(backbone, load_digits(), PetlConfig("convpass"), Recipe(epochs=1, batch_size=32), limit=64)
+    task = save_task(folder / "task.safetensors", model, meta)
+    return ["--model", TINY, "--checkpoint", str(ckpt), "--img-size", "32", "--task", str(task)]
+
+
+def test_analyze_writes_report_scores_and_features(tiny_task, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["analyze", *tiny_task, "--limit", "60", "--projection", "pca", "--out", str(out), "--save-features"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["num_layers"] == 12 and len(report["layers"]) == 12 and report["num_images"] == 120
+    assert all(LAYER_KEYS <= set(layer) for layer in report["layers"])
+    assert [layer["layer"] for layer in report["layers"]] == list(range(1, 13))
+    assert report["method"] == "convpass" and report["dataset"] == "digits" and report["projection"] == "pca"
+    scores = pd.read_csv(out / "scores.csv")
+    assert report["recommended_depth"] == recommend_depth(scores["silhouette"].to_numpy(), report["alpha"])
+    assert report["threshold"] == pytest.approx(0.3 * scores["silhouette"].iloc[-1])
+    assert report["accuracy_full"] == report["layers"][-1]["accuracy_as_is"]
+    assert summary["recommended_depth"] == report["recommended_depth"]
+    with np.load(out / "features.npz") as f:
+        assert f["features"].shape == (12, 120, 192) and f["features"].dtype == np.float32
+        assert f["labels"].shape == (120,)
+        saved_features, saved_labels = f["features"], f["labels"]
+    # exactly the features that were scored: the PCA map of the saved last layer gives its silhouette
+    from slsviz.projection import project
+    from slsviz.scores import cluster_scores
+
+    again = cluster_scores(project(saved_features[11], "pca"), saved_labels)["silhouette"]
+    assert again == pytest.approx(report["layers"][11]["silhouette"], abs=1e-6)
+
+
+def test_analyze_reuses_cached_features(tiny_task, tmp_path, monkeypatch, capsys):
+    args = ["analyze", *tiny_task, "--limit", "40", "--projection", "pca", "--out", str(tmp_path / "a")]
+    assert main(args) == 0
+    monkeypatch.setattr("slsviz.features.extract_features", lambda *a, **k: pytest.fail("features computed twice"))
+    assert main([*args[:-1], str(tmp_path / "b"), "--metric", "davies_bouldin"]) == 0
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["metric"] == "davies_bouldin"
+    assert report["threshold"] == pytest.approx(report["layers"][-1]["davies_bouldin"] / 0.3)
+
+
+def test_benchmark_and_prune_commands(tiny_task, tmp_path, capsys):
+    assert main(["benchmark", *tiny_task, "--depth", "2", "--batch-sizes", "1", "4", "--seconds", "0.1"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert [b["batch_size"] for b in bench["benchmarks"]] == [1, 4]
+    first = bench["benchmarks"][0]
+    assert first["pruned"]["depth"] == 2 and first["full"]["depth"] == 12
+    assert first["ideal_speedup"] > 1 and first["measured_speedup"] > 0
+    assert {r["storage"] for r in bench["storage_per_task"]} == {"full PETL", "SLS", "structurally pruned"}
+
+    out = tmp_path / "pruned.safetensors"
+    assert main(["prune", *tiny_task, "--depth", "2", "--limit", "50", "--out", str(out)]) == 0
+    pruned = json.loads(capsys.readouterr().out)
+    meta = read_task_meta(out)
+    assert meta.depth == 2 and meta.test_accuracy == pruned["test_accuracy"]
+
+
+def test_bad_depth_is_one_line_exit_2(tiny_task, capsys):
+    assert main(["benchmark", *tiny_task, "--depth", "13"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "out of range" in err and "\n" not in err
+
+
+def test_bare_backbone_has_no_as_is_accuracy(tiny_task, tmp_path, capsys):
+    args = [*tiny_task[:6], "--task", "none", "--data", "digits", "--limit", "40", "--projection", "pca"]
+    assert main(["analyze", *args, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["method"] == "none" and report["accuracy_full"] is None
+    assert report["layers"][-1]["accuracy_head_refit"] is not None
