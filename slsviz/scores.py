@@ -1,0 +1,181 @@
+"""How well classes cluster in each layer: cluster scores on points, and a linear probe on features.
+
+The paper scores the 2-D t-SNE map of each layer's CLS features; the same functions score raw
+(N, D) features or any other map. All functions are pure: no state and no caching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from slsviz.errors import DataError, SlsvizError
+
+# Score name -> whether a higher value means better-separated classes.
+METRICS = {"silhouette": True, "calinski_harabasz": True, "davies_bouldin": False, "probe_accuracy": True}
+CLUSTER_METRICS = ("silhouette", "calinski_harabasz", "davies_bouldin")
+
+
+def cluster_scores(points: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Silhouette (euclidean), Calinski-Harabasz and Davies-Bouldin of labelled points.
+
+    Args:
+        points: Shape (N, d): a 2-D map or raw features, all finite.
+        labels: Class of every point, shape (N,), with 2 to N - 1 distinct classes.
+
+    Returns:
+        ``{"silhouette": ..., "calinski_harabasz": ..., "davies_bouldin": ...}`` as floats.
+
+    Raises:
+        DataError: mismatched lengths, non-finite points, or a class count outside 2..N-1.
+    """
+    x, y = _check_labelled(points, labels, "Points")
+    n_classes = len(np.unique(y))
+    if n_classes < 2:
+        raise DataError(
+            f"Scoring clusters needs at least 2 classes, but all {len(y)} points have the same label: "
+            "use data with two or more classes."
+        )
+    if n_classes > len(y) - 1:
+        raise DataError(
+            f"Scoring clusters needs 2 <= number of classes <= number of points - 1, but there are "
+            f"{n_classes} classes for {len(y)} points: use more points per class."
+        )
+    return {
+        "silhouette": float(silhouette_score(x, y, metric="euclidean")),
+        "calinski_harabasz": float(calinski_harabasz_score(x, y)),
+        "davies_bouldin": float(davies_bouldin_score(x, y)),
+    }
+
+
+def probe_accuracy(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    eval_x: np.ndarray,
+    eval_y: np.ndarray,
+    *,
+    seed: int = 0,
+    max_iter: int = 1000,
+) -> float:
+    """Accuracy on ``eval`` of a linear probe (standardise, then logistic regression) fit on ``train``.
+
+    Args:
+        train_x: Training features, shape (Ntr, D), all finite.
+        train_y: Training labels, shape (Ntr,), with at least 2 classes.
+        eval_x: Evaluation features, shape (Nev, D) with the same D, all finite.
+        eval_y: Evaluation labels, shape (Nev,).
+        seed: Random state of the logistic regression.
+        max_iter: Iteration limit of the logistic regression's solver.
+
+    Returns:
+        Fraction of ``eval`` points classified correctly, in ``[0, 1]``.
+
+    Raises:
+        DataError: mismatched lengths or dimensions, non-finite features, empty sets, or a single
+            training class.
+    """
+    tx, ty = _check_labelled(train_x, train_y, "Probe training features")
+    ex, ey = _check_labelled(eval_x, eval_y, "Probe evaluation features")
+    if tx.shape[1] != ex.shape[1]:
+        raise DataError(
+            f"Probe training features have {tx.shape[1]} dimensions but evaluation features have "
+            f"{ex.shape[1]}: both must come from the same layer."
+        )
+    if len(np.unique(ty)) < 2:
+        raise DataError(
+            "A linear probe needs at least 2 classes in its training set, but all training labels are "
+            "the same: use a training set with two or more classes."
+        )
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
+    model.fit(tx, ty)
+    return float(np.mean(model.predict(ex) == ey))
+
+
+def layer_scores(
+    points_by_layer: Mapping[int, np.ndarray],
+    labels: np.ndarray,
+    *,
+    probe: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Cluster scores, and optionally the linear probe's accuracy, of every layer.
+
+    Args:
+        points_by_layer: 1-based layer mapped to its points, shape (N, d): 2-D maps (the paper
+            scores the t-SNE map) or raw features - the code is the same.
+        labels: Class of every point, shape (N,), shared by all layers.
+        probe: ``(train_features (L, Ntr, D), train_labels (Ntr,), eval_features (L, Nev, D),
+            eval_labels (Nev,))``; layer ``l`` is probed on ``train_features[l - 1]`` and
+            ``eval_features[l - 1]``. ``None`` leaves ``probe_accuracy`` NaN.
+
+    Returns:
+        One row per layer, in ascending order, with columns ``layer`` (1-based), ``silhouette``,
+        ``calinski_harabasz``, ``davies_bouldin`` and ``probe_accuracy``.
+
+    Raises:
+        SlsvizError: no layers, or a layer number below 1 or beyond the probe's features.
+        DataError: invalid points, labels or probe data (see :func:`cluster_scores`, :func:`probe_accuracy`).
+    """
+    if len(points_by_layer) == 0:
+        raise SlsvizError("No layers to score: pass at least one layer's points.")
+    for layer in points_by_layer:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 1:
+            raise SlsvizError(f"Layer {layer!r} is not a valid layer: layers are numbered from 1.")
+    if probe is not None:
+        if len(probe) != 4:
+            raise SlsvizError(
+                "probe must be (train_features, train_labels, eval_features, eval_labels), "
+                f"got {len(probe)} items."
+            )
+        train_x, train_y, eval_x, eval_y = (np.asarray(part) for part in probe)
+        for name, stack in (("training", train_x), ("evaluation", eval_x)):
+            if stack.ndim != 3:
+                raise DataError(f"Probe {name} features must have shape (L, N, D), not {stack.shape}.")
+        if train_x.shape[0] != eval_x.shape[0]:
+            raise DataError(
+                f"Probe training features hold {train_x.shape[0]} layers but evaluation features hold "
+                f"{eval_x.shape[0]}: both must come from the same model."
+            )
+        top = max(points_by_layer)
+        if top > train_x.shape[0]:
+            raise SlsvizError(f"Layer {top} has no probe features: the probe data hold {train_x.shape[0]} layers.")
+
+    rows = []
+    for layer in sorted(points_by_layer):
+        try:
+            row: dict[str, float] = {"layer": int(layer), **cluster_scores(points_by_layer[layer], labels)}
+            row["probe_accuracy"] = (
+                probe_accuracy(train_x[layer - 1], train_y, eval_x[layer - 1], eval_y) if probe is not None else np.nan
+            )
+        except DataError as exc:
+            raise DataError(f"Layer {layer}: {exc}") from exc
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["layer", *CLUSTER_METRICS, "probe_accuracy"])
+    return frame.astype({"layer": int, **{name: float for name in METRICS}})
+
+
+def _check_labelled(points: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        x = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} must be a numeric array of shape (N, d): {exc}") from exc
+    y = np.asarray(labels)
+    if x.ndim != 2:
+        raise DataError(f"{what} must be a 2-D array of shape (N, d), not shape {x.shape}.")
+    if y.ndim != 1:
+        raise DataError(f"Labels must be a 1-D array with one label per point, not shape {y.shape}.")
+    if len(x) != len(y):
+        raise DataError(f"{what} hold {len(x)} points but there are {len(y)} labels: pass one label per point.")
+    if len(x) == 0:
+        raise DataError(f"{what} are empty: there is nothing to score.")
+    if not np.isfinite(x).all():
+        bad = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise DataError(f"{what} contain NaN or infinite values (first at point {bad}): check the features.")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise DataError("Labels contain NaN or infinite values: every point needs a class.")
+    return x, y
