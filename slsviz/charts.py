@@ -1,0 +1,88 @@
+"""Plotly figures of the analysis: plain functions from numbers to figures, no Streamlit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from slsviz.scores import METRICS
+
+_COLOURS = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
+_TITLES = {"silhouette": "Silhouette", "calinski_harabasz": "Calinski-Harabasz", "davies_bouldin": "Davies-Bouldin (lower is better)",
+           "probe_accuracy": "Linear-probe accuracy"}
+
+
+def _colour(label: int) -> str:
+    return _COLOURS[int(label) % len(_COLOURS)]
+
+
+def layer_grid(maps: dict[int, np.ndarray], labels: np.ndarray, class_names: list[str], *,
+               recommended: int | None = None, columns: int = 4) -> go.Figure:
+    """Small multiples: every layer's 2-D map coloured by class; the recommended depth is marked."""
+    layers = sorted(maps)
+    rows = math.ceil(len(layers) / columns)
+    titles = [f"block {layer}" + (" (SLS depth)" if layer == recommended else "") for layer in layers]
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.06)
+    for i, layer in enumerate(layers):
+        points = maps[layer]
+        for label in np.unique(labels):
+            mask = labels == label
+            fig.add_trace(go.Scattergl(x=points[mask, 0], y=points[mask, 1], mode="markers",
+                                       marker={"size": 3, "color": _colour(label)}, name=class_names[label],
+                                       legendgroup=str(label), showlegend=i == 0, hoverinfo="skip"),
+                          row=i // columns + 1, col=i % columns + 1)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_layout(height=220 * rows + 60, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend_title_text="class")
+    return fig
+
+
+def layer_map(points: np.ndarray, labels: np.ndarray, class_names: list[str], indices: np.ndarray, layer: int) -> go.Figure:
+    """One layer's map, large, with the class and dataset index of each point on hover."""
+    frame = pd.DataFrame({"x": points[:, 0], "y": points[:, 1], "class": [class_names[i] for i in labels],
+                          "index": indices})
+    fig = px.scatter(frame, x="x", y="y", color="class", hover_data={"index": True, "class": True, "x": False, "y": False},
+                     color_discrete_sequence=_COLOURS, title=f"Block {layer}", render_mode="webgl")
+    fig.update_traces(marker={"size": 5})
+    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=None, yaxis_title=None)
+    return fig
+
+
+def score_curves(table: pd.DataFrame, *, metric: str, threshold: float, depth: int) -> go.Figure:
+    """Every score against depth; the rule's metric carries the threshold line, all the chosen depth."""
+    names = [name for name in METRICS if name in table]
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[_TITLES[n] + (" - SLS" if n == metric else "") for n in names])
+    for col, name in enumerate(names, start=1):
+        fig.add_trace(go.Scatter(x=table["layer"], y=table[name], mode="lines+markers", name=_TITLES[name],
+                                 showlegend=False), row=1, col=col)
+        fig.add_vline(x=depth, line_dash="dot", line_color="green", row=1, col=col)
+        if name == metric:
+            fig.add_hline(y=threshold, line_dash="dash", line_color="red", row=1, col=col,
+                          annotation_text=f"T = {threshold:.3g}", annotation_position="bottom right")
+    fig.update_xaxes(title_text="block", dtick=1)
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def accuracy_vs_throughput(frame: pd.DataFrame, *, chosen: int) -> go.Figure:
+    """Accuracy (as-is and re-fit head) against measured images/s for every depth; ``chosen`` highlighted.
+
+    ``frame`` has columns ``depth``, ``images_per_s``, ``accuracy_as_is``, ``accuracy_head_refit``.
+    """
+    fig = go.Figure()
+    for column, name in (("accuracy_as_is", "as is (task head)"), ("accuracy_head_refit", "head re-fit")):
+        fig.add_trace(go.Scatter(x=frame["images_per_s"], y=100 * frame[column], mode="lines+markers+text",
+                                 text=frame["depth"].astype(str), textposition="top center", name=name))
+    row = frame[frame["depth"] == chosen]
+    if len(row):
+        fig.add_trace(go.Scatter(x=row["images_per_s"], y=100 * row["accuracy_head_refit"], mode="markers",
+                                 marker={"size": 18, "symbol": "circle-open", "color": "red", "line": {"width": 3}},
+                                 name=f"depth {chosen}"))
+    fig.update_layout(xaxis_title="measured images/s (batch 1)", yaxis_title="test accuracy (%)", height=420,
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig
