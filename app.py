@@ -1,55 +1,69 @@
-"""slsviz home page: what is loaded (the embedded default needs no clicks)."""
+"""slsviz home: choose what to load (the embedded default loads with no clicks) and see its card."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from slsviz.backbones import load_backbone
-from slsviz.data import DEFAULT_DATASET, load_dataset
-from slsviz.device import describe_device, resolve_device
-from slsviz.errors import SlsvizError
+from slsviz import ui
+from slsviz.backbones import DEFAULT_BACKBONE
+from slsviz.data import BUILTIN_DATASETS
+from slsviz.device import describe_device
+from slsviz.workspace import Selection
 
 st.set_page_config(page_title="slsviz", layout="wide")
-
-
-@st.cache_resource(show_spinner="Loading the default backbone (converted once, then cached)...")
-def cached_backbone(device: str):
-    """Shared across sessions and never mutated: pruning always works on a copy."""
-    return load_backbone("default", device=device)
-
-
-@st.cache_data(show_spinner="Loading the dataset...")
-def dataset_summary(spec: str) -> dict:
-    return load_dataset(spec).describe()
-
-
 st.title("slsviz")
 st.caption(
-    "Straightforward Layer-wise Pruning (SLS, Han & Tang, ECCV 2024) for parameter-efficient "
-    "vision transformers: see how each layer clusters the classes, pick a depth, measure the result."
+    "Straightforward Layer-wise Pruning (SLS, Han & Tang, ECCV 2024) for parameter-efficient vision "
+    "transformers: see how each block clusters the classes, get the recommended depth, measure the pruned model."
 )
 
-try:
-    device = resolve_device("auto")
-    backbone = cached_backbone(str(device))
-    data = dataset_summary(DEFAULT_DATASET)
-except SlsvizError as exc:
-    st.error(str(exc))
-    st.stop()
+current = ui.selection()
+with st.expander("Load another backbone, task or dataset", expanded=False):
+    with st.form("slsviz.home.load"):
+        backbone = st.radio("Backbone", ["Embedded default: DINOv2 ViT-S/14", "timm ViT with a local checkpoint"],
+                            key="slsviz.home.backbone", horizontal=True)
+        arch = st.text_input("timm model name", value="vit_base_patch16_224", key="slsviz.home.arch")
+        checkpoint = st.text_input("Checkpoint path (.npz, .pth, .safetensors)", key="slsviz.home.checkpoint")
+        task = st.text_input("Task checkpoint path (empty: the shipped task with the default backbone; 'none': no task)",
+                             key="slsviz.home.task")
+        data = st.selectbox("Dataset", ["the task's own", *BUILTIN_DATASETS, "an image folder or VTAB-1k root"],
+                            key="slsviz.home.data")
+        folder = st.text_input("Folder path (for an image folder or VTAB-1k root)", key="slsviz.home.folder")
+        left, mid, right = st.columns(3)
+        img_size = left.number_input("Input size (0: the task's)", min_value=0, max_value=1024, value=0, step=14,
+                                     key="slsviz.home.img_size")
+        device = mid.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="slsviz.home.device")
+        limit = right.number_input("Images per split (0: all)", min_value=0, value=0, step=100, key="slsviz.home.limit")
+        if st.form_submit_button("Load", type="primary"):
+            default = backbone.startswith("Embedded")
+            st.session_state[ui.SELECTION] = Selection(
+                model=DEFAULT_BACKBONE if default else arch.strip(),
+                checkpoint=None if default else (checkpoint.strip() or None),
+                task=task.strip() or None,
+                data=None if data == "the task's own" else (folder.strip() if data.startswith("an image") else data),
+                img_size=int(img_size) or None,
+                device=device,
+                limit=int(limit) or None,
+            )
+            st.session_state.pop(ui.DEPTH, None)
+            current = ui.selection()
 
-st.info(f"Computing on **{describe_device(device)}**.")
-left, right = st.columns(2)
-with left:
-    st.subheader("Backbone")
-    info = backbone.describe()
-    st.metric("Blocks", info["num_layers"])
-    st.metric("Parameters", f"{info['num_params'] / 1e6:.1f} M")
-    st.write(f"`{info['arch']}` from {info['source']}, input {info['img_size']} px, weights `{info['checksum']}`.")
-with right:
-    st.subheader("Dataset")
-    st.metric("Images", data["num_images"])
-    st.metric("Classes", data["num_classes"])
-    st.write(
-        f"**{data['dataset']}**: " + ", ".join(f"{k} {v}" for k, v in data["splits"].items())
-        + f" (split seed {data['split_info'].get('seed')})."
-    )
+ws = ui.current_workspace()
+card = ws.model_card()
+device = ws.loaded.backbone.device
+st.info(f"Computing on **{describe_device(device)}**" + (" (GPU)" if device.type == "cuda" else ""))
+
+cols = st.columns(5)
+cols[0].metric("Blocks", card["depth"])
+cols[1].metric("Parameters", f"{card['params'] / 1e6:.1f} M")
+cols[2].metric("Trainable (adapters + head)", f"{card['trainable_params'] / 1e3:.1f} k")
+cols[3].metric("Val accuracy", "-" if card["val_accuracy"] is None else f"{100 * card['val_accuracy']:.2f}%")
+cols[4].metric("Test accuracy", "-" if card["test_accuracy"] is None else f"{100 * card['test_accuracy']:.2f}%")
+st.markdown(
+    f"**Backbone** `{card['arch']}` ({card['source']}, weights `{card['weights']}`), input {card['img_size']} px.  \n"
+    f"**PETL method** {card['method']}" + (f" {card['petl']}" if card["petl"] else "") + ".  \n"
+    f"**Dataset** {card['dataset']}: {card['num_classes']} classes, "
+    + ", ".join(f"{k} {v}" for k, v in card["splits"].items())
+    + (f" (first {card['limit']} images per split used)" if card["limit"] else "") + "."
+)
+st.page_link("pages/1_Layers.py", label="Next: see every layer's clustering and the SLS recommendation", icon="➡️")

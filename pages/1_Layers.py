@@ -1,0 +1,64 @@
+"""Layers: every block's 2-D map coloured by class, its scores, and the SLS recommendation."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from slsviz import charts, ui
+from slsviz.analysis import AnalysisSettings
+from slsviz.projection import PROJECTIONS
+from slsviz.scores import METRICS
+
+st.set_page_config(page_title="slsviz - Layers", layout="wide")
+st.title("Layers")
+
+ws = ui.current_workspace(splits=("train", "val"))
+current = ui.settings()
+c1, c2, c3, c4 = st.columns(4)
+projection = c1.selectbox("2-D map", PROJECTIONS, index=PROJECTIONS.index(current.projection), key="slsviz.layers.projection",
+                          help="UMAP for viewing; t-SNE is the paper's")
+metric = c2.selectbox("Score for SLS", list(METRICS), index=list(METRICS).index(current.metric), key="slsviz.layers.metric")
+space = c3.selectbox("Scored on", ["2d", "raw"], index=["2d", "raw"].index(current.space), key="slsviz.layers.space",
+                     help="the 2-D map (the paper) or the raw features")
+alpha = c4.slider("alpha", 0.05, 1.0, float(current.alpha), 0.05, key="slsviz.layers.alpha",
+                  help="keep blocks up to the last one scoring at least alpha x the final block's score")
+settings = AnalysisSettings(projection=projection, metric=metric, space=space, alpha=alpha)
+st.session_state[ui.SETTINGS] = settings
+
+with ui.user_errors(), st.spinner("Scanning blocks from the last one down..."):
+    analysis = ws.analysis(settings)
+    rule = analysis.recommend(lazy=True)  # top down: only the blocks the rule needs
+st.session_state[ui.DEPTH] = int(rule.depth_)
+st.success(f"**SLS recommends keeping {rule.depth_} of {rule.num_layers_} blocks.** {rule.reason_}")
+
+with ui.user_errors():
+    maps = analysis.maps(progress=ui.ProgressBar(f"{projection} maps of every block"))
+    table = analysis.table()
+data = ws.loaded.data
+labels, names = analysis.labels, data.class_names
+
+st.subheader("Scores against depth")
+st.plotly_chart(charts.score_curves(table, metric=metric, threshold=float(rule.threshold_), depth=int(rule.depth_)),
+                width="stretch", key="slsviz.layers.curves")
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Every block")
+    st.plotly_chart(charts.layer_grid(maps, labels, names, recommended=int(rule.depth_)), width="stretch",
+                    key="slsviz.layers.grid")
+with right:
+    st.subheader("One block, large")
+    layer = st.slider("Block", 1, analysis.num_layers, int(rule.depth_), key="slsviz.layers.layer")
+    st.plotly_chart(charts.layer_map(maps[layer], labels, names, ws.scored_indices(), layer), width="stretch",
+                    key="slsviz.layers.one")
+
+st.subheader("Scores")
+st.dataframe(table, hide_index=True, width="stretch")
+coords = pd.concat([pd.DataFrame({"layer": layer, "index": ws.scored_indices(), "label": labels,
+                                  "x": points[:, 0], "y": points[:, 1]}) for layer, points in maps.items()])
+d1, d2 = st.columns(2)
+d1.download_button("Scores (CSV)", table.to_csv(index=False), "scores.csv", "text/csv", key="slsviz.layers.dl_scores")
+d2.download_button(f"{projection} coordinates of every block (CSV)", coords.to_csv(index=False), f"{projection}_maps.csv",
+                   "text/csv", key="slsviz.layers.dl_maps")
+st.page_link("pages/2_Prune_and_benchmark.py", label="Next: prune at a depth and measure it", icon="➡️")

@@ -1,0 +1,87 @@
+"""Prune & benchmark: pick a depth and see accuracy, measured speed, FLOPs and storage at once."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from slsviz import charts, ui
+from slsviz.accuracy import accuracy_retrained
+
+st.set_page_config(page_title="slsviz - Prune & benchmark", layout="wide")
+st.title("Prune & benchmark")
+
+ws = ui.current_workspace(splits=("train", "val", "test"))
+L = ws.num_layers
+with ui.user_errors():
+    table = ws.depth_table()
+    if ui.DEPTH not in st.session_state:
+        st.session_state[ui.DEPTH] = int(ws.analysis(ui.settings()).recommend().depth_)
+recommended = int(st.session_state[ui.DEPTH])
+full = ws.benchmark(L)
+device = full.device
+
+
+def fmt_pct(x: float) -> str:
+    return "-" if pd.isna(x) else f"{100 * x:.2f}%"
+
+
+@st.fragment
+def depth_panel() -> None:
+    """Reruns alone when the slider moves: numbers come from the cache or one quick benchmark."""
+    depth = st.slider("Blocks kept", 1, L, recommended, key="slsviz.prune.depth",
+                      help=f"starts at the SLS recommendation ({recommended})")
+    st.session_state["slsviz.prune.chosen"] = depth
+    row, full_row = table.iloc[depth - 1], table.iloc[L - 1]
+    with st.spinner(f"Measuring the {depth}-block model on {device}..."):
+        cut = ws.benchmark(depth)
+    storage = {r["storage"]: r for r in ws.storage(depth)}
+    a = st.columns(4)
+    a[0].metric("Accuracy as is (task head)", fmt_pct(row["accuracy_as_is"]),
+                delta=None if pd.isna(row["accuracy_as_is"]) else f"{100 * (row['accuracy_as_is'] - full_row['accuracy_as_is']):+.2f} pts",
+                help=f"full model: {fmt_pct(full_row['accuracy_as_is'])}")
+    a[1].metric("Accuracy, head re-fit", fmt_pct(row["accuracy_head_refit"]),
+                delta=f"{100 * (row['accuracy_head_refit'] - full_row['accuracy_head_refit']):+.2f} pts",
+                help=f"full model: {fmt_pct(full_row['accuracy_head_refit'])}")
+    a[2].metric("Throughput (batch 1)", f"{cut.images_per_s:.1f} img/s",
+                delta=f"{cut.images_per_s / full.images_per_s:.2f}x (ideal {full.flops_per_image / cut.flops_per_image:.2f}x)",
+                help=f"full model: {full.images_per_s:.1f} img/s, measured on {device}")
+    a[3].metric("Latency (batch 1)", f"{cut.latency_ms:.1f} ms", delta=f"{cut.latency_ms - full.latency_ms:+.1f} ms",
+                delta_color="inverse", help=f"full model: {full.latency_ms:.1f} ms")
+    b = st.columns(4)
+    b[0].metric("Parameters", f"{cut.params / 1e6:.2f} M", help=f"full model: {full.params / 1e6:.2f} M")
+    b[1].metric("GFLOPs / image", f"{cut.flops_per_image / 1e9:.3f}", help=f"full model: {full.flops_per_image / 1e9:.3f}")
+    b[2].metric("Stored per task (SLS)", f"{storage['SLS']['bytes'] / 1024:.0f} KiB",
+                help=f"full PETL: {storage['full PETL']['bytes'] / 1024:.0f} KiB")
+    b[3].metric("Structurally pruned, per task", f"{storage['structurally pruned']['bytes'] / 2**20:.1f} MiB",
+                help="a pruned backbone stored for every task")
+    st.caption(f"Measured on {device}, {cut.precision}; the full model: {full.images_per_s:.1f} img/s.")
+
+    st.subheader("Accuracy against throughput, every depth")
+    bar = ui.ProgressBar("Measuring every depth")
+    speeds = []
+    for d in range(1, L + 1):
+        speeds.append(ws.benchmark(d).images_per_s)
+        bar(d, L)
+    frame = table.assign(images_per_s=speeds)
+    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=depth), width="stretch", key="slsviz.prune.chart")
+
+
+depth_panel()
+
+st.subheader("Retrain the pruned model")
+st.caption("The paper's FT: adapters and head of the pruned model trained further at a constant lr 1e-5.")
+r1, r2 = st.columns([1, 3])
+epochs = r1.number_input("Epochs", 1, 100, 3, key="slsviz.prune.epochs")
+if r1.button("Retrain", key="slsviz.prune.retrain"):
+    depth = int(st.session_state.get("slsviz.prune.chosen", recommended))
+    bar = st.progress(0.0, text="Retraining")
+    with ui.user_errors():
+        out = accuracy_retrained(ws.loaded.model, depth, ws.loaded.data, ws.loaded.preprocess, kind="ft",
+                                 epochs=int(epochs), device=ws.loaded.backbone.device, limit=ws.limit,
+                                 progress=lambda e, n, info: bar.progress(e / n, text=f"epoch {e}/{n}, val {info['val_accuracy']:.3f}"))
+    st.session_state["slsviz.prune.retrained"] = {k: v for k, v in out.items() if k != "model"}
+if "slsviz.prune.retrained" in st.session_state:
+    res = st.session_state["slsviz.prune.retrained"]
+    r2.metric(f"Accuracy retrained (FT, {res['epochs']} epochs, depth {res['depth']})", fmt_pct(res["accuracy_retrained"]))
+st.page_link("pages/3_Export.py", label="Next: export this configuration", icon="➡️")

@@ -1,0 +1,506 @@
+"""Exporting an SLS result: a JSON/YAML config, the pruned task checkpoint, and an ONNX model.
+
+The config says which backbone (arch and weights checksum), which PETL method, which task (class
+names, input size, normalisation) and which depth SLS chose, with the scores and results that led
+there and the environment they were measured in. Together with the task checkpoint and the
+backbone it names, :func:`restore` rebuilds exactly the pruned model:
+
+    >>> config = build_config(backbone=backbone, meta=meta, depth=5, alpha=0.95, metric="silhouette",
+    ...                       projection="tsne")
+    >>> save_config(config, "sls.yaml"); save_pruned_task(model, meta, 5, "task-d5.safetensors")
+    >>> model = restore(load_config("sls.yaml"), "task-d5.safetensors", backbone)
+    >>> export_onnx(model, meta.img_size, "task-d5.onnx")
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from slsviz.backbones import Backbone
+from slsviz.environment import environment
+from slsviz.errors import CheckpointError, SlsvizError
+from slsviz.petl import merge_petl
+from slsviz.prune import check_depth, prune_to_depth
+from slsviz.storage import atomic_path
+from slsviz.task import TaskMeta, load_task, read_task_meta, save_task
+
+CONFIG_SCHEMA = "slsviz-config/1"
+
+_JSON_SUFFIXES = (".json",)
+_YAML_SUFFIXES = (".yaml", ".yml")
+_ONNX_INPUT = "images"
+_ONNX_OUTPUT = "logits"
+
+# Top-level keys in the order they are written; "extra" is the only optional one.
+_TOP_KEYS: tuple[str, ...] = (
+    "schema", "backbone", "petl", "task", "depth", "num_layers", "alpha", "metric", "projection",
+    "scores", "results", "environment",
+)
+_OPTIONAL_KEYS: tuple[str, ...] = ("extra",)
+
+# What each section must hold: key -> accepted kind (see _KIND_CHECKS).
+_SECTIONS: dict[str, dict[str, str]] = {
+    "backbone": {"id": "str", "arch": "str", "checksum": "str"},
+    "petl": {"method": "str", "hyperparameters": "dict"},
+    "task": {
+        "classes": "str_list", "num_classes": "int", "img_size": "int", "mean": "number_list",
+        "std": "number_list", "dataset": "str", "split_seed": "int_or_none",
+        "val_accuracy": "number_or_none", "test_accuracy": "number_or_none",
+    },
+}
+_TOP_KINDS: dict[str, str] = {
+    "schema": "str", "backbone": "dict", "petl": "dict", "task": "dict", "depth": "int",
+    "num_layers": "int", "alpha": "number", "metric": "str", "projection": "str",
+    "scores": "dict_list", "results": "dict", "environment": "dict", "extra": "dict",
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_KIND_CHECKS: dict[str, tuple[str, Any]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "int": ("an integer", _is_int),
+    "number": ("a number", _is_number),
+    "dict": ("a mapping", lambda v: isinstance(v, dict)),
+    "str_list": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "number_list": ("a list of numbers", lambda v: isinstance(v, list) and all(_is_number(x) for x in v)),
+    "dict_list": ("a list of mappings", lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v)),
+    "int_or_none": ("an integer or null", lambda v: v is None or _is_int(v)),
+    "number_or_none": ("a number or null", lambda v: v is None or _is_number(v)),
+}
+
+
+# --- building and checking ------------------------------------------------------------------------
+
+
+def build_config(
+    *,
+    backbone: Backbone,
+    meta: TaskMeta,
+    depth: int,
+    alpha: float,
+    metric: str,
+    projection: str,
+    scores: list[dict] | None = None,
+    results: dict | None = None,
+    extra: dict | None = None,
+) -> dict[str, Any]:
+    """The JSON-ready record of one SLS decision: what was pruned, to which depth, and why.
+
+    Args:
+        backbone: the backbone the task runs on (its id, arch and weights checksum are recorded).
+        meta: the task's metadata (full-depth or pruned checkpoint; its PETL method and classes).
+        depth: the blocks kept, 1..``num_layers``.
+        alpha: SLS' threshold on the score curve that chose ``depth``.
+        metric: the clustering score SLS used (e.g. ``"silhouette"``).
+        projection: the 2-D map the score was computed on (e.g. ``"tsne"``).
+        scores: per-layer records (layer, score, ...), JSON-ready values; may be empty.
+        results: accuracies, throughput with the device, ... whatever the caller measured.
+        extra: anything else, kept under ``"extra"`` (left out when ``None``).
+
+    Returns:
+        A dict with exactly the keys ``schema, backbone, petl, task, depth, num_layers, alpha,
+        metric, projection, scores, results, environment`` (and ``extra`` if given). NumPy and
+        torch scalars, arrays and tuples in ``scores``/``results``/``extra`` become plain lists
+        and numbers; NaN and infinite numbers become ``None`` (strict JSON has neither).
+
+    Raises:
+        CheckpointError: ``meta`` was trained on another backbone than ``backbone``, or is a pruned
+            task keeping fewer than ``depth`` blocks.
+        SlsvizError: ``depth`` out of range, or a value a config cannot store.
+    """
+    if meta.backbone_arch != backbone.arch or meta.backbone_checksum != backbone.checksum:
+        raise CheckpointError(
+            f"The task was trained on {meta.backbone_arch} with weights {meta.backbone_checksum}, but the backbone "
+            f"given is {backbone.arch} with weights {backbone.checksum}: pass the backbone the task was trained on."
+        )
+    if meta.num_layers != backbone.num_layers:
+        raise CheckpointError(f"The task expects {meta.num_layers} blocks; the backbone has {backbone.num_layers}.")
+    petl = dict(meta.petl)
+    if "method" not in petl:
+        raise CheckpointError("The task metadata names no PETL method (its 'petl' has no 'method').")
+    method = petl.pop("method")
+    depth = check_depth(depth, meta.num_layers)
+    if meta.depth is not None and depth > meta.depth:
+        raise CheckpointError(
+            f"The task keeps only {meta.depth} blocks, so it cannot be restored at depth {depth}: "
+            "choose a depth up to that, or use the full-depth task."
+        )
+    config: dict[str, Any] = {
+        "schema": CONFIG_SCHEMA,
+        "backbone": {"id": backbone.id, "arch": backbone.arch, "checksum": backbone.checksum},
+        "petl": {"method": method, "hyperparameters": _plain(petl, "petl")},
+        "task": {
+            "classes": list(meta.class_names),
+            "num_classes": meta.num_classes,
+            "img_size": int(meta.img_size),
+            "mean": [float(x) for x in meta.mean],
+            "std": [float(x) for x in meta.std],
+            "dataset": meta.dataset,
+            "split_seed": _plain(meta.split_seed, "task.split_seed"),
+            "val_accuracy": _plain(meta.val_accuracy, "task.val_accuracy"),
+            "test_accuracy": _plain(meta.test_accuracy, "task.test_accuracy"),
+        },
+        "depth": depth,
+        "num_layers": int(meta.num_layers),
+        "alpha": _plain(alpha, "alpha"),
+        "metric": metric,
+        "projection": projection,
+        "scores": _plain(list(scores or []), "scores"),
+        "results": _plain(dict(results or {}), "results"),
+        "environment": _plain(environment(), "environment"),
+    }
+    if extra is not None:
+        config["extra"] = _plain(extra, "extra")
+    return validate_config(config)
+
+
+def validate_config(config: dict) -> dict:
+    """Check an SLS config's schema, keys, types and depth; return it unchanged.
+
+    Raises:
+        SlsvizError: naming the first problem found, e.g. ``config is missing 'depth'``.
+    """
+    if not isinstance(config, dict):
+        raise SlsvizError(f"A config must be a mapping, got {type(config).__name__}.")
+    if "schema" not in config:
+        raise SlsvizError(f"config is missing 'schema': is it an slsviz config ({CONFIG_SCHEMA})?")
+    if config["schema"] != CONFIG_SCHEMA:
+        raise SlsvizError(f"schema {config['schema']!r} is not {CONFIG_SCHEMA}: this slsviz reads {CONFIG_SCHEMA} configs only.")
+    for key in _TOP_KEYS:
+        if key not in config:
+            raise SlsvizError(f"config is missing {key!r}: write configs with slsviz.export.build_config.")
+    unknown = [k for k in config if k not in _TOP_KEYS and k not in _OPTIONAL_KEYS]
+    if unknown:
+        raise SlsvizError(f"config has unknown key {unknown[0]!r}: put additional data under 'extra'.")
+    for key in (*_TOP_KEYS, *_OPTIONAL_KEYS):
+        if key in config:
+            _check_kind(config[key], _TOP_KINDS[key], key)
+    for section, fields in _SECTIONS.items():
+        for key, kind in fields.items():
+            if key not in config[section]:
+                raise SlsvizError(f"config is missing '{section}.{key}'.")
+            _check_kind(config[section][key], kind, f"{section}.{key}")
+    task = config["task"]
+    if task["num_classes"] != len(task["classes"]) or task["num_classes"] < 2:
+        raise SlsvizError(
+            f"config 'task.num_classes' is {task['num_classes']} but 'task.classes' names {len(task['classes'])} "
+            "(a task needs at least 2)."
+        )
+    if task["img_size"] < 1:
+        raise SlsvizError(f"config 'task.img_size' must be positive, got {task['img_size']}.")
+    if config["num_layers"] < 1:
+        raise SlsvizError(f"config 'num_layers' must be at least 1, got {config['num_layers']}.")
+    if not 1 <= config["depth"] <= config["num_layers"]:
+        raise SlsvizError(f"config 'depth' {config['depth']} is out of range: it must be between 1 and num_layers ({config['num_layers']}).")
+    if not math.isfinite(config["alpha"]):
+        raise SlsvizError(f"config 'alpha' must be a finite number, got {config['alpha']}.")
+    return config
+
+
+def _check_kind(value: Any, kind: str, where: str) -> None:
+    label, ok = _KIND_CHECKS[kind]
+    if not ok(value):
+        raise SlsvizError(f"config {where!r} must be {label}, got {type(value).__name__} {_short(value)}.")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as JSON/YAML-ready Python: dicts with string keys, lists, str, int, float, bool, None.
+
+    Raises:
+        SlsvizError: a value of a type a config cannot store, named with where it is.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None  # strict JSON has no NaN / Infinity
+    for plain in (bool, int, str):  # exact types; subclasses (TorchVersion, IntEnum, ...) YAML would refuse
+        if isinstance(value, plain):
+            return plain(value)
+    if value is None:
+        return None
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if isinstance(k, (bool, int, float, np.generic)) and not isinstance(k, str):
+                k = str(k.item() if isinstance(k, np.generic) else k)
+            if not isinstance(k, str):
+                raise SlsvizError(f"{where} has a key {k!r} of type {type(k).__name__}: config keys must be strings.")
+            out[k] = _plain(v, f"{where}.{k}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value), where)
+    raise SlsvizError(
+        f"{where} holds a {type(value).__name__}, which a config cannot store: use numbers, strings, lists and dicts."
+    )
+
+
+# --- text and files -------------------------------------------------------------------------------
+
+
+def config_to_json(config: dict) -> str:
+    """The config as indented JSON text (key order kept), ending in a newline."""
+    try:
+        return json.dumps(validate_config(config), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise SlsvizError(f"The config cannot be written as JSON: {exc}") from exc
+
+
+def config_to_yaml(config: dict) -> str:
+    """The config as YAML text (``yaml.safe_dump``, key order kept)."""
+    try:
+        return yaml.safe_dump(validate_config(config), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    except yaml.YAMLError as exc:
+        raise SlsvizError(f"The config cannot be written as YAML: {exc}") from exc
+
+
+def save_config(config: dict, path: str | os.PathLike) -> Path:
+    """Write ``config`` to ``path`` as JSON (``.json``) or YAML (``.yaml``, ``.yml``), atomically.
+
+    Raises:
+        SlsvizError: another suffix, or an invalid config (nothing is written then).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in _JSON_SUFFIXES:
+        text = config_to_json(config)
+    elif suffix in _YAML_SUFFIXES:
+        text = config_to_yaml(config)
+    else:
+        raise SlsvizError(f"Cannot tell the format of {path}: name the config file *.json, *.yaml or *.yml.")
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_config(source: str | bytes | os.PathLike) -> dict:
+    """Read and validate a config from a file path, or from JSON / YAML text or bytes (autodetected).
+
+    A ``str`` without line breaks that names an existing file, or ends in ``.json``/``.yaml``/``.yml``,
+    is read as a path; any other ``str`` is parsed as text.
+
+    Raises:
+        SlsvizError: a missing file, text that is neither JSON nor YAML, not a mapping, or an
+            invalid config (wrong schema, missing keys, ...).
+    """
+    where = "the config text"
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)):
+        path = Path(source)
+        if not path.is_file():
+            raise SlsvizError(f"Config file {path} does not exist.")
+        where = f"config file {path}"
+        source = path.read_bytes()
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            text = bytes(source).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SlsvizError(f"{where[0].upper()}{where[1:]} is not UTF-8 text: is it a JSON or YAML config?") from exc
+    elif isinstance(source, str):
+        text = source
+    else:
+        raise SlsvizError(f"load_config reads a path, text or bytes, not {type(source).__name__}.")
+    data = _parse(text, where)
+    if not isinstance(data, dict):
+        raise SlsvizError(f"{where[0].upper()}{where[1:]} holds a {type(data).__name__}, not a config mapping.")
+    try:
+        return validate_config(data)
+    except SlsvizError as exc:
+        raise SlsvizError(f"{where[0].upper()}{where[1:]} is not a valid slsviz config: {exc}") from exc
+
+
+def _looks_like_path(text: str) -> bool:
+    if "\n" in text or "\r" in text or not text.strip() or len(text) > 4096:
+        return False
+    if Path(text).suffix.lower() in (*_JSON_SUFFIXES, *_YAML_SUFFIXES):
+        return True
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _parse(text: str, where: str) -> Any:
+    """JSON first (exact, fast), then YAML (a superset that also reads our YAML)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())
+        raise SlsvizError(f"{where[0].upper()}{where[1:]} cannot be parsed as JSON or YAML: {problem}") from exc
+
+
+# --- checkpoint -----------------------------------------------------------------------------------
+
+
+def save_pruned_task(model: nn.Module, meta: TaskMeta, depth: int, path: str | os.PathLike) -> Path:
+    """Write the task checkpoint of ``model`` cut at ``depth``: adapters of ``blocks[:depth]`` and the head.
+
+    ``model`` is not changed. The saved metadata records ``depth``.
+
+    Raises:
+        SlsvizError: ``depth`` out of range for ``model``.
+    """
+    pruned = prune_to_depth(model, depth)
+    return save_task(path, pruned, dataclasses.replace(meta, depth=len(pruned.blocks)))
+
+
+def restore(config: dict, task_checkpoint: str | os.PathLike, backbone: Backbone) -> nn.Module:
+    """Rebuild the pruned model a config describes from its task checkpoint and backbone.
+
+    The checkpoint may be full-depth or pruned at ``config["depth"]`` or deeper; it is cut at the
+    config's depth. The result computes exactly what ``prune_to_depth(trained_model, depth)`` did.
+
+    Raises:
+        SlsvizError: an invalid config.
+        CheckpointError: the config, the checkpoint's metadata and the backbone disagree (backbone
+            arch or checksum, PETL method or hyper-parameters, classes, input size, block count),
+            or the checkpoint keeps fewer blocks than the config's depth.
+    """
+    config = validate_config(config)
+    path = Path(task_checkpoint)
+    meta = read_task_meta(path)
+    depth = config["depth"]
+
+    diffs = _differences(config, _config_view_of_meta(meta), "checkpoint")
+    if diffs:
+        raise CheckpointError(
+            f"The config does not describe task checkpoint {path}: {'; '.join(diffs)}. Use the config written with this checkpoint."
+        )
+    backbone_view = {"backbone.arch": backbone.arch, "backbone.checksum": backbone.checksum,
+                     "task.img_size": backbone.img_size, "num_layers": backbone.num_layers}
+    diffs = _differences(config, backbone_view, "backbone")
+    if diffs:
+        raise CheckpointError(
+            f"The config does not fit the loaded backbone {backbone.id!r}: {'; '.join(diffs)}. "
+            f"Load the backbone the config names ({config['backbone']['id']!r}, at {config['task']['img_size']} px)."
+        )
+    if meta.depth is not None and meta.depth < depth:
+        raise CheckpointError(
+            f"Task checkpoint {path} keeps {meta.depth} blocks but the config asks for depth {depth}: "
+            "use the full-depth checkpoint or one pruned at that depth."
+        )
+    model, _ = load_task(path, backbone)
+    if len(model.blocks) > depth:
+        model = prune_to_depth(model, depth)
+    return model.eval()
+
+
+def _config_view_of_meta(meta: TaskMeta) -> dict[str, Any]:
+    """The config's facts as a checkpoint's metadata states them, keyed by dotted config path."""
+    petl = dict(meta.petl)
+    method = petl.pop("method", None)
+    return {
+        "backbone.arch": meta.backbone_arch,
+        "backbone.checksum": meta.backbone_checksum,
+        "petl.method": method,
+        "petl.hyperparameters": petl,
+        "task.num_classes": meta.num_classes,
+        "task.classes": list(meta.class_names),
+        "task.img_size": meta.img_size,
+        "num_layers": meta.num_layers,
+    }
+
+
+def _differences(config: dict, other: dict[str, Any], name: str) -> list[str]:
+    """``"<key>: config X, <name> Y"`` for each dotted key whose values differ."""
+    diffs = []
+    for dotted, theirs in other.items():
+        ours: Any = config
+        for part in dotted.split("."):
+            ours = ours[part]
+        if ours != theirs:
+            diffs.append(f"{dotted}: config {_short(ours)}, {name} {_short(theirs)}")
+    return diffs
+
+
+# --- ONNX -----------------------------------------------------------------------------------------
+
+
+def export_onnx(model: nn.Module, img_size: int, path: str | os.PathLike, *, opset: int = 17) -> Path:
+    """Export ``model`` (typically pruned) to ONNX, PETL merged, with a dynamic batch dimension.
+
+    A copy of ``model`` is merged (:func:`~slsviz.petl.merge_petl`: RepAdapter and LoRA folded into
+    the backbone's Linear layers) and exported in eval mode with torch's TorchScript-based
+    exporter; ``model`` itself is not changed. The graph takes ``images`` (N, 3, img_size,
+    img_size) in the model's dtype and returns ``logits`` (N, classes). The file is checked with
+    ``onnx.checker`` and written atomically.
+
+    Raises:
+        SlsvizError: ``img_size`` not a positive integer, or the export failed (the reason is named).
+    """
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
+        raise SlsvizError(f"img_size must be a positive integer, got {img_size!r}.")
+    path = Path(path)
+    exported = merge_petl(copy.deepcopy(model)).eval()
+    param = next(exported.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    example = torch.zeros(1, 3, img_size, img_size, device=device, dtype=dtype)
+    with atomic_path(path) as tmp:
+        _torchscript_export(exported, example, tmp, opset)
+        _check_onnx(tmp)
+    return path
+
+
+def _torchscript_export(model: nn.Module, example: torch.Tensor, target: Path, opset: int) -> None:
+    """torch's legacy exporter: fast, no extra dependency, and shape-polymorphic in the batch only."""
+    batch = {0: "batch"}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # Deprecation notices of the TorchScript exporter, and tracer notes on Python ints
+            # taken from shapes (the image size is fixed by design; the batch stays symbolic).
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export")
+            warnings.filterwarnings("ignore", message=r"The feature will be removed")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                model, (example,), str(target), dynamo=False, opset_version=opset,
+                input_names=[_ONNX_INPUT], output_names=[_ONNX_OUTPUT],
+                dynamic_axes={_ONNX_INPUT: batch, _ONNX_OUTPUT: batch}, do_constant_folding=True,
+            )
+    except Exception as exc:  # noqa: BLE001 - any exporter failure is reported the same way
+        raise SlsvizError(
+            f"ONNX export failed with torch {torch.__version__} at opset {opset} ({type(exc).__name__}: {exc})."
+        ) from exc
+
+
+def _check_onnx(target: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(target))
+    except Exception as exc:  # noqa: BLE001 - onnx raises its own ValidationError subclasses
+        raise SlsvizError(f"The exported ONNX model is invalid ({type(exc).__name__}: {exc}).") from exc
