@@ -128,20 +128,21 @@ class LayerAnalysis:
 
     def scores(self, layer: int) -> dict[str, float]:
         """All scores of ``layer``: the three cluster scores (in the chosen space) and the probe."""
+        return {**self._cluster(layer), "probe_accuracy": self._probe(layer)}
+
+    def score(self, layer: int) -> float:
+        """The score the SLS rule reads, for ``layer`` (computes nothing else)."""
+        if self.settings.metric == "probe_accuracy":  # needs no map
+            return self._probe(layer)
+        return self._cluster(layer)[self.settings.metric]
+
+    def _cluster(self, layer: int) -> dict[str, float]:
         if layer not in self._scores:
             if not 1 <= layer <= self.num_layers:
                 raise SlsvizError(f"Layer {layer} is out of range: blocks are 1..{self.num_layers}.")
             points = self.map(layer) if self.settings.space == "2d" else np.asarray(self.features[layer - 1], np.float32)
-            row = cluster_scores(points, self.labels)
-            row["probe_accuracy"] = self._probe(layer)
-            self._scores[layer] = row
+            self._scores[layer] = cluster_scores(points, self.labels)
         return self._scores[layer]
-
-    def score(self, layer: int) -> float:
-        """The score the SLS rule reads, for ``layer``."""
-        if self.settings.metric == "probe_accuracy":  # needs no map
-            return self._probe(layer)
-        return self.scores(layer)[self.settings.metric]
 
     def recommend(self, lazy: bool = True) -> SLSRule:
         """The SLS rule fitted on this analysis; ``lazy`` scores only the layers the rule needs."""

@@ -7,6 +7,7 @@ Widget and state keys are namespaced ``slsviz.<page>.<name>``.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import streamlit as st
@@ -27,8 +28,12 @@ def workspace(selection: Selection) -> Workspace:
 
 
 def selection() -> Selection:
-    """This session's selection (the embedded default until the user loads something else)."""
-    return st.session_state.setdefault(SELECTION, Selection())
+    """This session's selection (the embedded default until the user loads something else).
+
+    ``SLSVIZ_LIMIT`` (images per split) makes the default a quick look, e.g. for end-to-end tests.
+    """
+    limit = os.environ.get("SLSVIZ_LIMIT")
+    return st.session_state.setdefault(SELECTION, Selection(limit=int(limit) if limit else None))
 
 
 def settings() -> AnalysisSettings:

@@ -1,7 +1,12 @@
-"""End to end in a real headless Chromium: the app started exactly as the README starts it."""
+"""End to end in a real headless Chromium: the app started exactly as the README starts it.
+
+``SLSVIZ_LIMIT`` makes the default a quick look (few images per split). With ``SLSVIZ_SCREENSHOTS=1``
+the page screenshots are written to ``assets/screenshots/`` for the README's tour.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.integration,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)"),
 ]
 # Without these, Chromium keeps trying to reach Google's services on this closed network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LONG = 300_000  # ms: features, maps and benchmarks on a 2-core CPU
 
 
 def _free_port() -> int:
@@ -33,7 +40,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url():
     port = _free_port()
-    proc = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=ROOT, env=os.environ.copy(),
+    env = {**os.environ, "SLSVIZ_LIMIT": "80"}
+    proc = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -58,15 +66,81 @@ def page():
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        yield context.new_page()
         browser.close()
 
 
-def test_home_shows_the_default_model(app_url, page, tmp_path):
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    folder = ROOT / "assets" / "screenshots" if os.environ.get("SLSVIZ_SCREENSHOTS") else tmp_path_factory.mktemp("shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _no_exception(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert "Traceback" not in page.inner_text("body")
+
+
+def test_1_home_loads_the_default(app_url, page, shots):
     page.goto(app_url)
-    page.get_by_text("Parameters").first.wait_for(timeout=120_000)
+    page.get_by_text("Trainable (adapters + head)").wait_for(timeout=LONG)
     body = page.inner_text("body")
-    assert "slsviz" in body and "Blocks" in body and "12" in body
-    assert "mnist5k" in body and "Traceback" not in body
-    page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
-    assert (tmp_path / "home.png").stat().st_size > 10_000
+    assert "Blocks" in body and "12" in body and "mnist5k" in body and "convpass" in body
+    _no_exception(page)
+    page.screenshot(path=str(shots / "1_home.png"), full_page=True)
+
+
+def test_2_layers_maps_render(app_url, page, shots):
+    page.goto(f"{app_url}/Layers")
+    page.get_by_text("SLS recommends keeping").wait_for(timeout=LONG)
+    page.get_by_text("Every block").wait_for(timeout=LONG)
+    page.locator(".js-plotly-plot").nth(2).wait_for(timeout=LONG)
+    assert page.locator(".js-plotly-plot").count() >= 3  # curves, all blocks, one block
+    _no_exception(page)
+    page.screenshot(path=str(shots / "2_layers.png"), full_page=True)
+
+
+def _metric(page, label: str) -> str:
+    box = page.locator("[data-testid='stMetric']", has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text()
+
+
+def test_3_depth_slider_updates_accuracy_and_throughput(app_url, page, shots):
+    page.goto(f"{app_url}/Prune_and_benchmark")
+    page.get_by_text("Accuracy against throughput, every depth").wait_for(timeout=LONG)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=LONG)
+    before = (_metric(page, "GFLOPs / image"), _metric(page, "Throughput (batch 1)"), _metric(page, "Accuracy, head re-fit"))
+    thumb = page.get_by_role("slider").first
+    thumb.focus()
+    start = int(thumb.get_attribute("aria-valuenow"))
+    key = "ArrowLeft" if start > 2 else "ArrowRight"
+    for _ in range(2):
+        page.keyboard.press(key)
+    page.wait_for_function(
+        "([label, old]) => { const m = [...document.querySelectorAll(\"[data-testid='stMetric']\")]"
+        ".find(e => e.innerText.includes(label)); return m && !m.innerText.includes(old); }",
+        arg=["GFLOPs / image", before[0]], timeout=LONG)
+    page.wait_for_timeout(1500)
+    after = (_metric(page, "GFLOPs / image"), _metric(page, "Throughput (batch 1)"), _metric(page, "Accuracy, head re-fit"))
+    assert after[0] != before[0] and after[1] != before[1]
+    _no_exception(page)
+    page.screenshot(path=str(shots / "3_prune.png"), full_page=True)
+
+
+def test_4_export_downloads_the_json(app_url, page, shots, tmp_path):
+    page.goto(f"{app_url}/Export")
+    button = page.get_by_role("button", name="Configuration (JSON)")
+    button.wait_for(timeout=LONG)
+    with page.expect_download(timeout=LONG) as download:
+        button.click()
+    path = tmp_path / "config.json"
+    download.value.save_as(path)
+    config = json.loads(path.read_text())
+    for key in ("schema", "backbone", "petl", "task", "depth", "num_layers", "alpha", "metric", "projection",
+                "scores", "results", "environment"):
+        assert key in config
+    assert config["schema"] == "slsviz-config/1"
+    _no_exception(page)
+    page.screenshot(path=str(shots / "4_export.png"), full_page=True)

@@ -1,0 +1,84 @@
+"""Every page driven by Streamlit's AppTest on the real default task (a quick look: few images per split)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from slsviz import ui
+from slsviz.workspace import Selection
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+QUICK = Selection(limit=60)  # 60 train + 60 val scored, 60 test
+
+
+def page(name: str, **state) -> AppTest:
+    at = AppTest.from_file(str(ROOT / name), default_timeout=300)
+    at.session_state[ui.SELECTION] = QUICK
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_home_shows_the_model_card():
+    at = page("app.py")
+    assert not at.exception and not at.error
+    assert metric(at, "Blocks") == "12"
+    assert metric(at, "Test accuracy").endswith("%")
+    assert "convpass" in at.markdown[0].value and "mnist5k" in at.markdown[0].value
+
+
+def test_home_reports_a_bad_checkpoint_as_an_error_not_a_traceback(tmp_path):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.session_state[ui.SELECTION] = Selection(task=str(tmp_path / "missing.safetensors"))
+    at.run()
+    assert not at.exception
+    assert "does not exist" in at.error[0].value
+
+
+def test_layers_page_recommends_and_follows_the_controls():
+    at = page("pages/1_Layers.py")
+    assert not at.exception and not at.error
+    first = at.success[0].value
+    assert "SLS recommends keeping" in first
+    assert len(at.get("plotly_chart")) == 3
+    at.selectbox(key="slsviz.layers.projection").set_value("pca").run()
+    at.slider(key="slsviz.layers.alpha").set_value(1.0).run()
+    assert not at.exception
+    second = at.success[0].value
+    assert "1/alpha" not in second and second != first  # projection and alpha changed the numbers
+    at.selectbox(key="slsviz.layers.metric").set_value("davies_bouldin").run()
+    assert "1/alpha x" in at.success[0].value  # the comparison turned for a lower-is-better score
+
+
+def test_prune_page_numbers_follow_the_slider():
+    at = page("pages/2_Prune_and_benchmark.py")
+    assert not at.exception and not at.error
+    slider = at.slider(key="slsviz.prune.depth")
+    slider.set_value(12).run()
+    full_speed, full_flops = metric(at, "Throughput (batch 1)"), metric(at, "GFLOPs / image")
+    full_bytes = metric(at, "Stored per task (SLS)")
+    at.slider(key="slsviz.prune.depth").set_value(3).run()
+    assert not at.exception
+    assert metric(at, "GFLOPs / image") != full_flops and metric(at, "Throughput (batch 1)") != full_speed
+    assert metric(at, "Stored per task (SLS)") != full_bytes
+    assert float(metric(at, "GFLOPs / image")) < float(full_flops)
+
+
+def test_export_page_builds_the_configuration():
+    at = page("pages/3_Export.py", **{"slsviz.prune.chosen": 5})
+    assert not at.exception and not at.error
+    config = at.json[0].value
+    config = json.loads(config) if isinstance(config, str) else config
+    for key in ("schema", "backbone", "petl", "task", "depth", "num_layers", "alpha", "metric", "projection",
+                "scores", "results", "environment"):
+        assert key in config
+    assert config["schema"] == "slsviz-config/1" and config["depth"] == 5 and config["num_layers"] == 12
