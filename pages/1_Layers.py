@@ -61,4 +61,4 @@ d1, d2 = st.columns(2)
 d1.download_button("Scores (CSV)", table.to_csv(index=False), "scores.csv", "text/csv", key="slsviz.layers.dl_scores")
 d2.download_button(f"{projection} coordinates of every block (CSV)", coords.to_csv(index=False), f"{projection}_maps.csv",
                    "text/csv", key="slsviz.layers.dl_maps")
-st.page_link("pages/2_Prune_and_benchmark.py", label="Next: prune at a depth and measure it", icon="➡️")
+st.caption("Next: **Prune & benchmark**, in the sidebar.")

@@ -84,4 +84,4 @@ if r1.button("Retrain", key="slsviz.prune.retrain"):
 if "slsviz.prune.retrained" in st.session_state:
     res = st.session_state["slsviz.prune.retrained"]
     r2.metric(f"Accuracy retrained (FT, {res['epochs']} epochs, depth {res['depth']})", fmt_pct(res["accuracy_retrained"]))
-st.page_link("pages/3_Export.py", label="Next: export this configuration", icon="➡️")
+st.caption("Next: **Export**, in the sidebar.")

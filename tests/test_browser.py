@@ -112,9 +112,9 @@ def test_3_depth_slider_updates_accuracy_and_throughput(app_url, page, shots):
     page.get_by_text("Accuracy against throughput, every depth").wait_for(timeout=LONG)
     page.locator(".js-plotly-plot").first.wait_for(timeout=LONG)
     before = (_metric(page, "GFLOPs / image"), _metric(page, "Throughput (batch 1)"), _metric(page, "Accuracy, head re-fit"))
-    thumb = page.get_by_role("slider").first
-    thumb.focus()
-    start = int(thumb.get_attribute("aria-valuenow"))
+    slider = page.locator("[data-testid='stSlider'] input[type='range']").first
+    slider.focus()
+    start = int(slider.input_value())
     key = "ArrowLeft" if start > 2 else "ArrowRight"
     for _ in range(2):
         page.keyboard.press(key)
@@ -142,5 +142,7 @@ def test_4_export_downloads_the_json(app_url, page, shots, tmp_path):
                 "scores", "results", "environment"):
         assert key in config
     assert config["schema"] == "slsviz-config/1"
+    page.get_by_text("Task checkpoint, kept blocks only").wait_for(timeout=LONG)
+    page.get_by_text("Import", exact=True).wait_for(timeout=LONG)
     _no_exception(page)
     page.screenshot(path=str(shots / "4_export.png"), full_page=True)

@@ -37,3 +37,23 @@ def test_full_depth_test_accuracy_matches_checkpoint_and_readme():
     shown = re.search(r"default task.*?test accuracy \*\*([\d.]+)%\*\*", readme, re.S | re.I)
     assert shown, "README states the default task's test accuracy"
     assert float(shown.group(1)) == pytest.approx(100 * meta.test_accuracy, abs=0.01)
+
+
+def test_cli_analyze_on_the_default_model_with_a_small_subset(tmp_path, capsys):
+    import json
+
+    from slsviz.cli import main
+
+    out = tmp_path / "out"
+    assert main(["analyze", "--limit", "40", "--projection", "pca", "--out", str(out), "--save-features"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["backbone"] == "default" and report["backbone_arch"] == "vit_small_patch14_dinov2"
+    assert report["method"] == "convpass" and report["dataset"] == "mnist5k" and report["img_size"] == 112
+    assert report["num_layers"] == 12 and report["num_images"] == 80 and len(report["layers"]) == 12
+    assert 1 <= report["recommended_depth"] <= 12
+    assert report["accuracy_full"] > 0.8  # 40 test images, the shipped task
+    assert "SLS recommends keeping" in capsys.readouterr().err
+    import numpy as np
+
+    with np.load(out / "features.npz") as f:
+        assert f["features"].shape == (12, 80, 384)
