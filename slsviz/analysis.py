@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from slsviz.errors import SlsvizError
+from slsviz.features import FeatureBank
 from slsviz.projection import PROJECTIONS, project_layers
 from slsviz.rule import DEFAULT_ALPHA, SLSRule
 from slsviz.scores import CLUSTER_METRICS, METRICS, cluster_scores, probe_accuracy
@@ -169,3 +170,12 @@ class LayerAnalysis:
                                                  np.asarray(eval_x[layer - 1], np.float32), eval_y,
                                                  seed=self.settings.seed)
         return self._probes[layer]
+
+
+def trainval_analysis(train: FeatureBank, val: FeatureBank, settings: AnalysisSettings = AnalysisSettings()) -> LayerAnalysis:
+    """The analysis SLS makes: train + val features scored together (VTAB's train800val200), the
+    linear probe fit on train and scored on val; maps cached under both banks' keys."""
+    features = np.concatenate([train.as_float32(), val.as_float32()], axis=1)
+    labels = np.concatenate([train.labels, val.labels])
+    return LayerAnalysis(features, labels, settings, cache_key=f"{train.key}+{val.key}",
+                         probe=(train.features, train.labels, val.features, val.labels))

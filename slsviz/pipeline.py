@@ -19,7 +19,7 @@ import pandas as pd
 import torch.nn as nn
 
 from slsviz.accuracy import accuracy_as_is, accuracy_head_refit
-from slsviz.analysis import AnalysisSettings, LayerAnalysis
+from slsviz.analysis import AnalysisSettings, LayerAnalysis, trainval_analysis
 from slsviz.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
 from slsviz.data import LabelledImages, Preprocess, load_dataset
 from slsviz.device import describe_device, resolve_device
@@ -144,10 +144,7 @@ def analyze(
     # Test features are only needed for accuracy, so they come after the recommendation.
     train, val = bank("train"), bank("val")
     timings["features_trainval_s"] = time.perf_counter() - start
-    scored = np.concatenate([train.as_float32(), val.as_float32()], axis=1)
-    labels = np.concatenate([train.labels, val.labels])
-    analysis = LayerAnalysis(scored, labels, settings, cache_key=f"{train.key}+{val.key}",
-                             probe=(train.features, train.labels, val.features, val.labels))
+    analysis = trainval_analysis(train, val, settings)
     t = time.perf_counter()
     rule = analysis.recommend(lazy=True)
     timings["recommendation_s"] = time.perf_counter() - t
@@ -181,7 +178,7 @@ def analyze(
         "img_size": loaded.backbone.img_size,
         "batch_size": batch_size,
         "limit": limit,
-        "num_images": int(len(labels)),
+        "num_images": int(len(analysis.labels)),
         "num_test_images": test.num_samples,
         "num_layers": analysis.num_layers,
         "token": token,

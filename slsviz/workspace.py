@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from slsviz.accuracy import depth_accuracy_table
-from slsviz.analysis import AnalysisSettings, LayerAnalysis
+from slsviz.analysis import AnalysisSettings, LayerAnalysis, trainval_analysis
 from slsviz.bench import BenchmarkResult, benchmark, count_flops
 from slsviz.features import FeatureBank, feature_bank
 from slsviz.footprint import storage_per_task
+from slsviz.petl import trainable_names
 from slsviz.pipeline import LoadedTask, load_for_analysis
 from slsviz.prune import check_depth, prune_to_depth
 
@@ -91,7 +92,8 @@ class Workspace:
     def model_card(self) -> dict[str, Any]:
         """What the home page shows about the loaded model."""
         model, meta, backbone = self.loaded.model, self.loaded.meta, self.loaded.backbone
-        trainable = sum(p.numel() for n, p in model.named_parameters() if "adapter" in n or "lora_" in n or n.startswith("head."))
+        names = set(trainable_names(model))
+        trainable = sum(p.numel() for n, p in model.named_parameters() if n in names)
         return {
             "backbone": backbone.id,
             "arch": backbone.arch,
@@ -127,12 +129,7 @@ class Workspace:
         """The layer analysis of train + val features under ``settings`` (maps computed on demand)."""
         with self._lock:
             if settings not in self._analyses:
-                train, val = self.bank("train"), self.bank("val")
-                features = np.concatenate([train.as_float32(), val.as_float32()], axis=1)
-                labels = np.concatenate([train.labels, val.labels])
-                self._analyses[settings] = LayerAnalysis(
-                    features, labels, settings, cache_key=f"{train.key}+{val.key}",
-                    probe=(train.features, train.labels, val.features, val.labels))
+                self._analyses[settings] = trainval_analysis(self.bank("train"), self.bank("val"), settings)
             return self._analyses[settings]
 
     def scored_indices(self) -> np.ndarray:
