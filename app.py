@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from slsviz import ui
 from slsviz.backbones import DEFAULT_BACKBONE
 from slsviz.data import BUILTIN_DATASETS
 from slsviz.device import describe_device
+from slsviz.petl import METHODS, PetlConfig
+from slsviz.storage import cache_dir, keep_upload
+from slsviz.task import fit_task, save_task
+from slsviz.train import Recipe
 from slsviz.workspace import Selection
 
 st.set_page_config(page_title="slsviz", layout="wide")
@@ -26,6 +32,9 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
         checkpoint = st.text_input("Checkpoint path (.npz, .pth, .safetensors)", key="slsviz.home.checkpoint")
         task = st.text_input("Task checkpoint path (empty: the shipped task with the default backbone; 'none': no task)",
                              key="slsviz.home.task")
+        uploaded_ckpt = st.file_uploader("...or upload the backbone checkpoint", key="slsviz.home.upload_backbone",
+                                         type=["npz", "pth", "pt", "safetensors"])
+        uploaded_task = st.file_uploader("...or upload a task checkpoint", key="slsviz.home.upload_task", type=["safetensors"])
         data = st.selectbox("Dataset", ["the task's own", *BUILTIN_DATASETS, "an image folder or VTAB-1k root"],
                             key="slsviz.home.data")
         folder = st.text_input("Folder path (for an image folder or VTAB-1k root)", key="slsviz.home.folder")
@@ -36,6 +45,10 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
         limit = right.number_input("Images per split (0: all)", min_value=0, value=0, step=100, key="slsviz.home.limit")
         if st.form_submit_button("Load", type="primary"):
             default = backbone.startswith("Embedded")
+            if uploaded_ckpt is not None:
+                checkpoint = str(keep_upload(uploaded_ckpt.name, uploaded_ckpt.getvalue()))
+            if uploaded_task is not None:
+                task = str(keep_upload(uploaded_task.name, uploaded_task.getvalue()))
             st.session_state[ui.SELECTION] = Selection(
                 model=DEFAULT_BACKBONE if default else arch.strip(),
                 checkpoint=None if default else (checkpoint.strip() or None),
@@ -47,6 +60,27 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
             )
             st.session_state.pop(ui.DEPTH, None)
             current = ui.selection()
+
+    with st.form("slsviz.home.train"):
+        st.markdown("**Train a task now** on the loaded backbone and dataset (adapters + head; the paper's recipe).")
+        t1, t2, t3 = st.columns(3)
+        method = t1.selectbox("PETL method", METHODS, key="slsviz.home.train_method")
+        epochs = t2.number_input("Epochs", 1, 100, 5, key="slsviz.home.train_epochs")
+        train_limit = t3.number_input("Images per split (0: all)", 0, value=200, step=100, key="slsviz.home.train_limit")
+        if st.form_submit_button("Train"):
+            source = ui.workspace(ui.selection())
+            bar = st.progress(0.0, text="Training")
+            with ui.user_errors():
+                recipe = Recipe(epochs=int(epochs), warmup_epochs=max(1, int(epochs) // 10))
+                model, meta, _ = fit_task(
+                    source.loaded.backbone, source.loaded.data, PetlConfig(method), recipe,
+                    device=source.loaded.backbone.device, limit=int(train_limit) or None,
+                    progress=lambda e, n, info: bar.progress(e / n, text=f"epoch {e}/{n}: val {info['val_accuracy']:.3f}"))
+                path = save_task(cache_dir() / "tasks" / f"{method}-{meta.dataset.replace('/', '_')}-{int(epochs)}ep.safetensors",
+                                 model, meta)
+            st.session_state[ui.SELECTION] = dataclasses.replace(ui.selection(), task=str(path))
+            st.session_state.pop(ui.DEPTH, None)
+            st.success(f"Trained: val {100 * meta.val_accuracy:.2f}%, test {100 * meta.test_accuracy:.2f}%; saved to {path}.")
 
 ws = ui.current_workspace()
 card = ws.model_card()

@@ -48,3 +48,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def keep_upload(name: str, data: bytes) -> Path:
+    """Store an uploaded file's bytes in the cache (named by content) and return its path.
+
+    Uploads arrive as bytes; the loaders read files. The same content is stored only once.
+    """
+    import hashlib
+
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name) or "upload"
+    target = cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}-{safe}"
+    if not target.exists():
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+    return target

@@ -51,3 +51,13 @@ def test_cache_dir_honours_override(tmp_path, monkeypatch):
     monkeypatch.delenv("SLSVIZ_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "slsviz"
+
+
+def test_uploads_are_kept_once_by_content(tmp_path, monkeypatch):
+    from slsviz.storage import keep_upload
+
+    monkeypatch.setenv("SLSVIZ_CACHE_DIR", str(tmp_path))
+    a = keep_upload("../task file.safetensors", b"abc")
+    assert a.read_bytes() == b"abc" and a.parent == tmp_path / "uploads" and a.name.endswith("task_file.safetensors")
+    assert keep_upload("other.safetensors", b"abc").read_bytes() == b"abc"
+    assert keep_upload("../task file.safetensors", b"abc") == a

@@ -24,6 +24,10 @@ def page(name: str, **state) -> AppTest:
     return at.run()
 
 
+def card(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if "**Backbone**" in m.value)
+
+
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
@@ -33,7 +37,7 @@ def test_home_shows_the_model_card():
     assert not at.exception and not at.error
     assert metric(at, "Blocks") == "12"
     assert metric(at, "Test accuracy").endswith("%")
-    assert "convpass" in at.markdown[0].value and "mnist5k" in at.markdown[0].value
+    assert "convpass" in card(at) and "mnist5k" in card(at)
 
 
 def test_home_reports_a_bad_checkpoint_as_an_error_not_a_traceback(tmp_path):
@@ -82,3 +86,24 @@ def test_export_page_builds_the_configuration():
                 "scores", "results", "environment"):
         assert key in config
     assert config["schema"] == "slsviz-config/1" and config["depth"] == 5 and config["num_layers"] == 12
+
+
+def test_train_now_trains_and_loads_the_new_task():
+    at = page("app.py")
+    at.number_input(key="slsviz.home.train_epochs").set_value(1)
+    at.number_input(key="slsviz.home.train_limit").set_value(20)
+    at.selectbox(key="slsviz.home.train_method").set_value("linear")
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert not at.exception and not at.error
+    assert "Trained:" in at.success[0].value
+    assert at.session_state[ui.SELECTION].task.endswith(".safetensors")
+    assert "**PETL method** linear" in card(at)  # the card now shows the new task
+
+
+def test_two_sessions_do_not_see_each_others_choices():
+    a, b = page("pages/1_Layers.py"), page("pages/1_Layers.py")
+    a.slider(key="slsviz.layers.alpha").set_value(0.9).run()
+    b.run()
+    assert a.session_state[ui.SETTINGS].alpha == 0.9
+    assert b.session_state[ui.SETTINGS].alpha == 0.3
+    assert a.success[0].value != b.success[0].value or "0.9" not in b.success[0].value
