@@ -20,7 +20,9 @@ settings = ui.settings()
 if ws.loaded.meta is None:
     st.error("Export needs a task (adapters + head): load a task checkpoint on the home page.")
     st.stop()
-depth = int(st.session_state.get("slsviz.prune.chosen", st.session_state.get(ui.DEPTH, ws.num_layers)))
+with ui.user_errors():  # the depth chosen on the Prune page, else the SLS recommendation
+    recommended = int(st.session_state.get(ui.DEPTH) or ws.analysis(settings).recommend().depth_)
+depth = int(st.session_state.get("slsviz.prune.chosen", recommended))
 depth = st.number_input("Blocks kept", 1, ws.num_layers, depth, key="slsviz.export.depth")
 
 with ui.user_errors():
@@ -34,7 +36,7 @@ with ui.user_errors():
         results={"accuracy_as_is": float(row["accuracy_as_is"]), "accuracy_head_refit": float(row["accuracy_head_refit"]),
                  "throughput_images_per_s": bench.images_per_s, "latency_ms": bench.latency_ms, "batch_size": bench.batch_size,
                  "flops_per_image": bench.flops_per_image, "params": bench.params, "device": bench.device,
-                 "recommended_depth": int(ws.analysis(settings).recommend().depth_)},
+                 "recommended_depth": recommended},
     )
 
 st.subheader("Configuration")
