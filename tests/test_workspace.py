@@ -79,6 +79,9 @@ def test_charts_have_one_panel_per_layer_and_mark_the_depth(ws):
     assert any(getattr(s, "y0", None) == 0.1 for s in curves.layout.shapes)
     one = charts.layer_map(maps[3], analysis.labels, names, ws.scored_indices(), 3)
     assert "index" in one.data[0].hovertemplate
+    # the Layers page reads a picked point's dataset index from customdata[0] to show its image
+    shown = sorted(int(i) for trace in one.data for i in np.asarray(trace.customdata)[:, 0])
+    assert shown == sorted(ws.scored_indices().tolist())
     frame = ws.depth_table().assign(images_per_s=np.arange(1, 5) * 10.0)
     chart = charts.accuracy_vs_throughput(frame, chosen=3)
     assert chart.data[-1].name == "depth 3" and list(chart.data[-1].x) == [30.0]
