@@ -23,7 +23,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from slsviz.data import DEFAULT_IMG_SIZE
 from slsviz.device import resolve_device
-from slsviz.errors import CheckpointError, OfflineError, SlsvizError
+from slsviz.errors import CheckpointError, OfflineError, SlsvizError, key_mismatch
 from slsviz.storage import atomic_path, cache_dir
 
 DEFAULT_BACKBONE = "default"
@@ -272,19 +272,9 @@ def _load_state_dict(model: VisionTransformer, state_dict: dict[str, torch.Tenso
         state_dict = checkpoint_filter_fn(state_dict, model)  # timm's own pos-embed resampling
     except Exception as exc:
         raise CheckpointError(f"Checkpoint {where} does not fit {type(model).__name__}: {exc}") from exc
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(state_dict) if expected[k].shape != state_dict[k].shape)
-    if missing or unexpected or wrong_shape:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
-                parts.append(f"{len(keys)} {label} ({', '.join(keys[:4])}{more})")
-        raise CheckpointError(
-            f"Checkpoint {where} does not match the model: {'; '.join(parts)}. Is it for this architecture?"
-        )
+    mismatch = key_mismatch(model.state_dict(), state_dict)
+    if mismatch:
+        raise CheckpointError(f"Checkpoint {where} does not match the model: {mismatch}. Is it for this architecture?")
     model.load_state_dict(state_dict, strict=True)
 
 

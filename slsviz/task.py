@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from slsviz.backbones import Backbone
 from slsviz.data import LabelledImages, Preprocess, make_loader
-from slsviz.errors import CheckpointError, SlsvizError
+from slsviz.errors import CheckpointError, SlsvizError, key_mismatch
 from slsviz.petl import PetlConfig, attach_petl, petl_state_dict
 from slsviz.prune import check_depth, prune_to_depth
 from slsviz.storage import atomic_path
@@ -172,14 +172,9 @@ def load_task(path: str | os.PathLike, backbone: Backbone) -> tuple[nn.Module, T
     model = build_task_model(backbone, petl, meta.num_classes)
     if meta.depth is not None:
         model = prune_to_depth(model, check_depth(meta.depth, backbone.num_layers))
-    expected = petl_state_dict(model)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        parts = [f"{len(v)} {label} ({', '.join(v[:3])}{' ...' if len(v) > 3 else ''})"
-                 for label, v in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if v]
-        raise CheckpointError(f"Task checkpoint {path} does not fit its PETL method {meta.petl.get('method')!r}: {'; '.join(parts)}.")
+    mismatch = key_mismatch(petl_state_dict(model), tensors)
+    if mismatch:
+        raise CheckpointError(f"Task checkpoint {path} does not fit its PETL method {meta.petl.get('method')!r}: {mismatch}.")
     model.load_state_dict(tensors, strict=False)
     return model.eval(), meta
 
