@@ -51,12 +51,12 @@ with right:
     st.subheader("One block, large")
     layer = st.slider("Block", 1, analysis.num_layers, int(rule.depth_), key="slsviz.layers.layer")
     event = st.plotly_chart(charts.layer_map(maps[layer], labels, names, ws.scored_indices(), layer), width="stretch",
-                            key="slsviz.layers.one", on_select="rerun", selection_mode="points")
+                            key="slsviz.layers.one", on_select="rerun", selection_mode=("points", "box", "lasso"))
     picked = [int(p["customdata"][0]) for p in (event.selection.points if event else []) if p.get("customdata")]
     if picked:  # thumbnails are cheap: the images are small and already loaded
-        st.caption("Selected images (dataset index, class)")
-        st.image([data.image(i).resize((56, 56)) for i in picked[:12]],
-                 caption=[f"#{i}, {names[data.labels[i]]}" for i in picked[:12]])
+        shown = picked[:: max(1, len(picked) // 12)][:12]  # spread over the selection, not one class
+        st.caption(f"{len(picked)} selected; {len(shown)} images (dataset index, class)")
+        st.image([data.image(i).resize((56, 56)) for i in shown], caption=[f"#{i}, {names[data.labels[i]]}" for i in shown])
     else:
         st.caption("Click or lasso points to see their images.")
 

@@ -49,7 +49,8 @@ def layer_map(points: np.ndarray, labels: np.ndarray, class_names: list[str], in
     fig = px.scatter(frame, x="x", y="y", color="class", hover_data={"index": True, "class": True, "x": False, "y": False},
                      color_discrete_sequence=_COLOURS, title=f"Block {layer}", render_mode="webgl")
     fig.update_traces(marker={"size": 5})
-    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=None, yaxis_title=None)
+    fig.update_layout(height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title=None, yaxis_title=None,
+                      dragmode="select")  # dragging picks points (their images show below); zoom is in the toolbar
     return fig
 
 

@@ -100,6 +100,17 @@ def test_2_layers_maps_render(app_url, page, shots):
     assert page.locator(".js-plotly-plot").count() >= 3  # curves, all blocks, one block
     _no_exception(page)
     page.screenshot(path=str(shots / "2_layers.png"), full_page=True)
+    # dragging across the large map picks its points and shows their images
+    chart = page.locator(".js-plotly-plot").nth(2)
+    chart.scroll_into_view_if_needed()
+    box = chart.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(box["x"] + 0.02 * box["width"], box["y"] + 0.02 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.98 * box["width"], box["y"] + 0.98 * box["height"], steps=10)
+    page.mouse.up()
+    page.get_by_text("selected;").wait_for(timeout=LONG)
+    page.wait_for_timeout(2000)
+    assert page.get_by_text("#").count() >= 6  # captions "#<index>, <class>" under the thumbnails
 
 
 def _metric(page, label: str) -> str:
