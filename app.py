@@ -23,7 +23,6 @@ st.caption(
     "transformers: see how each block clusters the classes, get the recommended depth, measure the pruned model."
 )
 
-current = ui.selection()
 with st.expander("Load another backbone, task or dataset", expanded=False):
     with st.form("slsviz.home.load"):
         backbone = st.radio("Backbone", ["Embedded default: DINOv2 ViT-S/14", "timm ViT with a local checkpoint"],
@@ -59,7 +58,6 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
                 limit=int(limit) or None,
             )
             st.session_state.pop(ui.DEPTH, None)
-            current = ui.selection()
 
     with st.form("slsviz.home.train"):
         st.markdown("**Train a task now** on the loaded backbone and dataset (adapters + head; the paper's recipe).")

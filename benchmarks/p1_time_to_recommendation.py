@@ -59,7 +59,6 @@ def main() -> None:
     loaded = default_task(args.device)
     settings = AnalysisSettings(projection="tsne", metric="silhouette", space="2d")
     with fresh_cache():
-        start = time.perf_counter()
         cold = analyze(loaded, settings, batch_size=args.batch_size, limit=args.limit)
         cold_s = cold.report["timings"]["time_to_recommendation_s"]
         warm = analyze(loaded, settings, batch_size=args.batch_size, limit=args.limit)

@@ -37,17 +37,22 @@ def normed(model: nn.Module, features: np.ndarray) -> np.ndarray:
     return model.fc_norm(model.norm(x)).float().cpu().numpy()
 
 
+def has_task_head(model: nn.Module) -> bool:
+    """Whether ``model`` carries a trained classification head (a bare backbone's head is Identity)."""
+    return isinstance(getattr(model, "head", None), nn.Linear)
+
+
 @torch.inference_mode()
+def _as_is(model: nn.Module, normed_features: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of the task head on already normed block features."""
+    x = torch.from_numpy(normed_features).to(next(model.parameters()).device)
+    return int((model.head(x).argmax(-1).cpu().numpy() == labels).sum()) / len(labels)
+
+
 def accuracy_as_is(model: nn.Module, bank: FeatureBank) -> np.ndarray:
     """Accuracy of ``head(norm(cls_d))`` for every depth d = 1..L (index d-1)."""
     _check_cls_head(model, bank)
-    device = next(model.parameters()).device
-    labels = torch.from_numpy(bank.labels)
-    out = np.empty(bank.num_layers)
-    for d in range(1, bank.num_layers + 1):
-        logits = model.head(torch.from_numpy(normed(model, bank.layer(d))).to(device)).cpu()
-        out[d - 1] = int((logits.argmax(-1) == labels).sum()) / len(labels)
-    return out
+    return np.array([_as_is(model, normed(model, bank.layer(d)), bank.labels) for d in range(1, bank.num_layers + 1)])
 
 
 def fit_head(model: nn.Module, train: FeatureBank, layer: int, *, seed: int = 0, max_iter: int = 1000) -> Pipeline:
@@ -94,21 +99,22 @@ def head_as_linear(clf: Pipeline, like: nn.Linear) -> nn.Linear:
 
 def accuracy_at_depth(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, depth: int, *,
                       seed: int = 0) -> dict[str, float]:
-    """Both cache-only kinds at one depth: what a depth slider needs, in well under a second."""
+    """Both cache-only kinds at one depth, with no all-depth table (the head re-fit dominates)."""
     _check_cls_head(model, evaluate_on)
-    x = torch.from_numpy(normed(model, evaluate_on.layer(depth)))
-    with torch.inference_mode():
-        logits = model.head(x.to(next(model.parameters()).device)).cpu()
-    as_is = int((logits.argmax(-1).numpy() == evaluate_on.labels).sum()) / evaluate_on.num_samples
-    refit = fit_head(model, train, depth, seed=seed).score(x.numpy(), evaluate_on.labels)
-    return {"depth": depth, "accuracy_as_is": as_is, "accuracy_head_refit": float(refit)}
+    x = normed(model, evaluate_on.layer(depth))
+    refit = fit_head(model, train, depth, seed=seed).score(x, evaluate_on.labels)
+    return {"depth": depth, "accuracy_as_is": _as_is(model, x, evaluate_on.labels), "accuracy_head_refit": float(refit)}
 
 
 def depth_accuracy_table(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0) -> pd.DataFrame:
-    """Both cache-only kinds for every depth: columns ``depth, accuracy_as_is, accuracy_head_refit``."""
+    """Both cache-only kinds for every depth: columns ``depth, accuracy_as_is, accuracy_head_refit``.
+
+    A bare backbone has no task head, so its as-is accuracy is NaN (not defined), not a guess.
+    """
+    as_is = accuracy_as_is(model, evaluate_on) if has_task_head(model) else np.full(evaluate_on.num_layers, np.nan)
     return pd.DataFrame({
         "depth": np.arange(1, evaluate_on.num_layers + 1),
-        "accuracy_as_is": accuracy_as_is(model, evaluate_on),
+        "accuracy_as_is": as_is,
         "accuracy_head_refit": accuracy_head_refit(model, train, evaluate_on, seed=seed),
     })
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch.nn as nn
 
-from slsviz.accuracy import accuracy_as_is, accuracy_head_refit
+from slsviz.accuracy import depth_accuracy_table
 from slsviz.analysis import AnalysisSettings, LayerAnalysis, trainval_analysis
 from slsviz.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
 from slsviz.data import LabelledImages, Preprocess, load_dataset
@@ -158,8 +158,8 @@ def analyze(
     timings["all_layers_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    as_is = accuracy_as_is(loaded.model, test) if loaded.meta is not None else np.full(test.num_layers, np.nan)
-    refit = accuracy_head_refit(loaded.model, train, test, seed=settings.seed)
+    accuracy = depth_accuracy_table(loaded.model, train, test, seed=settings.seed)
+    as_is, refit = accuracy["accuracy_as_is"].to_numpy(), accuracy["accuracy_head_refit"].to_numpy()
     table["accuracy_as_is"] = as_is
     table["accuracy_head_refit"] = refit
     timings["accuracy_s"] = time.perf_counter() - t

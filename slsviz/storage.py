@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -55,8 +56,6 @@ def keep_upload(name: str, data: bytes) -> Path:
 
     Uploads arrive as bytes; the loaders read files. The same content is stored only once.
     """
-    import hashlib
-
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name) or "upload"
     target = cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}-{safe}"
     if not target.exists():

@@ -15,7 +15,7 @@ from slsviz.data import Preprocess, load_digits, make_loader
 from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.petl import PetlConfig, petl_state_dict
 from slsviz.prune import prune_to_depth
-from slsviz.task import TaskMeta, build_task_model, fit_task, load_task, read_task_meta, save_task
+from slsviz.task import build_task_model, fit_task, load_task, read_task_meta, save_task
 from slsviz.train import Recipe
 
 TINY = "vit_tiny_patch16_224"
