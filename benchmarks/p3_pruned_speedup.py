@@ -1,9 +1,10 @@
 """P3: measured speedup of the pruned model vs its ideal (FLOP-ratio) speedup, every depth (target >= 0.95).
 
-For each depth d and batch size, the pruned default task model is timed the way timm's benchmark
-does (see slsviz.bench) and compared with the full model timed the same way.
+For each batch size, the default task model cut at every depth d is timed the way timm's benchmark
+does (see slsviz.bench), all depths in turn over several rounds (slsviz.bench.benchmark_models), and
+each depth's measured speedup over the full model is compared with its FLOP ratio.
 
-Run: .venv/bin/python benchmarks/p3_pruned_speedup.py [--device auto] [--batch-sizes 1 64] [--seconds 2]
+Run: .venv/bin/python benchmarks/p3_pruned_speedup.py [--device auto] [--batch-sizes 1 64] [--seconds 2] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -13,26 +14,28 @@ import argparse
 from common import default_task
 from report import write_section
 
-from slsviz.bench import benchmark, speedups
-from slsviz.prune import prune_to_depth
+from slsviz.bench import benchmark_models, prepare_for_timing, speedups
+from slsviz.prune import depth_views
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing per depth and batch size")
+    parser.add_argument("--rounds", type=int, default=10, help="times every depth is timed in turn")
     args = parser.parse_args()
 
     loaded = default_task(args.device)
     size, device, num_layers = loaded.backbone.img_size, loaded.backbone.device, len(loaded.model.blocks)
     lines = []
     worst = {}
+    views = depth_views(prepare_for_timing(loaded.model), range(1, num_layers + 1))
     for batch in args.batch_sizes:
-        full = benchmark(loaded.model, size, batch_size=batch, device=device, time_budget_s=args.seconds)
-        for depth in range(1, num_layers + 1):
-            cut = full if depth == num_layers else benchmark(prune_to_depth(loaded.model, depth), size,
-                                                             batch_size=batch, device=device, time_budget_s=args.seconds)
+        timed = benchmark_models(views, size, batch_size=batch, device=device, time_budget_s=args.seconds,
+                                 rounds=args.rounds, merged=True)
+        full = timed[num_layers]
+        for depth, cut in timed.items():
             s = speedups(full, cut)
             worst[batch] = min(worst.get(batch, 9.9), s["efficiency"])
             lines.append(f"| {batch} | {depth} | {cut.images_per_s:.1f} +- {cut.images_per_s_std:.1f} | "
@@ -40,7 +43,9 @@ def main() -> None:
                          f"{s['measured_speedup']:.2f} | {s['efficiency']:.3f} |")
             print(lines[-1], flush=True)
     body = (
-        f"Default task at {size} px on {full.device}, {full.precision}, {args.seconds:g} s per measurement.\n\n"
+        f"Default task at {size} px on {full.device}, {full.precision}. All {num_layers} depths timed in turn, "
+        f"{args.rounds} rounds, {args.seconds:g} s per depth in all (at least one step per round); images/s is "
+        "images over timed seconds, +- the std of the steps' rates.\n\n"
         "| batch | depth | images/s (mean +- std) | latency ms | GFLOPs/image | ideal speedup | measured speedup "
         "| measured / ideal |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
         + "Lowest measured / ideal: " + ", ".join(f"batch {b}: **{w:.3f}**" for b, w in worst.items())
@@ -48,7 +53,7 @@ def main() -> None:
     )
     write_section("p3", "P3 - pruned speedup vs FLOP-ratio speedup",
                   "python benchmarks/p3_pruned_speedup.py --batch-sizes " + " ".join(map(str, args.batch_sizes))
-                  + f" --seconds {args.seconds:g}", body, device=device)
+                  + f" --seconds {args.seconds:g} --rounds {args.rounds}", body, device=device)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ depth = st.number_input("Blocks kept", 1, ws.num_layers, depth, key="slsviz.expo
 with ui.user_errors():
     table = ws.depth_table()
     scores = ws.analysis(settings).table()
-    bench = ws.benchmark(int(depth))
+    bench = ws.benchmarks(progress=ui.ProgressBar(f"Timing all {ws.num_layers} depths, interleaved"))[int(depth)]
     row = table.iloc[int(depth) - 1]
     config = build_config(
         backbone=ws.loaded.backbone, meta=ws.loaded.meta, depth=int(depth), alpha=settings.alpha, metric=settings.metric,

@@ -2,12 +2,15 @@
 
 :class:`LayerAnalysis` computes a layer's map and scores only when asked, and remembers them, so
 the lazy SLS scan (top down, stopping at the first block under the threshold) recommends a depth
-before the other layers are mapped; :meth:`LayerAnalysis.table` fills in the rest afterwards.
+before the other layers are mapped; :meth:`LayerAnalysis.table` fills in the rest afterwards. With
+several workers the scan maps the next layers down while the rule reads the current one: any map
+it computes beyond the rule's need is one the table needs next anyway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -80,6 +83,8 @@ class LayerAnalysis:
         cache_key: identifies ``features`` for the disk cache of maps; ``None`` disables it.
         probe: ``(train (L, Ntr, D), train labels, eval (L, Nev, D), eval labels)`` for the
             linear-probe score; ``None`` leaves it NaN.
+        workers: maps computed at once, each in a thread on one core (see
+            :func:`slsviz.projection.default_workers`); the maps do not depend on it.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class LayerAnalysis:
         *,
         cache_key: str | None = None,
         probe: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+        workers: int = 1,
     ) -> None:
         if features.ndim != 3 or features.shape[1] != len(labels):
             raise SlsvizError(f"Features must be (layers, N, D) with N = {len(labels)} labels; got {features.shape}.")
@@ -100,7 +106,11 @@ class LayerAnalysis:
         self.settings = settings
         self.cache_key = cache_key
         self.probe_data = probe
+        if workers < 1:
+            raise SlsvizError(f"workers must be at least 1, not {workers!r}.")
+        self.workers = int(workers)
         self._maps: dict[int, np.ndarray] = {}
+        self._pending: dict[int, Future] = {}  # maps started ahead of the lazy scan
         self._scores: dict[int, dict[str, float]] = {}
         self._probes: dict[int, float] = {}
 
@@ -118,14 +128,24 @@ class LayerAnalysis:
     def maps(self, layers: list[int] | None = None, progress: Callable[[int, int], None] | None = None) -> dict[int, np.ndarray]:
         """Maps of ``layers`` (default: all), computing only the missing ones."""
         wanted = list(layers) if layers is not None else list(range(1, self.num_layers + 1))
+        for layer in wanted:  # started ahead by a lazy scan: wait for them rather than start again
+            if layer in self._pending and layer not in self._maps:
+                self._maps[layer] = self._pending.pop(layer).result()[layer]
         missing = [layer for layer in wanted if layer not in self._maps]
         if missing:
-            s = self.settings
-            self._maps.update(project_layers(self.features, s.projection, layers=missing, seed=s.seed,
-                                             cache_key=self.cache_key, progress=progress, **s.projection_params))
+            offset = len(wanted) - len(missing)
+            self._maps.update(self._project(missing, progress=(lambda done, _: progress(offset + done, len(wanted)))
+                                            if progress else None))
         elif progress is not None:
             progress(len(wanted), len(wanted))
         return {layer: self._maps[layer] for layer in wanted}
+
+    def _project(self, layers: list[int], progress: Callable[[int, int], None] | None = None,
+                 n_jobs: int | None = None) -> dict[int, np.ndarray]:
+        s = self.settings
+        return project_layers(self.features, s.projection, layers=layers, seed=s.seed, cache_key=self.cache_key,
+                              n_jobs=self.workers if n_jobs is None else n_jobs, progress=progress,
+                              **s.projection_params)
 
     def scores(self, layer: int) -> dict[str, float]:
         """All scores of ``layer``: the three cluster scores (in the chosen space) and the probe."""
@@ -146,11 +166,31 @@ class LayerAnalysis:
         return self._scores[layer]
 
     def recommend(self, lazy: bool = True) -> SLSRule:
-        """The SLS rule fitted on this analysis; ``lazy`` scores only the layers the rule needs."""
+        """The SLS rule fitted on this analysis; ``lazy`` scores only the layers the rule needs.
+
+        With ``workers > 1`` a lazy scan keeps that many maps under way, top down, ahead of the
+        rule. It returns as soon as the rule has its answer: maps still running finish in the
+        background and are picked up (not recomputed) by :meth:`maps` and :meth:`table`.
+        """
         rule = SLSRule(self.settings.alpha, self.settings.higher_is_better)
-        if lazy:
+        if not lazy:
+            return rule.fit([self.score(layer) for layer in range(1, self.num_layers + 1)])
+        if self.workers == 1 or self.settings.space != "2d" or self.settings.metric == "probe_accuracy":
             return rule.fit_lazy(self.score, self.num_layers)
-        return rule.fit([self.score(layer) for layer in range(1, self.num_layers + 1)])
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="slsviz-scan")
+
+        def score_ahead(layer: int) -> float:
+            for ahead in range(layer, max(layer - self.workers, 0), -1):
+                if ahead not in self._maps and ahead not in self._pending:
+                    self._pending[ahead] = pool.submit(self._project, [ahead], n_jobs=1)
+            return self.score(layer)
+
+        try:
+            return rule.fit_lazy(score_ahead, self.num_layers)
+        finally:
+            # Maps not started yet are dropped; running ones finish and stay in _pending.
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._pending = {layer: f for layer, f in self._pending.items() if not f.cancelled()}
 
     def table(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
         """Every layer's scores: columns ``layer`` and :data:`slsviz.scores.METRICS`."""
@@ -172,10 +212,11 @@ class LayerAnalysis:
         return self._probes[layer]
 
 
-def trainval_analysis(train: FeatureBank, val: FeatureBank, settings: AnalysisSettings = AnalysisSettings()) -> LayerAnalysis:
+def trainval_analysis(train: FeatureBank, val: FeatureBank, settings: AnalysisSettings = AnalysisSettings(),
+                      *, workers: int = 1) -> LayerAnalysis:
     """The analysis SLS makes: train + val features scored together (VTAB's train800val200), the
     linear probe fit on train and scored on val; maps cached under both banks' keys."""
     features = np.concatenate([train.as_float32(), val.as_float32()], axis=1)
     labels = np.concatenate([train.labels, val.labels])
     return LayerAnalysis(features, labels, settings, cache_key=f"{train.key}+{val.key}",
-                         probe=(train.features, train.labels, val.features, val.labels))
+                         probe=(train.features, train.labels, val.features, val.labels), workers=workers)

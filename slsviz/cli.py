@@ -129,8 +129,10 @@ def _cmd_analyze(args: argparse.Namespace) -> dict:
     from slsviz.pipeline import analyze
 
     settings = AnalysisSettings(projection=args.projection, metric=args.metric, space=args.space, alpha=args.alpha)
+    if args.workers is not None and args.workers < 1:
+        raise SlsvizError(f"--workers must be at least 1, not {args.workers}.")
     result = analyze(_load(args), settings, token=args.token, batch_size=args.batch_size, limit=args.limit,
-                     progress=_stderr_progress())
+                     workers=args.workers, progress=_stderr_progress())
     written = result.write(args.out, save_features=args.save_features)
     r = result.report
     print(f"SLS recommends keeping {r['recommended_depth']} of {r['num_layers']} blocks "
@@ -141,19 +143,26 @@ def _cmd_analyze(args: argparse.Namespace) -> dict:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> dict:
-    from slsviz.bench import benchmark, speedups
+    from tqdm import tqdm
+
+    from slsviz.bench import benchmark_models, speedups
     from slsviz.footprint import storage_per_task
-    from slsviz.prune import prune_to_depth
+    from slsviz.prune import check_depth, prune_to_depth
 
     loaded = _load(args)
-    pruned = prune_to_depth(loaded.model, args.depth)
+    num_layers = len(loaded.model.blocks)
+    pruned = prune_to_depth(loaded.model, check_depth(args.depth, num_layers))
+    if args.rounds < 1:
+        raise SlsvizError(f"--rounds must be at least 1, not {args.rounds}.")
     size, device = loaded.backbone.img_size, loaded.backbone.device
     results = []
-    for batch in args.batch_sizes:
-        full = benchmark(loaded.model, size, batch_size=batch, device=device, time_budget_s=args.seconds)
-        cut = benchmark(pruned, size, batch_size=batch, device=device, time_budget_s=args.seconds)
+    for batch in tqdm(args.batch_sizes, desc="batch sizes", unit="batch size", file=sys.stderr):
+        # Full and pruned timed in turn, round after round, so that drift of the machine hits both alike.
+        timed = benchmark_models({"full": loaded.model, "pruned": pruned}, size, batch_size=batch, device=device,
+                                 time_budget_s=args.seconds, rounds=args.rounds)
+        full, cut = timed["full"], timed["pruned"]
         results.append({"batch_size": batch, "full": full.to_dict(), "pruned": cut.to_dict(), **speedups(full, cut)})
-    return {"depth": args.depth, "num_layers": len(loaded.model.blocks), "img_size": size,
+    return {"depth": args.depth, "num_layers": num_layers, "img_size": size,
             "benchmarks": results, "storage_per_task": storage_per_task(loaded.model, args.depth)}
 
 
@@ -241,13 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", choices=TOKENS, default=DEFAULT_TOKEN, help="CLS before the final norm (default), mean of patches, CLS after norm")
     p.add_argument("--out", default="out", help="folder for report.json, scores.csv (default: out)")
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
+    p.add_argument("--workers", type=int, help="maps computed at once (default: one per core); results do not depend on it")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("benchmark", help="throughput, latency, FLOPs, memory and storage: full vs pruned at --depth")
     _add_task_args(p)
     p.add_argument("--depth", type=int, required=True, help="blocks kept")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64], help="batch sizes to time (default: 1 64)")
-    p.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement (default 2)")
+    p.add_argument("--seconds", type=float, default=2.0, help="timing per model and batch size (default 2)")
+    p.add_argument("--rounds", type=int, default=10, help="full and pruned timed in turn this many times (default 10)")
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("prune", help="cut the task at --depth and save its checkpoint (kept adapters + head + depth)")

@@ -26,6 +26,7 @@ from slsviz.device import describe_device, resolve_device
 from slsviz.environment import environment
 from slsviz.errors import SlsvizError
 from slsviz.features import DEFAULT_TOKEN, FeatureBank, feature_bank
+from slsviz.projection import default_workers
 from slsviz.rule import SLSRule
 from slsviz.storage import atomic_path
 from slsviz.task import DEFAULT_TASK_PATH, TaskMeta, load_task, read_task_meta
@@ -126,9 +127,15 @@ def analyze(
     batch_size: int = 64,
     limit: int | None = None,
     use_cache: bool = True,
+    workers: int | None = None,
     progress: StageProgress | None = None,
 ) -> AnalysisResult:
-    """Run the SLS analysis of ``loaded`` (see the module docstring)."""
+    """Run the SLS analysis of ``loaded`` (see the module docstring).
+
+    ``workers`` maps are computed at once (``None``: one per core, see
+    :func:`slsviz.projection.default_workers`); the results do not depend on it.
+    """
+    workers = default_workers() if workers is None else workers
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -144,7 +151,7 @@ def analyze(
     # Test features are only needed for accuracy, so they come after the recommendation.
     train, val = bank("train"), bank("val")
     timings["features_trainval_s"] = time.perf_counter() - start
-    analysis = trainval_analysis(train, val, settings)
+    analysis = trainval_analysis(train, val, settings, workers=workers)
     t = time.perf_counter()
     rule = analysis.recommend(lazy=True)
     timings["recommendation_s"] = time.perf_counter() - t
@@ -177,6 +184,7 @@ def analyze(
         "scored_split": "trainval",
         "img_size": loaded.backbone.img_size,
         "batch_size": batch_size,
+        "map_workers": workers,
         "limit": limit,
         "num_images": int(len(analysis.labels)),
         "num_test_images": test.num_samples,

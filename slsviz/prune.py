@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch.nn as nn
 
@@ -28,3 +29,20 @@ def prune_to_depth(model: nn.Module, depth: int) -> nn.Module:
     pruned = copy.deepcopy(model, memo)
     pruned.blocks = pruned.blocks[:depth]
     return pruned
+
+
+def depth_views(model: nn.Module, depths: Iterable[int]) -> dict[int, nn.Module]:
+    """Models cut at each of ``depths`` that SHARE ``model``'s blocks instead of copying them.
+
+    For timing many depths side by side in the memory of one model (the blocks are the same
+    objects, so training or merging one view changes them all); to hand a pruned model to anyone,
+    use :func:`prune_to_depth`. ``model`` itself is not changed.
+    """
+    views = {}
+    for depth in depths:
+        depth = check_depth(depth, len(model.blocks))
+        memo = {id(block): block for block in model.blocks}  # deepcopy "copies" a block as itself
+        view = copy.deepcopy(model, memo)
+        view.blocks = view.blocks[:depth]
+        views[depth] = view
+    return views

@@ -18,12 +18,13 @@ import pandas as pd
 
 from slsviz.accuracy import depth_accuracy_table
 from slsviz.analysis import AnalysisSettings, LayerAnalysis, trainval_analysis
-from slsviz.bench import BenchmarkResult, benchmark, count_flops
+from slsviz.bench import BenchmarkResult, benchmark_models, count_flops, prepare_for_timing
 from slsviz.features import FeatureBank, feature_bank
 from slsviz.footprint import storage_per_task
 from slsviz.petl import trainable_names
 from slsviz.pipeline import LoadedTask, load_for_analysis
-from slsviz.prune import check_depth, prune_to_depth
+from slsviz.projection import default_workers
+from slsviz.prune import check_depth, depth_views, prune_to_depth
 
 Progress = Callable[[int, int], None]
 
@@ -72,7 +73,7 @@ class Workspace:
         self._banks: dict[str, FeatureBank] = {}
         self._analyses: dict[AnalysisSettings, LayerAnalysis] = {}
         self._depth_table: pd.DataFrame | None = None
-        self._benchmarks: dict[tuple[int, int], BenchmarkResult] = {}
+        self._benchmarks: dict[int, dict[int, BenchmarkResult]] = {}
         self._flops: dict[int, int] = {}
 
     @classmethod
@@ -129,7 +130,8 @@ class Workspace:
         """The layer analysis of train + val features under ``settings`` (maps computed on demand)."""
         with self._lock:
             if settings not in self._analyses:
-                self._analyses[settings] = trainval_analysis(self.bank("train"), self.bank("val"), settings)
+                self._analyses[settings] = trainval_analysis(self.bank("train"), self.bank("val"), settings,
+                                                             workers=default_workers())
             return self._analyses[settings]
 
     def scored_indices(self) -> np.ndarray:
@@ -154,16 +156,26 @@ class Workspace:
                                                  self.loaded.backbone.device)
             return self._flops[depth]
 
-    def benchmark(self, depth: int, batch_size: int = 1, time_budget_s: float = 1.0) -> BenchmarkResult:
-        """Measured throughput and latency of the model cut at ``depth`` (once per depth and batch)."""
-        depth = check_depth(depth, self.num_layers)
-        key = (depth, batch_size)
+    def benchmarks(self, batch_size: int = 1, time_budget_s: float = 1.0,
+                   progress: Progress | None = None) -> dict[int, BenchmarkResult]:
+        """Measured throughput and latency of the model cut at every depth, timed together.
+
+        All depths are timed interleaved (see :func:`slsviz.bench.benchmark_models`), so their
+        ratios hold on a machine whose speed drifts; the cut models share one merged copy's blocks.
+        Measured once per batch size; ``time_budget_s`` is per depth.
+        """
         with self._lock:
-            if key not in self._benchmarks:
-                model = prune_to_depth(self.loaded.model, depth)
-                self._benchmarks[key] = benchmark(model, self.loaded.backbone.img_size, batch_size=batch_size,
-                                                  device=self.loaded.backbone.device, time_budget_s=time_budget_s)
-            return self._benchmarks[key]
+            if batch_size not in self._benchmarks:
+                merged = prepare_for_timing(self.loaded.model)
+                views = depth_views(merged, range(1, self.num_layers + 1))
+                self._benchmarks[batch_size] = benchmark_models(
+                    views, self.loaded.backbone.img_size, batch_size=batch_size, device=self.loaded.backbone.device,
+                    time_budget_s=time_budget_s, merged=True, progress=progress)
+            return self._benchmarks[batch_size]
+
+    def benchmark(self, depth: int, batch_size: int = 1) -> BenchmarkResult:
+        """What :meth:`benchmarks` measured for the model cut at ``depth``."""
+        return self.benchmarks(batch_size)[check_depth(depth, self.num_layers)]
 
     def storage(self, depth: int) -> list[dict]:
         """Bytes per task at ``depth``: full PETL, SLS, structurally pruned."""

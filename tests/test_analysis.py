@@ -81,3 +81,56 @@ def test_bad_settings_and_inputs():
         LayerAnalysis(feats, labels[:-1])
     with pytest.raises(SlsvizError, match="out of range"):
         LayerAnalysis(feats, labels, AnalysisSettings(projection="pca")).scores(7)
+
+
+def test_parallel_lazy_scan_gives_the_same_answer_and_never_maps_twice(monkeypatch):
+    from slsviz import projection
+
+    calls = []
+    real = projection.project
+
+    def counting(x, *args, **kwargs):
+        calls.append(1)
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(projection, "project", counting)
+    feats, labels = _layers(num_layers=8)
+    settings = AnalysisSettings(projection="pca")
+    one = LayerAnalysis(feats, labels, settings, workers=1)
+    rule_one, table_one = one.recommend(), one.table()
+    calls.clear()
+    three = LayerAnalysis(feats, labels, settings, workers=3)
+    rule_three = three.recommend()
+    assert (rule_three.depth_, rule_three.threshold_) == (rule_one.depth_, rule_one.threshold_)
+    table_three = three.table()
+    assert len(calls) == 8  # maps started ahead by the scan were used, not drawn again
+    np.testing.assert_allclose(table_three["silhouette"], table_one["silhouette"])
+    for layer in range(1, 9):
+        np.testing.assert_array_equal(three.map(layer), one.map(layer))
+
+
+def test_parallel_lazy_scan_returns_before_maps_it_does_not_need(monkeypatch):
+    import threading
+
+    import slsviz.analysis as analysis_module
+
+    release = threading.Event()
+    calls: list[int] = []
+    real = analysis_module.project_layers
+
+    def slow_bottom(features, method, *, layers, **kwargs):
+        calls.extend(layers)
+        if 1 in layers:  # the bottom layer is never needed by this scan: hold it until released
+            assert release.wait(timeout=30)
+        return real(features, method, layers=layers, **kwargs)
+
+    monkeypatch.setattr(analysis_module, "project_layers", slow_bottom)
+    feats, labels = _layers(num_layers=4)
+    feats[1] = np.random.default_rng(1).normal(size=feats[1].shape)  # layer 2: no clusters, the scan stops there
+    analysis = LayerAnalysis(feats, labels, AnalysisSettings(projection="pca"), workers=2)
+    rule = analysis.recommend()
+    assert rule.depth_ == 3 and not release.is_set()  # answered while layer 1's map was still running
+    assert 1 in analysis._pending
+    release.set()
+    analysis.table()
+    assert sorted(calls) == [1, 2, 3, 4]  # layer 1 was picked up from the scan, not mapped again

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slsviz.backbones import random_backbone
-from slsviz.bench import benchmark, count_flops, count_params, speedups
+from slsviz.bench import benchmark, benchmark_models, count_flops, count_params, speedups
 from slsviz.petl import PetlConfig
 from slsviz.prune import prune_to_depth
 from slsviz.task import build_task_model
@@ -52,3 +52,38 @@ def test_bf16_needs_cuda(model):
         pytest.skip("CUDA present")
     with pytest.raises(ValueError, match="CUDA"):
         benchmark(model, 32, precision="bf16")
+
+
+class _Logged(torch.nn.Module):
+    """Records its name in a shared log on every forward; ``blocks`` gives it a depth."""
+
+    def __init__(self, name: str, depth: int, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(depth))
+
+    def forward(self, x):
+        self.log.append(self.name)
+        return x.mean()
+
+
+def test_benchmark_models_interleaves_the_models_round_by_round():
+    log: list[str] = []
+    models = {"full": _Logged("full", 4, log), "cut": _Logged("cut", 2, log)}
+    ticks = []
+    results = benchmark_models(models, 8, rounds=3, min_steps=6, time_budget_s=0.0, warmup_steps=1, merged=True,
+                               progress=lambda done, total: ticks.append((done, total)))
+    timed = log[2:2 + results["full"].steps + results["cut"].steps]  # after one warm-up step each
+    assert log[:2] == ["full", "cut"]
+    assert timed[:1] == ["full"] and timed.count("full") >= 6 and timed.count("cut") >= 6
+    # turns alternate: full's steps, cut's, full's, ... three rounds
+    turns = [name for i, name in enumerate(timed) if i == 0 or timed[i - 1] != name]
+    assert turns == ["full", "cut"] * 3
+    assert ticks == [(i, 6) for i in range(1, 7)]
+    assert results["full"].depth == 4 and results["cut"].depth == 2
+    assert log[2 + len(timed):] == ["full", "cut"]  # then one more each, untimed, to count FLOPs
+
+
+def test_benchmark_models_rejects_zero_rounds(model):
+    with pytest.raises(ValueError, match="rounds"):
+        benchmark_models({1: model}, 32, rounds=0)

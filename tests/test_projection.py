@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from sklearn.manifold import TSNE
@@ -303,3 +305,33 @@ def test_parallel_layers_equal_sequential_ones(method):
     assert list(parallel) == [1, 2]
     for layer in sequential:
         np.testing.assert_array_equal(parallel[layer], sequential[layer])
+
+
+def test_maps_in_threads_leave_the_thread_limits_as_they_were():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    def limits():
+        return sorted((lib["filepath"], lib["num_threads"]) for lib in threadpool_info())
+
+    features, _ = layer_stack(num_layers=4, n_per_class=12)
+    project(features[0], "tsne")  # the main thread limits and restores once first
+    before = limits()
+    barrier = threading.Barrier(3)
+
+    def inside(layer):
+        barrier.wait(timeout=30)  # three maps start together
+        return project(features[layer], "tsne")
+
+    with ThreadPoolExecutor(3) as pool:
+        maps = list(pool.map(inside, [1, 2, 3]))
+    assert limits() == before
+    np.testing.assert_array_equal(maps[0], project(features[1], "tsne"))
+
+
+def test_project_layers_n_jobs_minus_one_and_bad_values():
+    features, _ = layer_stack(num_layers=2, n_per_class=12)
+    assert list(project_layers(features, "pca", n_jobs=-1)) == [1, 2]
+    with pytest.raises(SlsvizError, match="n_jobs"):
+        project_layers(features, "pca", n_jobs=0)

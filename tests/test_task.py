@@ -14,7 +14,7 @@ from slsviz.backbones import random_backbone
 from slsviz.data import Preprocess, load_digits, make_loader
 from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.petl import PetlConfig, petl_state_dict
-from slsviz.prune import prune_to_depth
+from slsviz.prune import depth_views, prune_to_depth
 from slsviz.task import build_task_model, fit_task, load_task, read_task_meta, save_task
 from slsviz.train import Recipe
 
@@ -209,6 +209,19 @@ def test_pruning_copies_and_frees(trained):
     for depth in (0, 4, 1.5):
         with pytest.raises(SlsvizError, match="out of range"):
             prune_to_depth(model, depth)
+
+
+def test_depth_views_share_blocks_and_equal_pruned_models(trained, backbone):
+    model, _, _ = trained
+    x = _images(backbone)
+    views = depth_views(model, [1, 3])
+    assert list(views) == [1, 3] and len(model.blocks) == 3  # the model keeps its blocks
+    assert len(views[1].blocks) == 1 and views[1].blocks[0] is model.blocks[0]  # shared, not copied
+    assert views[1].patch_embed is not model.patch_embed  # the small rest is copied
+    for depth, view in views.items():
+        assert torch.equal(_logits(view, x), _logits(prune_to_depth(model, depth), x))
+    with pytest.raises(SlsvizError, match="out of range"):
+        depth_views(model, [4])
 
 
 def test_evaluate_matches_a_manual_count(trained, backbone, digits):

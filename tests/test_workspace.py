@@ -36,9 +36,12 @@ def test_each_thing_is_computed_once(ws, monkeypatch):
     analysis = ws.analysis(settings)
     assert ws.analysis(settings) is analysis
     assert ws.analysis(AnalysisSettings(projection="pca", alpha=0.5)) is not analysis
-    first = ws.benchmark(2, time_budget_s=0.05)
-    monkeypatch.setattr("slsviz.workspace.benchmark", lambda *a, **k: pytest.fail("benchmarked twice"))
-    assert ws.benchmark(2) is first
+    ticks = []
+    every = ws.benchmarks(time_budget_s=0.05, progress=lambda done, total: ticks.append(total))
+    assert sorted(every) == [1, 2, 3, 4] and [every[d].depth for d in (1, 2, 3, 4)] == [1, 2, 3, 4]
+    assert ticks and set(ticks) == {4 * 10}  # every depth, every round
+    monkeypatch.setattr("slsviz.workspace.benchmark_models", lambda *a, **k: pytest.fail("benchmarked twice"))
+    assert ws.benchmark(2) is every[2]
     ws.bank("test")
     monkeypatch.setattr("slsviz.workspace.feature_bank", lambda *a, **k: pytest.fail("features twice"))
     assert ws.bank("train") is bank
@@ -56,7 +59,7 @@ def test_model_card_and_storage(ws):
 
 def test_workspace_never_mutates_its_model(ws):
     before = {k: v.clone() for k, v in ws.loaded.model.state_dict().items()}
-    ws.benchmark(1, time_budget_s=0.05)
+    ws.benchmarks(time_budget_s=0.05)
     ws.flops(2)
     after = ws.loaded.model.state_dict()
     assert len(ws.loaded.model.blocks) == 4 and all(torch.equal(v, after[k]) for k, v in before.items())
