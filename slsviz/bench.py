@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -223,10 +224,24 @@ def _max_or_none(a: int | None, b: int | None) -> int | None:
 
 
 def speedups(full: BenchmarkResult, pruned: BenchmarkResult) -> dict[str, float]:
-    """Measured speedup (throughput ratio) beside the ideal one (FLOP ratio), and their quotient."""
+    """Measured speedup (throughput ratio) beside the ideal one (FLOP ratio), and their quotient.
+
+    ``measured_speedup_se`` and ``efficiency_se`` are standard errors from the steps' spread (delta
+    method: relative errors of the two mean step times add in quadrature), to say how far a
+    measured figure can be trusted.
+    """
     measured = pruned.images_per_s / full.images_per_s
     ideal = full.flops_per_image / pruned.flops_per_image
-    return {"measured_speedup": measured, "ideal_speedup": ideal, "efficiency": measured / ideal}
+    relative = math.hypot(_relative_se(full), _relative_se(pruned))
+    return {"measured_speedup": measured, "ideal_speedup": ideal, "efficiency": measured / ideal,
+            "measured_speedup_se": measured * relative, "efficiency_se": measured / ideal * relative}
+
+
+def _relative_se(result: BenchmarkResult) -> float:
+    """Standard error of the mean step time, relative to it (0 with fewer than 2 steps)."""
+    if result.steps < 2 or result.latency_ms <= 0:
+        return 0.0
+    return result.latency_ms_std / math.sqrt(result.steps) / result.latency_ms
 
 
 def reset_peak_memory(device: torch.device) -> None:

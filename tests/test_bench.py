@@ -45,6 +45,10 @@ def test_speedups(model):
     assert s["ideal_speedup"] == pytest.approx(full.flops_per_image / pruned.flops_per_image)
     assert s["ideal_speedup"] > 2 and s["measured_speedup"] > 1
     assert s["efficiency"] == pytest.approx(s["measured_speedup"] / s["ideal_speedup"])
+    rel = ((full.latency_ms_std / full.steps ** 0.5 / full.latency_ms) ** 2
+           + (pruned.latency_ms_std / pruned.steps ** 0.5 / pruned.latency_ms) ** 2) ** 0.5
+    assert s["measured_speedup_se"] == pytest.approx(s["measured_speedup"] * rel)
+    assert s["efficiency_se"] == pytest.approx(s["efficiency"] * rel) and s["efficiency_se"] > 0
 
 
 def test_bf16_needs_cuda(model):
