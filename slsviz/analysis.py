@@ -9,6 +9,7 @@ it computes beyond the rule's need is one the table needs next anyway.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -111,6 +112,7 @@ class LayerAnalysis:
         self.workers = int(workers)
         self._maps: dict[int, np.ndarray] = {}
         self._pending: dict[int, Future] = {}  # maps started ahead of the lazy scan
+        self._pending_lock = threading.Lock()  # app sessions may share one analysis
         self._scores: dict[int, dict[str, float]] = {}
         self._probes: dict[int, float] = {}
 
@@ -129,8 +131,10 @@ class LayerAnalysis:
         """Maps of ``layers`` (default: all), computing only the missing ones."""
         wanted = list(layers) if layers is not None else list(range(1, self.num_layers + 1))
         for layer in wanted:  # started ahead by a lazy scan: wait for them rather than start again
-            if layer in self._pending and layer not in self._maps:
-                self._maps[layer] = self._pending.pop(layer).result()[layer]
+            with self._pending_lock:
+                future = self._pending.pop(layer, None)
+            if future is not None and layer not in self._maps:
+                self._maps[layer] = future.result()[layer]
         missing = [layer for layer in wanted if layer not in self._maps]
         if missing:
             offset = len(wanted) - len(missing)
@@ -180,9 +184,10 @@ class LayerAnalysis:
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="slsviz-scan")
 
         def score_ahead(layer: int) -> float:
-            for ahead in range(layer, max(layer - self.workers, 0), -1):
-                if ahead not in self._maps and ahead not in self._pending:
-                    self._pending[ahead] = pool.submit(self._project, [ahead], n_jobs=1)
+            with self._pending_lock:
+                for ahead in range(layer, max(layer - self.workers, 0), -1):
+                    if ahead not in self._maps and ahead not in self._pending:
+                        self._pending[ahead] = pool.submit(self._project, [ahead], n_jobs=1)
             return self.score(layer)
 
         try:
@@ -190,7 +195,9 @@ class LayerAnalysis:
         finally:
             # Maps not started yet are dropped; running ones finish and stay in _pending.
             pool.shutdown(wait=False, cancel_futures=True)
-            self._pending = {layer: f for layer, f in self._pending.items() if not f.cancelled()}
+            with self._pending_lock:
+                for layer in [layer for layer, f in self._pending.items() if f.cancelled()]:
+                    del self._pending[layer]
 
     def table(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
         """Every layer's scores: columns ``layer`` and :data:`slsviz.scores.METRICS`."""
