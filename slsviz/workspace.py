@@ -2,7 +2,7 @@
 
 A :class:`Workspace` is created once per :class:`Selection` (the app keeps it in
 ``st.cache_resource``, shared by sessions), never mutates its model, and computes each thing - the
-features of a split, a layer's map, the per-depth accuracy table, a benchmark at a depth - at most
+features of a split, a layer's map, the per-depth accuracy table, the timings of all depths - at most
 once. Every method is plain Python, usable and tested without Streamlit.
 """
 
@@ -18,13 +18,13 @@ import pandas as pd
 
 from slsviz.accuracy import depth_accuracy_table
 from slsviz.analysis import AnalysisSettings, LayerAnalysis, trainval_analysis
-from slsviz.bench import BenchmarkResult, benchmark_models, count_flops, prepare_for_timing
+from slsviz.bench import BenchmarkResult, benchmark_models, prepare_for_timing
 from slsviz.features import FeatureBank, feature_bank
 from slsviz.footprint import storage_per_task
 from slsviz.petl import trainable_names
 from slsviz.pipeline import LoadedTask, load_for_analysis
 from slsviz.projection import default_workers
-from slsviz.prune import check_depth, depth_views, prune_to_depth
+from slsviz.prune import check_depth, depth_views
 
 Progress = Callable[[int, int], None]
 
@@ -74,7 +74,6 @@ class Workspace:
         self._analyses: dict[AnalysisSettings, LayerAnalysis] = {}
         self._depth_table: pd.DataFrame | None = None
         self._benchmarks: dict[int, dict[int, BenchmarkResult]] = {}
-        self._flops: dict[int, int] = {}
 
     @classmethod
     def open(cls, selection: Selection) -> Workspace:
@@ -146,15 +145,6 @@ class Workspace:
             return self._depth_table
 
     # --- the pruned model ------------------------------------------------------------------------
-
-    def flops(self, depth: int) -> int:
-        """FLOPs per image of the model cut at ``depth``."""
-        depth = check_depth(depth, self.num_layers)
-        with self._lock:
-            if depth not in self._flops:
-                self._flops[depth] = count_flops(prune_to_depth(self.loaded.model, depth), self.loaded.backbone.img_size,
-                                                 self.loaded.backbone.device)
-            return self._flops[depth]
 
     def benchmarks(self, batch_size: int = 1, time_budget_s: float = 1.0,
                    progress: Progress | None = None) -> dict[int, BenchmarkResult]:
