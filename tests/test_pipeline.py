@@ -44,7 +44,8 @@ def tiny_task(tmp_path_factory):
 
 def test_analyze_writes_report_scores_and_features(tiny_task, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["analyze", *tiny_task, "--limit", "60", "--projection", "pca", "--out", str(out), "--save-features"]
+    args = ["analyze", *tiny_task, "--limit", "60", "--projection", "pca", "--out", str(out), "--save-features",
+            "--workers", "2"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     report = json.loads((out / "report.json").read_text())
@@ -53,6 +54,7 @@ def test_analyze_writes_report_scores_and_features(tiny_task, tmp_path, capsys):
     assert all(LAYER_KEYS <= set(layer) for layer in report["layers"])
     assert [layer["layer"] for layer in report["layers"]] == list(range(1, 13))
     assert report["method"] == "convpass" and report["dataset"] == "digits" and report["projection"] == "pca"
+    assert report["map_workers"] == 2
     scores = pd.read_csv(out / "scores.csv")
     assert report["recommended_depth"] == recommend_depth(scores["silhouette"].to_numpy(), report["alpha"])
     assert report["threshold"] == pytest.approx(0.3 * scores["silhouette"].iloc[-1])
@@ -86,7 +88,8 @@ def test_benchmark_and_prune_commands(tiny_task, tmp_path, capsys):
     assert [b["batch_size"] for b in bench["benchmarks"]] == [1, 4]
     first = bench["benchmarks"][0]
     assert first["pruned"]["depth"] == 2 and first["full"]["depth"] == 12
-    assert first["ideal_speedup"] > 1 and first["measured_speedup"] > 0
+    assert first["ideal_speedup"] > 1 and first["measured_speedup"] > 0 and first["efficiency_se"] > 0
+    assert first["full"]["steps"] >= 10 and first["pruned"]["steps"] >= 10  # both timed in each of 10 rounds
     assert {r["storage"] for r in bench["storage_per_task"]} == {"full PETL", "SLS", "structurally pruned"}
 
     out = tmp_path / "pruned.safetensors"
@@ -100,6 +103,14 @@ def test_bad_depth_is_one_line_exit_2(tiny_task, capsys):
     assert main(["benchmark", *tiny_task, "--depth", "13"]) == 2
     err = capsys.readouterr().err.strip()
     assert "out of range" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("args, message", [(["benchmark", "--depth", "2", "--rounds", "0"], "--rounds"),
+                                           (["analyze", "--workers", "0"], "--workers")])
+def test_bad_counts_are_one_line_exit_2(tiny_task, capsys, args, message):
+    assert main([args[0], *tiny_task, *args[1:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
 
 
 def test_bare_backbone_has_no_as_is_accuracy(tiny_task, tmp_path, capsys):
