@@ -6,15 +6,15 @@ import dataclasses
 
 import streamlit as st
 
-from slsviz import ui
-from slsviz.backbones import DEFAULT_BACKBONE
+from slsviz import defaults
+from slsviz.app import ui
+from slsviz.app.workspace import Selection
 from slsviz.data import BUILTIN_DATASETS
 from slsviz.device import describe_device
-from slsviz.petl import METHODS, PetlConfig
+from slsviz.models.petl import METHODS, PetlConfig
+from slsviz.models.task import fit_task, save_task
+from slsviz.models.train import Recipe
 from slsviz.storage import cache_dir, keep_upload
-from slsviz.task import fit_task, save_task
-from slsviz.train import Recipe
-from slsviz.workspace import Selection
 
 st.set_page_config(page_title="slsviz", layout="wide")
 st.title("slsviz")
@@ -49,7 +49,7 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
             if uploaded_task is not None:
                 task = str(keep_upload(uploaded_task.name, uploaded_task.getvalue()))
             st.session_state[ui.SELECTION] = Selection(
-                model=DEFAULT_BACKBONE if default else arch.strip(),
+                model=defaults.BACKBONE if default else arch.strip(),
                 checkpoint=None if default else (checkpoint.strip() or None),
                 task=task.strip() or None,
                 data=None if data == "the task's own" else (folder.strip() if data.startswith("an image") else data),

@@ -15,7 +15,7 @@ from report import ROOT, write_section
 
 # Each load runs in a fresh interpreter, as a user's new CLI call or app start would.
 _PROBE = (
-    "import time; t=time.perf_counter(); from slsviz.backbones import load_backbone; "
+    "import time; t=time.perf_counter(); from slsviz.models.backbones import load_backbone; "
     "t1=time.perf_counter(); load_backbone('default'); print(t1-t, time.perf_counter()-t1)"
 )
 
@@ -36,7 +36,7 @@ def main(repeats: int = 5) -> None:
         f"| first load (ONNX -> safetensors conversion + load) | {first:.2f} |\n"
         f"| later load, mean of {repeats} fresh processes (target < 2 s) | {statistics.mean(later):.2f} "
         f"(min {min(later):.2f}, max {max(later):.2f}) |\n"
-        f"| `import slsviz.backbones` (torch, timm; not part of the load) | {first_import:.2f} |\n"
+        f"| `import slsviz.models.backbones` (torch, timm; not part of the load) | {first_import:.2f} |\n"
     )
     write_section("backbone_load", "Default backbone load", "python benchmarks/backbone_load.py", body)
 

@@ -23,16 +23,15 @@ import numpy as np
 import torch
 from common import default_task, fresh_cache
 from report import write_section
-
-from slsviz.analysis import AnalysisSettings
 from torch.utils.data import DataLoader
 
+from slsviz import defaults
 from slsviz.data import SplitDataset
-from slsviz.features import extract_features
+from slsviz.layers.analysis import AnalysisSettings
+from slsviz.layers.features import extract_features
+from slsviz.layers.projection import project
+from slsviz.layers.scores import cluster_scores
 from slsviz.pipeline import analyze
-from slsviz.projection import project
-from slsviz.rule import DEFAULT_ALPHA
-from slsviz.scores import cluster_scores
 
 
 def paper_procedure(loaded, limit, batch_size) -> tuple[int, float, int, float]:
@@ -50,7 +49,7 @@ def paper_procedure(loaded, limit, batch_size) -> tuple[int, float, int, float]:
         score = cluster_scores(project(features[layer - 1], "tsne"), labels)["silhouette"]
         scored += 1
         if threshold is None:
-            threshold = DEFAULT_ALPHA * score
+            threshold = defaults.ALPHA * score
         elif score < threshold:
             break
         depth = layer
@@ -79,7 +78,7 @@ def main() -> None:
     map_s = (paper_s - paper_forward_s) / scored
     body = (
         f"Default task (DINOv2 ViT-S/14 + Convpass, mnist5k), {n} train+val images at {loaded.backbone.img_size} px, "
-        f"t-SNE + silhouette, alpha {DEFAULT_ALPHA}, device {cold.report['device']}.\n\n"
+        f"t-SNE + silhouette, alpha {defaults.ALPHA}, device {cold.report['device']}.\n\n"
         "| procedure | seconds to recommendation | depth | speedup vs paper (target >= 10x) |\n|---|---|---|---|\n"
         f"| paper: one forward pass per block, {scored} blocks scored | {paper_s:.1f} | {paper_depth} | 1.0x |\n"
         f"| slsviz analyze, cold cache (one pass + lazy scan, {cold.report['map_workers']} maps at once) | "

@@ -17,7 +17,7 @@ from common import default_task
 from report import write_section
 
 from slsviz.data import make_loader
-from slsviz.features import extract_features
+from slsviz.layers.features import extract_features
 
 
 def rates(fns, batches, device, repeats) -> list[float]:

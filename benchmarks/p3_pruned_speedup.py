@@ -1,7 +1,7 @@
 """P3: measured speedup of the pruned model vs its ideal (FLOP-ratio) speedup, every depth (target >= 0.95).
 
 For each batch size, the default task model cut at every depth d is timed the way timm's benchmark
-does (see slsviz.bench), all depths in turn over several rounds (slsviz.bench.benchmark_models), and
+does (see slsviz.pruning.bench), all depths in turn over several rounds (slsviz.pruning.bench.benchmark_models), and
 each depth's measured speedup over the full model is compared with its FLOP ratio.
 
 Run: .venv/bin/python benchmarks/p3_pruned_speedup.py [--device auto] [--batch-sizes 1 64] [--seconds 4] [--rounds 30]
@@ -14,8 +14,8 @@ import argparse
 from common import default_task
 from report import write_section
 
-from slsviz.bench import benchmark_models, prepare_for_timing, speedups
-from slsviz.prune import depth_views
+from slsviz.models.depth import depth_views
+from slsviz.pruning.bench import benchmark_models, prepare_for_timing, speedups
 
 
 def main() -> None:

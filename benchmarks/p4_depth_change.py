@@ -16,8 +16,8 @@ import time
 from common import default_task
 from report import write_section
 
-from slsviz.accuracy import accuracy_at_depth
-from slsviz.workspace import Workspace
+from slsviz.app.workspace import Workspace
+from slsviz.pruning.accuracy import accuracy_at_depth
 
 
 def main() -> None:

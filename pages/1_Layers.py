@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from slsviz import charts, ui
-from slsviz.analysis import AnalysisSettings
-from slsviz.projection import PROJECTIONS
-from slsviz.scores import METRICS
+from slsviz.app import charts, ui
+from slsviz.layers.analysis import AnalysisSettings
+from slsviz.layers.projection import PROJECTIONS
+from slsviz.layers.scores import METRICS
 
 st.set_page_config(page_title="slsviz - Layers", layout="wide")
 st.title("Layers")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from slsviz import charts, ui
-from slsviz.accuracy import accuracy_retrained
+from slsviz.app import charts, ui
+from slsviz.pruning.accuracy import accuracy_retrained
 
 st.set_page_config(page_title="slsviz - Prune & benchmark", layout="wide")
 st.title("Prune & benchmark")

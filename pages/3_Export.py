@@ -8,9 +8,17 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from slsviz import ui
-from slsviz.export import build_config, config_to_json, config_to_yaml, export_onnx, load_config, restore, save_pruned_task
-from slsviz.prune import prune_to_depth
+from slsviz.app import ui
+from slsviz.export import (
+    build_config,
+    config_to_json,
+    config_to_yaml,
+    export_onnx,
+    load_config,
+    restore,
+    save_pruned_task,
+)
+from slsviz.models.depth import prune_to_depth
 
 st.set_page_config(page_title="slsviz - Export", layout="wide")
 st.title("Export")

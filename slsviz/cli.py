@@ -15,9 +15,9 @@ from slsviz.errors import SlsvizError
 
 
 def _add_backbone_args(p: argparse.ArgumentParser) -> None:
-    from slsviz.backbones import DEFAULT_BACKBONE
+    from slsviz import defaults
 
-    p.add_argument("--model", default=DEFAULT_BACKBONE, help="'default' (DINOv2 ViT-S/14, embedded) or a timm ViT name")
+    p.add_argument("--model", default=defaults.BACKBONE, help="'default' (DINOv2 ViT-S/14, embedded) or a timm ViT name")
     p.add_argument("--checkpoint", help="local weights for --model: .npz, .pth/.pt or .safetensors")
     p.add_argument("--hub", action="store_true", help="fetch --model's pretrained weights from the model hub")
     p.add_argument("--img-size", type=int, help="input size in pixels (default: 112 for the default backbone)")
@@ -32,8 +32,8 @@ def _cmd_info(args: argparse.Namespace) -> dict:
 
 
 def _cmd_backbone(args: argparse.Namespace) -> dict:
-    from slsviz.backbones import load_backbone
     from slsviz.device import describe_device, resolve_device
+    from slsviz.models.backbones import load_backbone
 
     device = resolve_device(args.device)
     backbone = load_backbone(args.model, args.checkpoint, img_size=args.img_size, hub=args.hub, device=device)
@@ -49,12 +49,12 @@ def _cmd_data(args: argparse.Namespace) -> dict:
 def _cmd_train(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
-    from slsviz.backbones import load_backbone
     from slsviz.data import load_dataset
     from slsviz.device import describe_device, resolve_device
-    from slsviz.petl import PetlConfig
-    from slsviz.task import fit_task, save_task
-    from slsviz.train import Recipe
+    from slsviz.models.backbones import load_backbone
+    from slsviz.models.petl import PetlConfig
+    from slsviz.models.task import fit_task, save_task
+    from slsviz.models.train import Recipe
 
     device = resolve_device(args.device)
     petl = PetlConfig(method=args.method, bottleneck=args.bottleneck, scale=args.scale)
@@ -78,8 +78,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict:
 
     from slsviz.data import Preprocess, load_dataset, make_loader
     from slsviz.device import describe_device, resolve_device
-    from slsviz.task import load_task_with_backbone
-    from slsviz.train import evaluate
+    from slsviz.models.task import load_task_with_backbone
+    from slsviz.models.train import evaluate
 
     device = resolve_device(args.device)
     backbone, model, meta = load_task_with_backbone(args.task, device=device)
@@ -125,7 +125,7 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_analyze(args: argparse.Namespace) -> dict:
-    from slsviz.analysis import AnalysisSettings
+    from slsviz.layers.analysis import AnalysisSettings
     from slsviz.pipeline import analyze
 
     settings = AnalysisSettings(projection=args.projection, metric=args.metric, space=args.space, alpha=args.alpha)
@@ -145,9 +145,9 @@ def _cmd_analyze(args: argparse.Namespace) -> dict:
 def _cmd_benchmark(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
-    from slsviz.bench import benchmark_models, speedups
-    from slsviz.footprint import storage_per_task
-    from slsviz.prune import check_depth, prune_to_depth
+    from slsviz.models.depth import check_depth, prune_to_depth
+    from slsviz.pruning.bench import benchmark_models, speedups
+    from slsviz.pruning.footprint import storage_per_task
 
     loaded = _load(args)
     num_layers = len(loaded.model.blocks)
@@ -170,9 +170,9 @@ def _cmd_prune(args: argparse.Namespace) -> dict:
     import dataclasses
 
     from slsviz.data import make_loader
-    from slsviz.prune import prune_to_depth
-    from slsviz.task import save_task
-    from slsviz.train import evaluate
+    from slsviz.models.depth import prune_to_depth
+    from slsviz.models.task import save_task
+    from slsviz.models.train import evaluate
 
     loaded = _load(args)
     if loaded.meta is None:
@@ -189,8 +189,7 @@ def _cmd_prune(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from slsviz import __version__
-    from slsviz.data import DEFAULT_DATASET
+    from slsviz import __version__, defaults
 
     parser = argparse.ArgumentParser(prog="slsviz", description="SLS layer-wise pruning analysis for PETL vision transformers.")
     parser.add_argument("--version", action="version", version=f"slsviz {__version__}")
@@ -205,13 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_backbone)
 
     p = sub.add_parser("data", help="load a dataset and describe its classes and splits")
-    p.add_argument("--data", default=DEFAULT_DATASET, help="mnist5k, digits, an image-folder path or a VTAB-1k root")
+    p.add_argument("--data", default=defaults.DATASET, help="mnist5k, digits, an image-folder path or a VTAB-1k root")
     p.add_argument("--seed", type=int, default=0, help="split seed (built-ins and image folders)")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train a PETL task (adapters + head) and save its task checkpoint")
     _add_backbone_args(p)
-    p.add_argument("--data", default=DEFAULT_DATASET, help="mnist5k, digits, an image-folder path or a VTAB-1k root")
+    p.add_argument("--data", default=defaults.DATASET, help="mnist5k, digits, an image-folder path or a VTAB-1k root")
     p.add_argument("--seed", type=int, default=0, help="split seed (built-ins and image folders)")
     p.add_argument("--method", default="convpass", help="convpass, repadapter, lora, adaptformer or linear")
     p.add_argument("--bottleneck", type=int, default=8, help="adapter width / LoRA rank (default 8)")
@@ -225,10 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")
     p.set_defaults(func=_cmd_train)
 
-    from slsviz.task import DEFAULT_TASK_PATH
+    from slsviz import defaults
 
     p = sub.add_parser("evaluate", help="accuracy of a task checkpoint on a split of its dataset")
-    p.add_argument("--task", default=str(DEFAULT_TASK_PATH), help="task checkpoint (default: the shipped one)")
+    p.add_argument("--task", default=str(defaults.TASK_PATH), help="task checkpoint (default: the shipped one)")
     p.add_argument("--data", help="dataset (default: the one the task was trained on)")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -236,18 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.set_defaults(func=_cmd_evaluate)
 
-    from slsviz.features import DEFAULT_TOKEN, TOKENS
-    from slsviz.projection import PROJECTIONS
-    from slsviz.rule import DEFAULT_ALPHA
-    from slsviz.scores import METRICS
+    from slsviz import defaults
+    from slsviz.layers.features import TOKENS
+    from slsviz.layers.projection import PROJECTIONS
+    from slsviz.layers.scores import METRICS
 
     p = sub.add_parser("analyze", help="per-layer maps and scores, the SLS recommendation, per-depth accuracy")
     _add_task_args(p)
     p.add_argument("--projection", choices=PROJECTIONS, default="tsne", help="2-D map (default: tsne, the paper's)")
     p.add_argument("--metric", choices=list(METRICS), default="silhouette", help="score the rule reads (default: silhouette)")
     p.add_argument("--space", choices=("2d", "raw"), default="2d", help="score the 2-D map or the raw features")
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"SLS threshold fraction (default {DEFAULT_ALPHA})")
-    p.add_argument("--token", choices=TOKENS, default=DEFAULT_TOKEN, help="CLS before the final norm (default), mean of patches, CLS after norm")
+    p.add_argument("--alpha", type=float, default=defaults.ALPHA, help=f"SLS threshold fraction (default {defaults.ALPHA})")
+    p.add_argument("--token", choices=TOKENS, default=defaults.TOKEN, help="CLS before the final norm (default), mean of patches, CLS after norm")
     p.add_argument("--out", default="out", help="folder for report.json, scores.csv (default: out)")
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
     p.add_argument("--workers", type=int, help="maps computed at once (default: one per core); results do not depend on it")

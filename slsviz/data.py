@@ -17,12 +17,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from slsviz import defaults
 from slsviz.errors import DataError
 
 BUILTIN_DATASETS = ("mnist5k", "digits")
-DEFAULT_DATASET = "mnist5k"
 # 112 = 8 x 8 patches of 14 pixels: the default DINOv2 ViT-S/14 stays fast on a CPU.
-DEFAULT_IMG_SIZE = 112
 SPLITS = ("train", "val", "test")
 TRAINVAL = "trainval"  # train + val, what the SLS code scores layers on (VTAB's train800val200)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -163,7 +162,7 @@ def make_loader(
     data: LabelledImages,
     split: str,
     preprocess: Preprocess,
-    batch_size: int = 64,
+    batch_size: int = defaults.BATCH_SIZE,
     shuffle: bool = False,
     num_workers: int = 0,
     limit: int | None = None,
@@ -429,7 +428,7 @@ def load_vtab1k(root: str | os.PathLike) -> LabelledImages:
     )
 
 
-def load_dataset(spec: str = DEFAULT_DATASET, seed: int = 0) -> LabelledImages:
+def load_dataset(spec: str = defaults.DATASET, seed: int = 0) -> LabelledImages:
     """Load a dataset by its id or path.
 
     Args:
@@ -441,7 +440,7 @@ def load_dataset(spec: str = DEFAULT_DATASET, seed: int = 0) -> LabelledImages:
     Raises:
         DataError: the spec names no built-in dataset and no existing folder.
     """
-    spec = (spec or DEFAULT_DATASET).strip()
+    spec = (spec or defaults.DATASET).strip()
     if spec == "mnist5k":
         return load_mnist5k(seed)
     if spec == "digits":

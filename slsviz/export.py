@@ -29,13 +29,13 @@ import torch
 import yaml
 from torch import nn
 
-from slsviz.backbones import Backbone
 from slsviz.environment import environment
 from slsviz.errors import CheckpointError, SlsvizError
-from slsviz.petl import merge_petl
-from slsviz.prune import check_depth, prune_to_depth
+from slsviz.models.backbones import Backbone
+from slsviz.models.depth import check_depth, prune_to_depth
+from slsviz.models.petl import merge_petl
+from slsviz.models.task import TaskMeta, load_task, read_task_meta, save_task
 from slsviz.storage import atomic_path
-from slsviz.task import TaskMeta, load_task, read_task_meta, save_task
 
 CONFIG_SCHEMA = "slsviz-config/1"
 
@@ -452,7 +452,7 @@ def _differences(config: dict, other: dict[str, Any], name: str) -> list[str]:
 def export_onnx(model: nn.Module, img_size: int, path: str | os.PathLike, *, opset: int = 17) -> Path:
     """Export ``model`` (typically pruned) to ONNX, PETL merged, with a dynamic batch dimension.
 
-    A copy of ``model`` is merged (:func:`~slsviz.petl.merge_petl`: RepAdapter and LoRA folded into
+    A copy of ``model`` is merged (:func:`~slsviz.models.petl.merge_petl`: RepAdapter and LoRA folded into
     the backbone's Linear layers) and exported in eval mode with torch's TorchScript-based
     exporter; ``model`` itself is not changed. The graph takes ``images`` (N, 3, img_size,
     img_size) in the model's dtype and returns ``logits`` (N, classes). The file is checked with

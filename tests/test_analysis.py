@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slsviz.analysis import AnalysisSettings, LayerAnalysis
 from slsviz.errors import SlsvizError
-from slsviz.rule import recommend_depth
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
+from slsviz.layers.rule import recommend_depth
 
 
 def _layers(num_layers=6, n_per_class=30, classes=3, dim=16, seed=0):
@@ -45,7 +45,7 @@ def test_table_scores_each_layer_on_its_map():
     assert table["layer"].tolist() == [1, 2, 3, 4, 5, 6]
     assert table["silhouette"].iloc[-1] > table["silhouette"].iloc[0]  # later layers separate better
     assert table["probe_accuracy"].isna().all()  # no probe data given
-    from slsviz.scores import cluster_scores
+    from slsviz.layers.scores import cluster_scores
 
     assert table.loc[2, "silhouette"] == pytest.approx(cluster_scores(analysis.map(3), labels)["silhouette"])
 
@@ -53,7 +53,7 @@ def test_table_scores_each_layer_on_its_map():
 def test_raw_space_scores_features_not_maps():
     feats, labels = _layers()
     raw = LayerAnalysis(feats, labels, AnalysisSettings(projection="pca", space="raw"))
-    from slsviz.scores import cluster_scores
+    from slsviz.layers.scores import cluster_scores
 
     assert raw.scores(4)["silhouette"] == pytest.approx(cluster_scores(feats[3], labels)["silhouette"])
     assert not raw._maps  # raw scoring draws no map
@@ -84,7 +84,7 @@ def test_bad_settings_and_inputs():
 
 
 def test_parallel_lazy_scan_gives_the_same_answer_and_never_maps_twice(monkeypatch):
-    from slsviz import projection
+    from slsviz.layers import projection
 
     calls = []
     real = projection.project
@@ -112,7 +112,7 @@ def test_parallel_lazy_scan_gives_the_same_answer_and_never_maps_twice(monkeypat
 def test_parallel_lazy_scan_returns_before_maps_it_does_not_need(monkeypatch):
     import threading
 
-    import slsviz.analysis as analysis_module
+    import slsviz.layers.analysis as analysis_module
 
     release = threading.Event()
     calls: list[int] = []

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from slsviz import backbones
-from slsviz.backbones import load_backbone, random_backbone
 from slsviz.errors import CheckpointError, OfflineError, SlsvizError
+from slsviz.models import backbones
+from slsviz.models.backbones import load_backbone, random_backbone
 
 TINY = "vit_tiny_patch16_224"
 
@@ -43,7 +43,7 @@ def test_default_matches_onnxruntime_at_518px():
 
 @pytest.mark.integration
 def test_default_conversion_has_exactly_timms_keys():
-    from slsviz.onnx_import import dinov2_state_dict_from_onnx
+    from slsviz.models.onnx_import import dinov2_state_dict_from_onnx
 
     sd = dinov2_state_dict_from_onnx(backbones.default_onnx_path())
     model = backbones._create(backbones.DEFAULT_ARCH, 518)
@@ -59,7 +59,7 @@ def test_default_is_converted_once_then_read_from_cache(default_backbone, monkey
     def no_second_conversion(*_a, **_k):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr("slsviz.onnx_import.dinov2_state_dict_from_onnx", no_second_conversion)
+    monkeypatch.setattr("slsviz.models.onnx_import.dinov2_state_dict_from_onnx", no_second_conversion)
     again = load_backbone("default")
     assert again.checksum == default_backbone.checksum
     for a, b in zip(again.model.state_dict().values(), default_backbone.model.state_dict().values()):

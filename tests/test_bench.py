@@ -5,11 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slsviz.backbones import random_backbone
-from slsviz.bench import benchmark, benchmark_models, count_flops, count_params, speedups
-from slsviz.petl import PetlConfig
-from slsviz.prune import prune_to_depth
-from slsviz.task import build_task_model
+from slsviz.models.backbones import random_backbone
+from slsviz.models.depth import prune_to_depth
+from slsviz.models.petl import PetlConfig
+from slsviz.models.task import build_task_model
+from slsviz.pruning.bench import (
+    benchmark,
+    benchmark_models,
+    count_flops,
+    count_params,
+    speedups,
+)
 
 
 @pytest.fixture(scope="module")

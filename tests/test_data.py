@@ -11,10 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from slsviz import defaults
 from slsviz.data import (
     BUILTIN_DATASETS,
-    DEFAULT_DATASET,
-    DEFAULT_IMG_SIZE,
     LabelledImages,
     Preprocess,
     load_dataset,
@@ -176,7 +175,7 @@ def test_preprocess_rgba_and_black_image() -> None:
 
 def test_preprocess_resizes_bicubic_keeping_channel_order() -> None:
     image = Image.new("RGB", (10, 10), (255, 0, 0))
-    out = Preprocess(DEFAULT_IMG_SIZE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))(image)
+    out = Preprocess(defaults.IMG_SIZE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))(image)
     assert out.shape == (3, 112, 112)
     assert torch.allclose(out[0], torch.ones(112, 112)) and torch.allclose(out[1:], torch.zeros(2, 112, 112))
 
@@ -398,7 +397,8 @@ def test_vtab1k_image_in_two_splits(tmp_path: Path) -> None:
 
 
 def test_load_dataset_dispatch(tmp_path: Path) -> None:
-    assert DEFAULT_DATASET == "mnist5k" and BUILTIN_DATASETS == ("mnist5k", "digits")
+    assert load_dataset().name == "mnist5k"  # the default
+    assert [load_dataset(name).name for name in BUILTIN_DATASETS] == list(BUILTIN_DATASETS)
     assert load_dataset("digits").name == "digits"
     folder = _make_folder(tmp_path / "ds", {"a": 4, "b": 4})
     vtab = _make_vtab(tmp_path / "vtab")

@@ -8,17 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from slsviz import defaults
 from slsviz.data import Preprocess, load_dataset, make_loader
-from slsviz.task import DEFAULT_TASK_PATH, load_task_with_backbone, read_task_meta
-from slsviz.train import evaluate
+from slsviz.models.task import load_task_with_backbone, read_task_meta
+from slsviz.models.train import evaluate
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 pytestmark = pytest.mark.integration
 
 
 def test_shipped_checkpoint_is_small_and_complete():
-    assert DEFAULT_TASK_PATH.stat().st_size < 2 * 1024 * 1024
-    meta = read_task_meta(DEFAULT_TASK_PATH)
+    assert defaults.TASK_PATH.stat().st_size < 2 * 1024 * 1024
+    meta = read_task_meta(defaults.TASK_PATH)
     assert meta.backbone_id == "default" and meta.petl["method"] == "convpass"
     assert meta.dataset == "mnist5k" and meta.num_classes == 10 and meta.depth is None
     assert meta.recipe["split"] == "train" and meta.recipe["limit"] is None

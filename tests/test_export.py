@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from slsviz.backbones import random_backbone
 from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.export import (
     CONFIG_SCHEMA,
@@ -25,9 +24,10 @@ from slsviz.export import (
     save_pruned_task,
     validate_config,
 )
-from slsviz.petl import PetlConfig, RepAdapter
-from slsviz.prune import prune_to_depth
-from slsviz.task import TaskMeta, build_task_model, read_task_meta, save_task
+from slsviz.models.backbones import random_backbone
+from slsviz.models.depth import prune_to_depth
+from slsviz.models.petl import PetlConfig, RepAdapter
+from slsviz.models.task import TaskMeta, build_task_model, read_task_meta, save_task
 
 TINY = "vit_tiny_patch16_224"
 KEYS = ["schema", "backbone", "petl", "task", "depth", "num_layers", "alpha", "metric", "projection",

@@ -6,15 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from slsviz.accuracy import accuracy_as_is, accuracy_head_refit, depth_accuracy_table, fit_head, head_as_linear, normed
-from slsviz.backbones import random_backbone
 from slsviz.data import Preprocess, load_digits, make_loader
 from slsviz.errors import SlsvizError
-from slsviz.features import extract_features, feature_bank
-from slsviz.petl import PetlConfig
-from slsviz.prune import prune_to_depth
-from slsviz.task import build_task_model
-from slsviz.train import evaluate
+from slsviz.layers.features import extract_features, feature_bank
+from slsviz.models.backbones import random_backbone
+from slsviz.models.depth import prune_to_depth
+from slsviz.models.petl import PetlConfig
+from slsviz.models.task import build_task_model
+from slsviz.models.train import evaluate
+from slsviz.pruning.accuracy import (
+    accuracy_as_is,
+    accuracy_head_refit,
+    depth_accuracy_table,
+    fit_head,
+    head_as_linear,
+    normed,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +78,7 @@ def test_features_are_each_blocks_cls_token_from_one_pass(setup):
 def test_feature_bank_is_cached_by_what_it_depends_on(setup, monkeypatch):
     backbone, data, model, pre = setup
     first = feature_bank(model, data, "val", pre, backbone_checksum=backbone.checksum, limit=32)
-    monkeypatch.setattr("slsviz.features.extract_features", lambda *a, **k: pytest.fail("computed twice"))
+    monkeypatch.setattr("slsviz.layers.features.extract_features", lambda *a, **k: pytest.fail("computed twice"))
     again = feature_bank(model, data, "val", pre, backbone_checksum=backbone.checksum, limit=32)
     assert again.key == first.key and np.array_equal(again.features, first.features)
     assert np.array_equal(again.labels, data.labels[data.splits["val"][:32]])
@@ -108,7 +115,7 @@ def test_head_refit_learns_and_converts_to_a_torch_head(setup):
 
 
 def test_accuracy_at_one_depth_agrees_with_the_table(setup):
-    from slsviz.accuracy import accuracy_at_depth
+    from slsviz.pruning.accuracy import accuracy_at_depth
 
     backbone, data, model, pre = setup
     train = feature_bank(model, data, "train", pre, backbone_checksum=backbone.checksum, limit=200)
@@ -121,9 +128,9 @@ def test_accuracy_at_one_depth_agrees_with_the_table(setup):
 
 
 def test_retraining_a_pruned_model_trains_a_copy(setup):
-    from slsviz.accuracy import accuracy_retrained
-    from slsviz.petl import petl_state_dict
-    from slsviz.train import retrain_recipe
+    from slsviz.models.petl import petl_state_dict
+    from slsviz.models.train import retrain_recipe
+    from slsviz.pruning.accuracy import accuracy_retrained
 
     backbone, data, model, pre = setup
     before = {k: v.clone() for k, v in petl_state_dict(model).items()}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from slsviz.backbones import random_backbone
 from slsviz.errors import SlsvizError
-from slsviz.footprint import storage_per_task
-from slsviz.petl import PetlConfig, petl_state_dict
-from slsviz.prune import prune_to_depth
-from slsviz.task import build_task_model
+from slsviz.models.backbones import random_backbone
+from slsviz.models.depth import prune_to_depth
+from slsviz.models.petl import PetlConfig, petl_state_dict
+from slsviz.models.task import build_task_model
+from slsviz.pruning.footprint import storage_per_task
 
 
 def test_storage_rows_match_what_the_checkpoint_holds():

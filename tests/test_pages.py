@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from slsviz import ui
-from slsviz.workspace import Selection
+from slsviz.app import ui
+from slsviz.app.workspace import Selection
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration

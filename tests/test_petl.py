@@ -10,9 +10,9 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from slsviz.backbones import random_backbone
 from slsviz.errors import SlsvizError
-from slsviz.petl import (
+from slsviz.models.backbones import random_backbone
+from slsviz.models.petl import (
     METHODS,
     ConvpassAdapter,
     ConvpassBlock,

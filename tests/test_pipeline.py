@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from safetensors.torch import save_file
 
-from slsviz.backbones import load_backbone, random_backbone
 from slsviz.cli import main
 from slsviz.data import load_digits
-from slsviz.petl import PetlConfig
-from slsviz.rule import recommend_depth
-from slsviz.task import fit_task, read_task_meta, save_task
-from slsviz.train import Recipe
+from slsviz.layers.rule import recommend_depth
+from slsviz.models.backbones import load_backbone, random_backbone
+from slsviz.models.petl import PetlConfig
+from slsviz.models.task import fit_task, read_task_meta, save_task
+from slsviz.models.train import Recipe
 
 TINY = "vit_tiny_patch16_224"
 REPORT_KEYS = {"backbone", "backbone_arch", "method", "dataset", "img_size", "batch_size", "num_images", "num_layers",
@@ -65,8 +65,8 @@ def test_analyze_writes_report_scores_and_features(tiny_task, tmp_path, capsys):
         assert f["labels"].shape == (120,)
         saved_features, saved_labels = f["features"], f["labels"]
     # exactly the features that were scored: the PCA map of the saved last layer gives its silhouette
-    from slsviz.projection import project
-    from slsviz.scores import cluster_scores
+    from slsviz.layers.projection import project
+    from slsviz.layers.scores import cluster_scores
 
     again = cluster_scores(project(saved_features[11], "pca"), saved_labels)["silhouette"]
     assert again == pytest.approx(report["layers"][11]["silhouette"], abs=1e-6)
@@ -75,7 +75,7 @@ def test_analyze_writes_report_scores_and_features(tiny_task, tmp_path, capsys):
 def test_analyze_reuses_cached_features(tiny_task, tmp_path, monkeypatch, capsys):
     args = ["analyze", *tiny_task, "--limit", "40", "--projection", "pca", "--out", str(tmp_path / "a")]
     assert main(args) == 0
-    monkeypatch.setattr("slsviz.features.extract_features", lambda *a, **k: pytest.fail("features computed twice"))
+    monkeypatch.setattr("slsviz.layers.features.extract_features", lambda *a, **k: pytest.fail("features computed twice"))
     assert main([*args[:-1], str(tmp_path / "b"), "--metric", "davies_bouldin"]) == 0
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["metric"] == "davies_bouldin"

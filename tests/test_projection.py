@@ -10,10 +10,9 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
-from slsviz import projection
 from slsviz.errors import DataError, SlsvizError
-from slsviz.projection import (
-    DEFAULT_PROJECTION,
+from slsviz.layers import projection
+from slsviz.layers.projection import (
     PROJECTIONS,
     features_checksum,
     project,
@@ -54,9 +53,14 @@ def tsne_spy(monkeypatch):
     return calls
 
 
-def test_constants():
-    assert PROJECTIONS == ("umap", "tsne", "pca")
-    assert DEFAULT_PROJECTION == "umap"
+def test_the_default_map_is_the_papers_tsne_everywhere():
+    points, _ = blobs(n_per_class=15)
+    assert np.array_equal(project(points), project(points, "tsne"))
+    from slsviz.cli import build_parser
+    from slsviz.layers.analysis import AnalysisSettings
+
+    cli = build_parser().parse_args(["analyze"])
+    assert AnalysisSettings().projection == cli.projection == "tsne" and "tsne" in PROJECTIONS
 
 
 def test_tsne_uses_exactly_the_papers_settings(tsne_spy):

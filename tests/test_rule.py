@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from slsviz.errors import SlsvizError
-from slsviz.rule import SLSRule, recommend_depth
+from slsviz.layers.rule import SLSRule, recommend_depth
 
 
 @pytest.mark.parametrize(

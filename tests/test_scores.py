@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 
 from slsviz.errors import DataError, SlsvizError
-from slsviz.scores import METRICS, cluster_scores, layer_scores, probe_accuracy
+from slsviz.layers.scores import METRICS, cluster_scores, layer_scores, probe_accuracy
 
 
 def two_tight_clusters():

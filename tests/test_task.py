@@ -10,13 +10,19 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from slsviz.backbones import random_backbone
 from slsviz.data import Preprocess, load_digits, make_loader
 from slsviz.errors import CheckpointError, SlsvizError
-from slsviz.petl import PetlConfig, petl_state_dict
-from slsviz.prune import depth_views, prune_to_depth
-from slsviz.task import build_task_model, fit_task, load_task, read_task_meta, save_task
-from slsviz.train import Recipe
+from slsviz.models.backbones import random_backbone
+from slsviz.models.depth import depth_views, prune_to_depth
+from slsviz.models.petl import PetlConfig, petl_state_dict
+from slsviz.models.task import (
+    build_task_model,
+    fit_task,
+    load_task,
+    read_task_meta,
+    save_task,
+)
+from slsviz.models.train import Recipe
 
 TINY = "vit_tiny_patch16_224"
 
@@ -225,7 +231,7 @@ def test_depth_views_share_blocks_and_equal_pruned_models(trained, backbone):
 
 
 def test_evaluate_matches_a_manual_count(trained, backbone, digits):
-    from slsviz.train import evaluate
+    from slsviz.models.train import evaluate
 
     model, _, _ = trained
     loader = make_loader(digits, "val", Preprocess(32, backbone.mean, backbone.std), batch_size=50, limit=100)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from slsviz import charts
-from slsviz.analysis import AnalysisSettings
-from slsviz.backbones import random_backbone
+from slsviz.app import charts
+from slsviz.app.workspace import Selection, Workspace
 from slsviz.data import load_digits
-from slsviz.petl import PetlConfig
+from slsviz.layers.analysis import AnalysisSettings
+from slsviz.models.backbones import random_backbone
+from slsviz.models.petl import PetlConfig
+from slsviz.models.task import build_task_model
 from slsviz.pipeline import LoadedTask
-from slsviz.task import build_task_model
-from slsviz.workspace import Selection, Workspace
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +40,10 @@ def test_each_thing_is_computed_once(ws, monkeypatch):
     every = ws.benchmarks(time_budget_s=0.05, progress=lambda done, total: ticks.append(total))
     assert sorted(every) == [1, 2, 3, 4] and [every[d].depth for d in (1, 2, 3, 4)] == [1, 2, 3, 4]
     assert ticks and set(ticks) == {4 * 10}  # every depth, every round
-    monkeypatch.setattr("slsviz.workspace.benchmark_models", lambda *a, **k: pytest.fail("benchmarked twice"))
+    monkeypatch.setattr("slsviz.app.workspace.benchmark_models", lambda *a, **k: pytest.fail("benchmarked twice"))
     assert ws.benchmark(2) is every[2]
     ws.bank("test")
-    monkeypatch.setattr("slsviz.workspace.feature_bank", lambda *a, **k: pytest.fail("features twice"))
+    monkeypatch.setattr("slsviz.app.workspace.feature_bank", lambda *a, **k: pytest.fail("features twice"))
     assert ws.bank("train") is bank
     table = ws.depth_table()
     assert ws.depth_table() is table and len(table) == 4

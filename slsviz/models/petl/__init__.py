@@ -10,13 +10,18 @@ working and the backbone's parameter names do not change. Every PETL parameter's
     >>> trainable_names(model)   # what an optimizer gets, once a head is added
 """
 
-from slsviz.petl.adaptformer import AdaptFormerAdapter, AdaptFormerBlock
-from slsviz.petl.attach import attach_petl, config_of, merge_petl, set_drop_path
-from slsviz.petl.config import DEFAULT_SCALES, METHODS, PetlConfig
-from slsviz.petl.convpass import ConvpassAdapter, ConvpassBlock, QuickGELU
-from slsviz.petl.lora import LoraLinear
-from slsviz.petl.params import is_petl_param, mark_trainable, petl_state_dict, trainable_names
-from slsviz.petl.repadapter import RepAdapter, RepAdapterBlock
+from slsviz.models.petl.adaptformer import AdaptFormerAdapter, AdaptFormerBlock
+from slsviz.models.petl.attach import attach_petl, config_of, merge_petl, set_drop_path
+from slsviz.models.petl.config import DEFAULT_SCALES, METHODS, PetlConfig
+from slsviz.models.petl.convpass import ConvpassAdapter, ConvpassBlock, QuickGELU
+from slsviz.models.petl.lora import LoraLinear
+from slsviz.models.petl.params import (
+    is_petl_param,
+    mark_trainable,
+    petl_state_dict,
+    trainable_names,
+)
+from slsviz.models.petl.repadapter import RepAdapter, RepAdapterBlock
 
 __all__ = [
     "DEFAULT_SCALES",

@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from slsviz.accuracy import depth_accuracy_table
-from slsviz.analysis import AnalysisSettings, LayerAnalysis, trainval_analysis
-from slsviz.bench import BenchmarkResult, benchmark_models, prepare_for_timing
-from slsviz.features import FeatureBank, feature_bank
-from slsviz.footprint import storage_per_task
-from slsviz.petl import trainable_names
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis, trainval_analysis
+from slsviz.layers.features import FeatureBank, feature_bank
+from slsviz.layers.projection import default_workers
+from slsviz.models.depth import check_depth, depth_views
+from slsviz.models.petl import trainable_names
 from slsviz.pipeline import LoadedTask, load_for_analysis
-from slsviz.projection import default_workers
-from slsviz.prune import check_depth, depth_views
+from slsviz.pruning.accuracy import depth_accuracy_table
+from slsviz.pruning.bench import BenchmarkResult, benchmark_models, prepare_for_timing
+from slsviz.pruning.footprint import storage_per_task
 
 Progress = Callable[[int, int], None]
 
@@ -150,7 +150,7 @@ class Workspace:
                    progress: Progress | None = None) -> dict[int, BenchmarkResult]:
         """Measured throughput and latency of the model cut at every depth, timed together.
 
-        All depths are timed interleaved (see :func:`slsviz.bench.benchmark_models`), so their
+        All depths are timed interleaved (see :func:`slsviz.pruning.bench.benchmark_models`), so their
         ratios hold on a machine whose speed drifts; the cut models share one merged copy's blocks.
         Measured once per batch size; ``time_budget_s`` is per depth.
         """

@@ -8,7 +8,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from slsviz.petl.block import AdaptedBlock, factory_kwargs
+from slsviz.models.petl.block import AdaptedBlock, factory_kwargs
 
 
 class AdaptFormerAdapter(nn.Module):

@@ -26,13 +26,11 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
+from slsviz import defaults
 from slsviz.errors import DataError, SlsvizError
 from slsviz.storage import atomic_path, cache_dir
 
 PROJECTIONS = ("umap", "tsne", "pca")
-DEFAULT_PROJECTION = "umap"
-
-DEFAULT_N_JOBS = 1
 
 
 def default_workers() -> int:
@@ -51,12 +49,12 @@ _MIN_POINTS = 3
 
 def project(
     features: np.ndarray,
-    method: str = DEFAULT_PROJECTION,
+    method: str = defaults.PROJECTION,
     *,
     seed: int = 0,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    metric: str = "euclidean",
+    n_neighbors: int = defaults.UMAP_N_NEIGHBORS,
+    min_dist: float = defaults.UMAP_MIN_DIST,
+    metric: str = defaults.UMAP_METRIC,
 ) -> np.ndarray:
     """Project ``features`` to 2-D and min-max scale each axis to ``[0, 1]``.
 
@@ -237,11 +235,11 @@ def features_checksum(array: np.ndarray) -> str:
 
 def project_layers(
     features: np.ndarray,
-    method: str = DEFAULT_PROJECTION,
+    method: str = defaults.PROJECTION,
     *,
     layers: list[int] | None = None,
     seed: int = 0,
-    n_jobs: int = DEFAULT_N_JOBS,
+    n_jobs: int = 1,
     cache_key: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     **params: Any,
@@ -354,8 +352,9 @@ def _settings(method: str, seed: int, params: dict[str, Any]) -> dict[str, Any]:
     # does not invalidate cached t-SNE maps.
     settings: dict[str, Any] = {"seed": int(seed)}
     if method == "umap":
-        defaults = {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean"}
-        settings.update({name: params.get(name, default) for name, default in defaults.items()})
+        umap_defaults = {"n_neighbors": defaults.UMAP_N_NEIGHBORS, "min_dist": defaults.UMAP_MIN_DIST,
+                         "metric": defaults.UMAP_METRIC}
+        settings.update({name: params.get(name, default) for name, default in umap_defaults.items()})
     return settings
 
 

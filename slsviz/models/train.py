@@ -6,7 +6,6 @@ with 10 warm-up epochs down to 1e-5, drop-path 0.1). The checkpoint kept is the 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -18,8 +17,9 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from slsviz.data import LabelledImages, Preprocess, make_loader
+from slsviz.device import autocast
 from slsviz.errors import SlsvizError
-from slsviz.petl import set_drop_path, trainable_names
+from slsviz.models.petl import set_drop_path, trainable_names
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 """``progress(step, total_steps, info)``: called after every epoch with loss and val accuracy."""
@@ -103,13 +103,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; plain float32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None = None) -> float:
     """Top-1 accuracy of ``model`` over ``loader`` (eval mode; the model's mode is restored)."""
@@ -143,7 +136,7 @@ def train_task(
     """Train the adapters and head of ``model`` on ``data``'s train split; keep the best on val.
 
     Args:
-        model: a task model (see ``slsviz.task.build_task_model``); trained in place.
+        model: a task model (see ``slsviz.models.task.build_task_model``); trained in place.
         data: the dataset; its ``recipe.split`` split trains, ``val`` selects the checkpoint.
         preprocess: image -> tensor.
         recipe: hyper-parameters.

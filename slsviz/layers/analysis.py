@@ -17,11 +17,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from slsviz import defaults
 from slsviz.errors import SlsvizError
-from slsviz.features import FeatureBank
-from slsviz.projection import PROJECTIONS, project_layers
-from slsviz.rule import DEFAULT_ALPHA, SLSRule
-from slsviz.scores import CLUSTER_METRICS, METRICS, cluster_scores, probe_accuracy
+from slsviz.layers.features import FeatureBank
+from slsviz.layers.projection import PROJECTIONS, project_layers
+from slsviz.layers.rule import SLSRule
+from slsviz.layers.scores import (
+    CLUSTER_METRICS,
+    METRICS,
+    cluster_scores,
+    probe_accuracy,
+)
 
 SPACES = ("2d", "raw")
 
@@ -42,14 +48,14 @@ class AnalysisSettings:
         umap_metric: UMAP input metric.
     """
 
-    projection: str = "tsne"
-    metric: str = "silhouette"
-    space: str = "2d"
-    alpha: float = DEFAULT_ALPHA
-    seed: int = 0
-    n_neighbors: int = 15
-    min_dist: float = 0.1
-    umap_metric: str = "euclidean"
+    projection: str = defaults.PROJECTION
+    metric: str = defaults.METRIC
+    space: str = defaults.SPACE
+    alpha: float = defaults.ALPHA
+    seed: int = defaults.SEED
+    n_neighbors: int = defaults.UMAP_N_NEIGHBORS
+    min_dist: float = defaults.UMAP_MIN_DIST
+    umap_metric: str = defaults.UMAP_METRIC
 
     def __post_init__(self) -> None:
         if self.projection not in PROJECTIONS:
@@ -85,7 +91,7 @@ class LayerAnalysis:
         probe: ``(train (L, Ntr, D), train labels, eval (L, Nev, D), eval labels)`` for the
             linear-probe score; ``None`` leaves it NaN.
         workers: maps computed at once, each in a thread on one core (see
-            :func:`slsviz.projection.default_workers`); the maps do not depend on it.
+            :func:`slsviz.layers.projection.default_workers`); the maps do not depend on it.
     """
 
     def __init__(
@@ -200,7 +206,7 @@ class LayerAnalysis:
                     del self._pending[layer]
 
     def table(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-        """Every layer's scores: columns ``layer`` and :data:`slsviz.scores.METRICS`."""
+        """Every layer's scores: columns ``layer`` and :data:`slsviz.layers.scores.METRICS`."""
         if self.settings.space == "2d":
             self.maps(progress=progress)
         rows = [{"layer": layer, **self.scores(layer)} for layer in range(1, self.num_layers + 1)]

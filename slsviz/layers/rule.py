@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from slsviz import defaults
 from slsviz.errors import SlsvizError
-
-DEFAULT_ALPHA = 0.3
 
 
 class SLSRule:
@@ -37,7 +36,7 @@ class SLSRule:
         reason_: one sentence saying why ``depth_`` was chosen.
     """
 
-    def __init__(self, alpha: float = DEFAULT_ALPHA, higher_is_better: bool = True) -> None:
+    def __init__(self, alpha: float = defaults.ALPHA, higher_is_better: bool = True) -> None:
         self.alpha = alpha
         self.higher_is_better = higher_is_better
 
@@ -104,6 +103,6 @@ class SLSRule:
             raise SlsvizError(f"alpha must be in (0, 1], got {self.alpha!r}.")
 
 
-def recommend_depth(scores: Sequence[float], alpha: float = DEFAULT_ALPHA, higher_is_better: bool = True) -> int:
+def recommend_depth(scores: Sequence[float], alpha: float = defaults.ALPHA, higher_is_better: bool = True) -> int:
     """The SLS depth for ``scores`` (block 1 first); see :class:`SLSRule`."""
     return SLSRule(alpha, higher_is_better).fit(scores).depth_

@@ -18,13 +18,14 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from slsviz.backbones import Backbone
+from slsviz import defaults
 from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.errors import CheckpointError, SlsvizError, key_mismatch
-from slsviz.petl import PetlConfig, attach_petl, petl_state_dict
-from slsviz.prune import check_depth, prune_to_depth
+from slsviz.models.backbones import Backbone
+from slsviz.models.depth import check_depth, prune_to_depth
+from slsviz.models.petl import PetlConfig, attach_petl, petl_state_dict
+from slsviz.models.train import ProgressFn, Recipe, TrainResult, evaluate, train_task
 from slsviz.storage import atomic_path
-from slsviz.train import ProgressFn, Recipe, TrainResult, evaluate, train_task
 
 TASK_SCHEMA = "slsviz-task/1"
 _META_KEY = "slsviz_task"
@@ -217,28 +218,25 @@ def fit_task(
     return model, meta, result
 
 
-DEFAULT_TASK_PATH = Path(__file__).resolve().parents[1] / "assets" / "default_task.safetensors"
-
-
 def load_task_with_backbone(
-    path: str | os.PathLike = DEFAULT_TASK_PATH, *, device: torch.device | str = "cpu"
+    path: str | os.PathLike = defaults.TASK_PATH, *, device: torch.device | str = "cpu"
 ) -> tuple[Backbone, nn.Module, TaskMeta]:
     """Load a task checkpoint together with the backbone it names (at the size it was trained at).
 
     Works for tasks on the embedded default backbone; a task on another backbone needs that
     backbone loaded by the caller (its checkpoint file is not part of the task) and :func:`load_task`.
     """
-    from slsviz.backbones import DEFAULT_BACKBONE, load_backbone
+    from slsviz.models.backbones import load_backbone
 
     path = Path(path)
-    if not path.is_file() and path == DEFAULT_TASK_PATH:
+    if not path.is_file() and path == defaults.TASK_PATH:
         raise CheckpointError(f"The shipped default task {path} is missing: run `make default-task` to create it.")
     meta = read_task_meta(path)
-    if meta.backbone_id != DEFAULT_BACKBONE:
+    if meta.backbone_id != defaults.BACKBONE:
         raise CheckpointError(
             f"Task checkpoint {path} was trained on backbone {meta.backbone_id!r}: load that backbone "
             f"({meta.backbone_arch} with its checkpoint) and then the task."
         )
-    backbone = load_backbone(DEFAULT_BACKBONE, img_size=meta.img_size, device=device)
+    backbone = load_backbone(defaults.BACKBONE, img_size=meta.img_size, device=device)
     model, meta = load_task(path, backbone)
     return backbone, model, meta

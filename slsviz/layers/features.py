@@ -23,13 +23,13 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from slsviz import defaults
 from slsviz.data import LabelledImages, Preprocess, make_loader
+from slsviz.device import autocast
 from slsviz.errors import SlsvizError
 from slsviz.storage import cache_dir
-from slsviz.train import autocast
 
 TOKENS = ("cls", "mean", "cls_norm")
-DEFAULT_TOKEN = "cls"
 _FLOAT16_ABOVE_BYTES = 1 << 30  # float32 banks above 1 GiB are stored as float16
 
 ProgressFn = Callable[[int, int], None]
@@ -89,7 +89,7 @@ def extract_features(
     model: nn.Module,
     loader: DataLoader,
     *,
-    token: str = DEFAULT_TOKEN,
+    token: str = defaults.TOKEN,
     device: torch.device | str | None = None,
     use_autocast: bool = False,
     progress: ProgressFn | None = None,
@@ -189,8 +189,8 @@ def feature_bank(
     preprocess: Preprocess,
     *,
     backbone_checksum: str,
-    token: str = DEFAULT_TOKEN,
-    batch_size: int = 64,
+    token: str = defaults.TOKEN,
+    batch_size: int = defaults.BATCH_SIZE,
     limit: int | None = None,
     device: torch.device | str | None = None,
     use_autocast: bool = False,
@@ -202,8 +202,8 @@ def feature_bank(
     The cache key covers the backbone checksum, the task's trainable tensors (adapters + head),
     the depth, the dataset and its split seed, the split and ``limit``, the input size and the token.
     """
-    from slsviz.backbones import weights_checksum
-    from slsviz.petl import petl_state_dict
+    from slsviz.models.backbones import weights_checksum
+    from slsviz.models.petl import petl_state_dict
 
     meta = {
         "backbone_checksum": backbone_checksum,

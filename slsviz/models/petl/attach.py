@@ -7,13 +7,13 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from slsviz.errors import SlsvizError
-from slsviz.petl.adaptformer import AdaptFormerBlock
-from slsviz.petl.block import check_block
-from slsviz.petl.config import PetlConfig
-from slsviz.petl.convpass import ConvpassBlock
-from slsviz.petl.lora import attach_lora, merge_lora
-from slsviz.petl.params import mark_trainable
-from slsviz.petl.repadapter import RepAdapterBlock
+from slsviz.models.petl.adaptformer import AdaptFormerBlock
+from slsviz.models.petl.block import check_block
+from slsviz.models.petl.config import PetlConfig
+from slsviz.models.petl.convpass import ConvpassBlock
+from slsviz.models.petl.lora import attach_lora, merge_lora
+from slsviz.models.petl.params import mark_trainable
+from slsviz.models.petl.repadapter import RepAdapterBlock
 
 CONFIG_ATTR = "petl_config"
 

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from slsviz.errors import SlsvizError
-from slsviz.features import FeatureBank
+from slsviz.layers.features import FeatureBank
 
 
 def _check_cls_head(model: nn.Module, bank: FeatureBank) -> None:
@@ -139,8 +139,8 @@ def accuracy_retrained(
         the retrained pruned copy (best on val).
     """
     from slsviz.data import make_loader
-    from slsviz.prune import prune_to_depth
-    from slsviz.train import evaluate, retrain_recipe, train_task
+    from slsviz.models.depth import prune_to_depth
+    from slsviz.models.train import evaluate, retrain_recipe, train_task
 
     pruned = prune_to_depth(model, depth)
     result = train_task(pruned, data, preprocess, retrain_recipe(kind, epochs, seed=seed),

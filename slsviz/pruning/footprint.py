@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from slsviz.petl import is_petl_param
-from slsviz.prune import check_depth
+from slsviz.models.depth import check_depth
+from slsviz.models.petl import is_petl_param
 
 DEPTH_INTEGER_BYTES = 8  # one int64
 

