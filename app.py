@@ -1,101 +1,12 @@
-"""slsviz home: choose what to load (the embedded default loads with no clicks) and see its card."""
-
-from __future__ import annotations
-
-import dataclasses
+"""slsviz, the app: the router. Each page lives in pages/ and reads like a description of its screen."""
 
 import streamlit as st
 
-from slsviz import defaults
-from slsviz.app import ui
-from slsviz.app.workspace import Selection
-from slsviz.data import BUILTIN_DATASETS
-from slsviz.device import describe_device
-from slsviz.models.petl import METHODS, PetlConfig
-from slsviz.models.task import fit_task, save_task
-from slsviz.models.train import Recipe
-from slsviz.storage import cache_dir, keep_upload
-
 st.set_page_config(page_title="slsviz", layout="wide")
-st.title("slsviz")
-st.caption(
-    "Straightforward Layer-wise Pruning (SLS, Han & Tang, ECCV 2024) for parameter-efficient vision "
-    "transformers: see how each block clusters the classes, get the recommended depth, measure the pruned model."
-)
-
-with st.expander("Load another backbone, task or dataset", expanded=False):
-    with st.form("slsviz.home.load"):
-        backbone = st.radio("Backbone", ["Embedded default: DINOv2 ViT-S/14", "timm ViT with a local checkpoint"],
-                            key="slsviz.home.backbone", horizontal=True)
-        arch = st.text_input("timm model name", value="vit_base_patch16_224", key="slsviz.home.arch")
-        checkpoint = st.text_input("Checkpoint path (.npz, .pth, .safetensors)", key="slsviz.home.checkpoint")
-        task = st.text_input("Task checkpoint path (empty: the shipped task with the default backbone; 'none': no task)",
-                             key="slsviz.home.task")
-        uploaded_ckpt = st.file_uploader("...or upload the backbone checkpoint", key="slsviz.home.upload_backbone",
-                                         type=["npz", "pth", "pt", "safetensors"])
-        uploaded_task = st.file_uploader("...or upload a task checkpoint", key="slsviz.home.upload_task", type=["safetensors"])
-        data = st.selectbox("Dataset", ["the task's own", *BUILTIN_DATASETS, "an image folder or VTAB-1k root"],
-                            key="slsviz.home.data")
-        folder = st.text_input("Folder path (for an image folder or VTAB-1k root)", key="slsviz.home.folder")
-        left, mid, right = st.columns(3)
-        img_size = left.number_input("Input size (0: the task's)", min_value=0, max_value=1024, value=0, step=14,
-                                     key="slsviz.home.img_size")
-        device = mid.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="slsviz.home.device")
-        limit = right.number_input("Images per split (0: all)", min_value=0, value=0, step=100, key="slsviz.home.limit")
-        if st.form_submit_button("Load", type="primary"):
-            default = backbone.startswith("Embedded")
-            if uploaded_ckpt is not None:
-                checkpoint = str(keep_upload(uploaded_ckpt.name, uploaded_ckpt.getvalue()))
-            if uploaded_task is not None:
-                task = str(keep_upload(uploaded_task.name, uploaded_task.getvalue()))
-            st.session_state[ui.SELECTION] = Selection(
-                model=defaults.BACKBONE if default else arch.strip(),
-                checkpoint=None if default else (checkpoint.strip() or None),
-                task=task.strip() or None,
-                data=None if data == "the task's own" else (folder.strip() if data.startswith("an image") else data),
-                img_size=int(img_size) or None,
-                device=device,
-                limit=int(limit) or None,
-            )
-            st.session_state.pop(ui.DEPTH, None)
-
-    with st.form("slsviz.home.train"):
-        st.markdown("**Train a task now** on the loaded backbone and dataset (adapters + head; the paper's recipe).")
-        t1, t2, t3 = st.columns(3)
-        method = t1.selectbox("PETL method", METHODS, key="slsviz.home.train_method")
-        epochs = t2.number_input("Epochs", 1, 100, 5, key="slsviz.home.train_epochs")
-        train_limit = t3.number_input("Images per split (0: all)", 0, value=200, step=100, key="slsviz.home.train_limit")
-        if st.form_submit_button("Train"):
-            source = ui.workspace(ui.selection())
-            bar = st.progress(0.0, text="Training")
-            with ui.user_errors():
-                recipe = Recipe(epochs=int(epochs), warmup_epochs=max(1, int(epochs) // 10))
-                model, meta, _ = fit_task(
-                    source.loaded.backbone, source.loaded.data, PetlConfig(method), recipe,
-                    device=source.loaded.backbone.device, limit=int(train_limit) or None,
-                    progress=lambda e, n, info: bar.progress(e / n, text=f"epoch {e}/{n}: val {info['val_accuracy']:.3f}"))
-                path = save_task(cache_dir() / "tasks" / f"{method}-{meta.dataset.replace('/', '_')}-{int(epochs)}ep.safetensors",
-                                 model, meta)
-            st.session_state[ui.SELECTION] = dataclasses.replace(ui.selection(), task=str(path))
-            st.session_state.pop(ui.DEPTH, None)
-            st.success(f"Trained: val {100 * meta.val_accuracy:.2f}%, test {100 * meta.test_accuracy:.2f}%; saved to {path}.")
-
-ws = ui.current_workspace()
-card = ws.model_card()
-device = ws.loaded.backbone.device
-st.info(f"Computing on **{describe_device(device)}**" + (" (GPU)" if device.type == "cuda" else ""))
-
-cols = st.columns(5)
-cols[0].metric("Blocks", card["depth"])
-cols[1].metric("Parameters", f"{card['params'] / 1e6:.1f} M")
-cols[2].metric("Trainable (adapters + head)", f"{card['trainable_params'] / 1e3:.1f} k")
-cols[3].metric("Val accuracy", "-" if card["val_accuracy"] is None else f"{100 * card['val_accuracy']:.2f}%")
-cols[4].metric("Test accuracy", "-" if card["test_accuracy"] is None else f"{100 * card['test_accuracy']:.2f}%")
-st.markdown(
-    f"**Backbone** `{card['arch']}` ({card['source']}, weights `{card['weights']}`), input {card['img_size']} px.  \n"
-    f"**PETL method** {card['method']}" + (f" {card['petl']}" if card["petl"] else "") + ".  \n"
-    f"**Dataset** {card['dataset']}: {card['num_classes']} classes, "
-    + ", ".join(f"{k} {v}" for k, v in card["splits"].items())
-    + (f" (first {card['limit']} images per split used)" if card["limit"] else "") + "."
-)
-st.page_link("pages/1_Layers.py", label="Next: see every layer's clustering and the SLS recommendation", icon="➡️")
+st.navigation([
+    st.Page("pages/0_Model.py", title="Model", icon=":material/view_in_ar:", default=True),
+    st.Page("pages/1_Layers.py", title="Layers", icon=":material/stacked_line_chart:", url_path="Layers"),
+    st.Page("pages/2_Prune_and_benchmark.py", title="Prune & benchmark", icon=":material/content_cut:",
+            url_path="Prune_and_benchmark"),
+    st.Page("pages/3_Export.py", title="Export", icon=":material/download:", url_path="Export"),
+]).run()

@@ -8,12 +8,12 @@ import tempfile
 
 from report import ROOT  # noqa: F401  (puts the repository on sys.path)
 
-from slsviz.pipeline import LoadedTask, load_for_analysis
+from slsviz.study import LoadedTask, Selection, load_task_for
 
 
 def default_task(device: str = "auto") -> LoadedTask:
     """The shipped default task (DINOv2 ViT-S/14 + Convpass, mnist5k) on ``device``."""
-    return load_for_analysis(device=device)
+    return load_task_for(Selection(device=device))
 
 
 @contextlib.contextmanager

@@ -10,14 +10,13 @@ from slsviz.layers.analysis import AnalysisSettings
 from slsviz.layers.projection import PROJECTIONS
 from slsviz.layers.scores import METRICS
 
-st.set_page_config(page_title="slsviz - Layers", layout="wide")
 st.title("Layers")
 
-ws = ui.current_workspace(splits=("train", "val"))
+study = ui.current_study(splits=("train", "val"))
 current = ui.settings()
 c1, c2, c3, c4 = st.columns(4)
 projection = c1.selectbox("2-D map", PROJECTIONS, index=PROJECTIONS.index(current.projection), key="slsviz.layers.projection",
-                          help="UMAP for viewing; t-SNE is the paper's")
+                          help="t-SNE is the paper's; UMAP and PCA are other views (the scores follow the map)")
 metric = c2.selectbox("Score for SLS", list(METRICS), index=list(METRICS).index(current.metric), key="slsviz.layers.metric")
 space = c3.selectbox("Scored on", ["2d", "raw"], index=["2d", "raw"].index(current.space), key="slsviz.layers.space",
                      help="the 2-D map (the paper) or the raw features")
@@ -27,15 +26,17 @@ settings = AnalysisSettings(projection=projection, metric=metric, space=space, a
 st.session_state[ui.SETTINGS] = settings
 
 with ui.user_errors(), st.spinner("Scanning blocks from the last one down..."):
-    analysis = ws.analysis(settings)
-    rule = analysis.recommend(lazy=True)  # top down: only the blocks the rule needs
+    analysis = study.analysis(settings)
+    rule = study.recommend(settings)  # top down: only the blocks the rule needs
 st.session_state[ui.DEPTH] = int(rule.depth_)
-st.success(f"**SLS recommends keeping {rule.depth_} of {rule.num_layers_} blocks.** {rule.reason_}")
+scored_on = f"{metric} of the {projection} map" if space == "2d" else f"{metric} of the raw features"
+st.success(f"**SLS recommends keeping {rule.depth_} of {rule.num_layers_} blocks** ({scored_on}, alpha {alpha:g}). "
+           f"{rule.reason_}")
 
 with ui.user_errors():
     maps = analysis.maps(progress=ui.ProgressBar(f"{projection} maps of every block"))
     table = analysis.table()
-data = ws.loaded.data
+data = study.loaded.data
 labels, names = analysis.labels, data.class_names
 
 st.subheader("Scores against depth")
@@ -50,7 +51,7 @@ with left:
 with right:
     st.subheader("One block, large")
     layer = st.slider("Block", 1, analysis.num_layers, int(rule.depth_), key="slsviz.layers.layer")
-    event = st.plotly_chart(charts.layer_map(maps[layer], labels, names, ws.scored_indices(), layer), width="stretch",
+    event = st.plotly_chart(charts.layer_map(maps[layer], labels, names, study.scored_indices(), layer), width="stretch",
                             key="slsviz.layers.one", on_select="rerun", selection_mode=("points", "box", "lasso"))
     picked = [int(p["customdata"][0]) for p in (event.selection.points if event else []) if p.get("customdata")]
     if picked:  # thumbnails are cheap: the images are small and already loaded
@@ -62,7 +63,7 @@ with right:
 
 st.subheader("Scores")
 st.dataframe(table, hide_index=True, width="stretch")
-coords = pd.concat([pd.DataFrame({"layer": layer, "index": ws.scored_indices(), "label": labels,
+coords = pd.concat([pd.DataFrame({"layer": layer, "index": study.scored_indices(), "label": labels,
                                   "x": points[:, 0], "y": points[:, 1]}) for layer, points in maps.items()])
 d1, d2 = st.columns(2)
 d1.download_button("Scores (CSV)", table.to_csv(index=False), "scores.csv", "text/csv", key="slsviz.layers.dl_scores")

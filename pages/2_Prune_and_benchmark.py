@@ -6,19 +6,16 @@ import pandas as pd
 import streamlit as st
 
 from slsviz.app import charts, ui
-from slsviz.pruning.accuracy import accuracy_retrained
 
-st.set_page_config(page_title="slsviz - Prune & benchmark", layout="wide")
 st.title("Prune & benchmark")
 
-ws = ui.current_workspace(splits=("train", "val", "test"))
-L = ws.num_layers
+study = ui.current_study(splits=("train", "val", "test"))
+L = study.num_layers
 with ui.user_errors():
-    table = ws.depth_table()
-    if ui.DEPTH not in st.session_state:
-        st.session_state[ui.DEPTH] = int(ws.analysis(ui.settings()).recommend().depth_)
+    table = study.depth_table()
+    ui.chosen_depth(study)  # the recommendation, when the Layers page has not made it yet
     # Every depth timed together, in rounds, so that the speedups hold on a machine whose speed drifts.
-    timed = ws.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"))
+    timed = study.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"))
 recommended = int(st.session_state[ui.DEPTH])
 full = timed[L]
 device = full.device
@@ -33,10 +30,10 @@ def depth_panel() -> None:
     """Reruns alone when the slider moves: every number is already measured or cached."""
     depth = st.slider("Blocks kept", 1, L, recommended, key="slsviz.prune.depth",
                       help=f"starts at the SLS recommendation ({recommended})")
-    st.session_state["slsviz.prune.chosen"] = depth
+    st.session_state[ui.CHOSEN] = depth
     row, full_row = table.iloc[depth - 1], table.iloc[L - 1]
     cut = timed[depth]
-    storage = {r["storage"]: r for r in ws.storage(depth)}
+    storage = {r["storage"]: r for r in study.storage(depth)}
     a = st.columns(4)
     a[0].metric("Accuracy as is (task head)", fmt_pct(row["accuracy_as_is"]),
                 delta=None if pd.isna(row["accuracy_as_is"]) else f"{100 * (row['accuracy_as_is'] - full_row['accuracy_as_is']):+.2f} pts",
@@ -71,13 +68,12 @@ st.caption("The paper's FT: adapters and head of the pruned model trained furthe
 r1, r2 = st.columns([1, 3])
 epochs = r1.number_input("Epochs", 1, 100, 3, key="slsviz.prune.epochs")
 if r1.button("Retrain", key="slsviz.prune.retrain"):
-    depth = int(st.session_state.get("slsviz.prune.chosen", recommended))
+    depth = ui.chosen_depth(study)
     bar = st.progress(0.0, text="Retraining")
     with ui.user_errors():
-        out = accuracy_retrained(ws.loaded.model, depth, ws.loaded.data, ws.loaded.preprocess, kind="ft",
-                                 epochs=int(epochs), device=ws.loaded.backbone.device, limit=ws.limit,
-                                 progress=lambda e, n, info: bar.progress(e / n, text=f"epoch {e}/{n}, val {info['val_accuracy']:.3f}"))
-    st.session_state["slsviz.prune.retrained"] = {k: v for k, v in out.items() if k != "model"}
+        out = study.retrain(depth, int(epochs), kind="ft",
+                            progress=lambda e, n, info: bar.progress(e / n, text=f"epoch {e}/{n}, val {info['val_accuracy']:.3f}"))
+    st.session_state["slsviz.prune.retrained"] = out
 if "slsviz.prune.retrained" in st.session_state:
     res = st.session_state["slsviz.prune.retrained"]
     r2.metric(f"Accuracy retrained (FT, {res['epochs']} epochs, depth {res['depth']})", fmt_pct(res["accuracy_retrained"]))

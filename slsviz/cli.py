@@ -11,17 +11,16 @@ import json
 import sys
 from collections.abc import Sequence
 
+from slsviz import defaults
 from slsviz.errors import SlsvizError
 
 
 def _add_backbone_args(p: argparse.ArgumentParser) -> None:
-    from slsviz import defaults
-
     p.add_argument("--model", default=defaults.BACKBONE, help="'default' (DINOv2 ViT-S/14, embedded) or a timm ViT name")
     p.add_argument("--checkpoint", help="local weights for --model: .npz, .pth/.pt or .safetensors")
     p.add_argument("--hub", action="store_true", help="fetch --model's pretrained weights from the model hub")
     p.add_argument("--img-size", type=int, help="input size in pixels (default: 112 for the default backbone)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
 
 
 def _cmd_info(args: argparse.Namespace) -> dict:
@@ -96,7 +95,8 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     _add_backbone_args(p)
     p.add_argument("--task", help="task checkpoint (default with the default backbone: the shipped task; 'none': no task)")
     p.add_argument("--data", help="dataset (default: the task's): mnist5k, digits, an image folder or a VTAB-1k root")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE,
+                   help=f"images per forward pass (default {defaults.BATCH_SIZE})")
     p.add_argument("--limit", type=int, help="only the first N images of each split (quick runs)")
 
 
@@ -117,29 +117,52 @@ def _stderr_progress():
     return progress
 
 
-def _load(args: argparse.Namespace):
-    from slsviz.pipeline import load_for_analysis
+def _study(args: argparse.Namespace, workers: int | None = None):
+    """The orchestrator for the task the arguments name (every command that analyses goes through it)."""
+    from slsviz.study import Selection, Study
 
-    return load_for_analysis(model=args.model, checkpoint=args.checkpoint, task=args.task, data=args.data,
-                             img_size=args.img_size, hub=args.hub, device=args.device)
+    selection = Selection(model=args.model, checkpoint=args.checkpoint, task=args.task, data=args.data,
+                          img_size=args.img_size, hub=args.hub, device=args.device, limit=args.limit,
+                          token=getattr(args, "token", defaults.TOKEN), batch_size=args.batch_size)
+    return Study.open(selection, workers=workers)
+
+
+def _settings(args: argparse.Namespace):
+    from slsviz.layers.analysis import AnalysisSettings
+
+    return AnalysisSettings(projection=args.projection, metric=args.metric, space=args.space, alpha=args.alpha)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> dict:
-    from slsviz.layers.analysis import AnalysisSettings
-    from slsviz.pipeline import analyze
-
-    settings = AnalysisSettings(projection=args.projection, metric=args.metric, space=args.space, alpha=args.alpha)
+    settings = _settings(args)
     if args.workers is not None and args.workers < 1:
         raise SlsvizError(f"--workers must be at least 1, not {args.workers}.")
-    result = analyze(_load(args), settings, token=args.token, batch_size=args.batch_size, limit=args.limit,
-                     workers=args.workers, progress=_stderr_progress())
-    written = result.write(args.out, save_features=args.save_features)
-    r = result.report
+    r, written = _study(args, args.workers).write_report(settings, args.out, save_features=args.save_features,
+                                                         progress=_stderr_progress())
     print(f"SLS recommends keeping {r['recommended_depth']} of {r['num_layers']} blocks "
           f"({r['metric']} on {r['projection']} {r['space']}, alpha {r['alpha']}): {r['reason']}", file=sys.stderr)
     return {key: r[key] for key in ("recommended_depth", "num_layers", "threshold", "accuracy_full",
                                     "accuracy_at_recommended_depth", "accuracy_head_refit_at_recommended_depth",
                                     "timings")} | {"written": [str(p) for p in written]}
+
+
+def _cmd_export(args: argparse.Namespace) -> dict:
+    from pathlib import Path
+
+    from slsviz.export import save_config
+    from slsviz.storage import atomic_path
+
+    study = _study(args)
+    settings = _settings(args)
+    depth = args.depth if args.depth is not None else int(study.recommend(settings).depth_)
+    config = study.config(settings, depth)
+    out = Path(args.out)
+    config_path = save_config(config, out / f"slsviz-config.{args.format}")
+    task_path = out / f"task-depth{depth}.safetensors"
+    with atomic_path(task_path) as tmp:
+        tmp.write_bytes(study.task_checkpoint(depth))
+    return {"depth": depth, "recommended_depth": config["results"]["recommended_depth"],
+            "written": [str(config_path), str(task_path)]}
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> dict:
@@ -149,7 +172,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> dict:
     from slsviz.pruning.bench import benchmark_models, speedups
     from slsviz.pruning.footprint import storage_per_task
 
-    loaded = _load(args)
+    loaded = _study(args).loaded
     num_layers = len(loaded.model.blocks)
     pruned = prune_to_depth(loaded.model, check_depth(args.depth, num_layers))
     if args.rounds < 1:
@@ -174,7 +197,7 @@ def _cmd_prune(args: argparse.Namespace) -> dict:
     from slsviz.models.task import save_task
     from slsviz.models.train import evaluate
 
-    loaded = _load(args)
+    loaded = _study(args).loaded
     if loaded.meta is None:
         raise SlsvizError("prune needs a task (adapters + head) to cut; give --task.")
     pruned = prune_to_depth(loaded.model, args.depth)
@@ -189,14 +212,14 @@ def _cmd_prune(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from slsviz import __version__, defaults
+    from slsviz import __version__
 
     parser = argparse.ArgumentParser(prog="slsviz", description="SLS layer-wise pruning analysis for PETL vision transformers.")
     parser.add_argument("--version", action="version", version=f"slsviz {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("info", help="versions and the compute device that would be used")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("backbone", help="load a backbone (converting the default once) and describe it")
@@ -224,29 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")
     p.set_defaults(func=_cmd_train)
 
-    from slsviz import defaults
-
     p = sub.add_parser("evaluate", help="accuracy of a task checkpoint on a split of its dataset")
     p.add_argument("--task", default=str(defaults.TASK_PATH), help="task checkpoint (default: the shipped one)")
     p.add_argument("--data", help="dataset (default: the one the task was trained on)")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N images of the split")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
     p.set_defaults(func=_cmd_evaluate)
 
-    from slsviz import defaults
     from slsviz.layers.features import TOKENS
-    from slsviz.layers.projection import PROJECTIONS
-    from slsviz.layers.scores import METRICS
 
     p = sub.add_parser("analyze", help="per-layer maps and scores, the SLS recommendation, per-depth accuracy")
     _add_task_args(p)
-    p.add_argument("--projection", choices=PROJECTIONS, default="tsne", help="2-D map (default: tsne, the paper's)")
-    p.add_argument("--metric", choices=list(METRICS), default="silhouette", help="score the rule reads (default: silhouette)")
-    p.add_argument("--space", choices=("2d", "raw"), default="2d", help="score the 2-D map or the raw features")
-    p.add_argument("--alpha", type=float, default=defaults.ALPHA, help=f"SLS threshold fraction (default {defaults.ALPHA})")
-    p.add_argument("--token", choices=TOKENS, default=defaults.TOKEN, help="CLS before the final norm (default), mean of patches, CLS after norm")
+    _add_rule_args(p)
+    p.add_argument("--token", choices=TOKENS, default=defaults.TOKEN,
+                   help=f"{'/'.join(TOKENS)}: CLS before the final norm, mean of patches, CLS after it (default {defaults.TOKEN})")
     p.add_argument("--out", default="out", help="folder for report.json, scores.csv (default: out)")
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
     p.add_argument("--workers", type=int, help="maps computed at once (default: one per core); results do not depend on it")
@@ -265,7 +281,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, required=True, help="blocks kept")
     p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")
     p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("export", help="the configuration (why this depth, what it gives) and the pruned task checkpoint")
+    _add_task_args(p)
+    _add_rule_args(p)
+    p.add_argument("--depth", type=int, help="blocks kept (default: the SLS recommendation)")
+    p.add_argument("--format", choices=("json", "yaml"), default="json", help="configuration format (default json)")
+    p.add_argument("--out", default="out", help="folder for slsviz-config.* and task-depth<d>.safetensors (default: out)")
+    p.set_defaults(func=_cmd_export)
     return parser
+
+
+def _add_rule_args(p: argparse.ArgumentParser) -> None:
+    from slsviz.layers.analysis import SPACES
+    from slsviz.layers.projection import PROJECTIONS
+    from slsviz.layers.scores import METRICS
+
+    p.add_argument("--projection", choices=PROJECTIONS, default=defaults.PROJECTION,
+                   help=f"2-D map (default: {defaults.PROJECTION}, the paper's)")
+    p.add_argument("--metric", choices=list(METRICS), default=defaults.METRIC,
+                   help=f"score the rule reads (default: {defaults.METRIC})")
+    p.add_argument("--space", choices=SPACES, default=defaults.SPACE,
+                   help=f"score the 2-D map or the raw features (default: {defaults.SPACE})")
+    p.add_argument("--alpha", type=float, default=defaults.ALPHA, help=f"SLS threshold fraction (default {defaults.ALPHA})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

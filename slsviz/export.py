@@ -21,12 +21,14 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from jsonschema import Draft202012Validator, ValidationError
 from torch import nn
 
 from slsviz.environment import environment
@@ -44,49 +46,10 @@ _YAML_SUFFIXES = (".yaml", ".yml")
 _ONNX_INPUT = "images"
 _ONNX_OUTPUT = "logits"
 
-# Top-level keys in the order they are written; "extra" is the only optional one.
-_TOP_KEYS: tuple[str, ...] = (
-    "schema", "backbone", "petl", "task", "depth", "num_layers", "alpha", "metric", "projection",
-    "scores", "results", "environment",
-)
-_OPTIONAL_KEYS: tuple[str, ...] = ("extra",)
-
-# What each section must hold: key -> accepted kind (see _KIND_CHECKS).
-_SECTIONS: dict[str, dict[str, str]] = {
-    "backbone": {"id": "str", "arch": "str", "checksum": "str"},
-    "petl": {"method": "str", "hyperparameters": "dict"},
-    "task": {
-        "classes": "str_list", "num_classes": "int", "img_size": "int", "mean": "number_list",
-        "std": "number_list", "dataset": "str", "split_seed": "int_or_none",
-        "val_accuracy": "number_or_none", "test_accuracy": "number_or_none",
-    },
-}
-_TOP_KINDS: dict[str, str] = {
-    "schema": "str", "backbone": "dict", "petl": "dict", "task": "dict", "depth": "int",
-    "num_layers": "int", "alpha": "number", "metric": "str", "projection": "str",
-    "scores": "dict_list", "results": "dict", "environment": "dict", "extra": "dict",
-}
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-_KIND_CHECKS: dict[str, tuple[str, Any]] = {
-    "str": ("a string", lambda v: isinstance(v, str)),
-    "int": ("an integer", _is_int),
-    "number": ("a number", _is_number),
-    "dict": ("a mapping", lambda v: isinstance(v, dict)),
-    "str_list": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
-    "number_list": ("a list of numbers", lambda v: isinstance(v, list) and all(_is_number(x) for x in v)),
-    "dict_list": ("a list of mappings", lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v)),
-    "int_or_none": ("an integer or null", lambda v: v is None or _is_int(v)),
-    "number_or_none": ("a number or null", lambda v: v is None or _is_number(v)),
-}
+_VALIDATOR = Draft202012Validator(json.loads(
+    resources.files("slsviz").joinpath("schemas", "config.schema.json").read_text(encoding="utf-8")))
+_TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number", "object": "a mapping",
+               "array": "a list", "null": "null"}
 
 
 # --- building and checking ------------------------------------------------------------------------
@@ -175,52 +138,57 @@ def build_config(
 
 
 def validate_config(config: dict) -> dict:
-    """Check an SLS config's schema, keys, types and depth; return it unchanged.
+    """Check a config against ``schemas/config.schema.json`` (JSON Schema 2020-12), then the two facts
+    a schema cannot state (depth within num_layers, one class name per class); return it unchanged.
 
     Raises:
-        SlsvizError: naming the first problem found, e.g. ``config is missing 'depth'``.
+        SlsvizError: naming the first problem found and where, e.g. ``config is missing 'depth'``.
     """
     if not isinstance(config, dict):
         raise SlsvizError(f"A config must be a mapping, got {type(config).__name__}.")
-    if "schema" not in config:
-        raise SlsvizError(f"config is missing 'schema': is it an slsviz config ({CONFIG_SCHEMA})?")
-    if config["schema"] != CONFIG_SCHEMA:
-        raise SlsvizError(f"schema {config['schema']!r} is not {CONFIG_SCHEMA}: this slsviz reads {CONFIG_SCHEMA} configs only.")
-    for key in _TOP_KEYS:
-        if key not in config:
-            raise SlsvizError(f"config is missing {key!r}: write configs with slsviz.export.build_config.")
-    unknown = [k for k in config if k not in _TOP_KEYS and k not in _OPTIONAL_KEYS]
-    if unknown:
-        raise SlsvizError(f"config has unknown key {unknown[0]!r}: put additional data under 'extra'.")
-    for key in (*_TOP_KEYS, *_OPTIONAL_KEYS):
-        if key in config:
-            _check_kind(config[key], _TOP_KINDS[key], key)
-    for section, fields in _SECTIONS.items():
-        for key, kind in fields.items():
-            if key not in config[section]:
-                raise SlsvizError(f"config is missing '{section}.{key}'.")
-            _check_kind(config[section][key], kind, f"{section}.{key}")
+    errors = sorted(_VALIDATOR.iter_errors(config), key=_first_problem)
+    if errors:
+        raise SlsvizError(_describe(errors[0]))
     task = config["task"]
-    if task["num_classes"] != len(task["classes"]) or task["num_classes"] < 2:
+    if task["num_classes"] != len(task["classes"]):
         raise SlsvizError(
-            f"config 'task.num_classes' is {task['num_classes']} but 'task.classes' names {len(task['classes'])} "
-            "(a task needs at least 2)."
+            f"config 'task.num_classes' is {task['num_classes']} but 'task.classes' names {len(task['classes'])}."
         )
-    if task["img_size"] < 1:
-        raise SlsvizError(f"config 'task.img_size' must be positive, got {task['img_size']}.")
-    if config["num_layers"] < 1:
-        raise SlsvizError(f"config 'num_layers' must be at least 1, got {config['num_layers']}.")
-    if not 1 <= config["depth"] <= config["num_layers"]:
-        raise SlsvizError(f"config 'depth' {config['depth']} is out of range: it must be between 1 and num_layers ({config['num_layers']}).")
-    if not math.isfinite(config["alpha"]):
+    if config["depth"] > config["num_layers"]:
+        raise SlsvizError(f"config 'depth' {config['depth']} is out of range: it must be between 1 and num_layers "
+                          f"({config['num_layers']}).")
+    if not math.isfinite(config["alpha"]):  # JSON Schema's "number" lets NaN and infinity through
         raise SlsvizError(f"config 'alpha' must be a finite number, got {config['alpha']}.")
     return config
 
 
-def _check_kind(value: Any, kind: str, where: str) -> None:
-    label, ok = _KIND_CHECKS[kind]
-    if not ok(value):
-        raise SlsvizError(f"config {where!r} must be {label}, got {type(value).__name__} {_short(value)}.")
+def _first_problem(error: ValidationError) -> tuple:
+    """Which problem to name first: a foreign schema, then what is missing, unknown, mistyped, the rest."""
+    order = {"required": 1, "additionalProperties": 2, "type": 3}
+    foreign = list(error.absolute_path) == ["schema"] or (error.validator == "required" and "schema" not in error.instance)
+    return (0 if foreign else order.get(error.validator, 4), len(error.absolute_path), [str(p) for p in error.absolute_path])
+
+
+def _describe(error: ValidationError) -> str:
+    """One sentence: the dotted field and what is wrong with it."""
+    where = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "required":
+        missing = next(k for k in error.validator_value if k not in error.instance)
+        if missing == "schema":
+            return f"config is missing 'schema': is it an slsviz config ({CONFIG_SCHEMA})?"
+        return f"config is missing '{where + '.' if where else ''}{missing}': write configs with slsviz.export.build_config."
+    if error.validator == "additionalProperties":
+        unknown = next(k for k in error.instance if k not in error.schema.get("properties", {}))
+        return f"config has unknown key {'.'.join(filter(None, [where, unknown]))!r}: put additional data under 'extra'."
+    if error.validator == "const" and where == "schema":
+        return f"schema {error.instance!r} is not {CONFIG_SCHEMA}: this slsviz reads {CONFIG_SCHEMA} configs only."
+    if error.validator == "type":
+        kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        label = " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
+        return f"config {where!r} must be {label}, got {type(error.instance).__name__} {_short(error.instance)}."
+    if error.validator == "minimum":
+        return f"config {where!r} {error.instance} is out of range: it must be at least {error.validator_value}."
+    return f"config {where!r}: {error.message}."
 
 
 def _short(value: Any, limit: int = 60) -> str:

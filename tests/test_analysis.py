@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import recommend_depth
 
 from slsviz.errors import SlsvizError
 from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
-from slsviz.layers.rule import recommend_depth
 
 
 def _layers(num_layers=6, n_per_class=30, classes=3, dim=16, seed=0):
@@ -25,17 +25,34 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SLSVIZ_CACHE_DIR", str(tmp_path))
 
 
+@pytest.fixture()
+def mapped(monkeypatch) -> list[int]:
+    """The layers whose 2-D map was drawn, in order (every map goes through project_layers)."""
+    import slsviz.layers.analysis as analysis_module
+
+    drawn: list[int] = []
+    real = analysis_module.project_layers
+
+    def spy(features, method, *, layers, **kwargs):
+        drawn.extend(layers)
+        return real(features, method, layers=layers, **kwargs)
+
+    monkeypatch.setattr(analysis_module, "project_layers", spy)
+    return drawn
+
+
 @pytest.mark.parametrize("metric", ["silhouette", "calinski_harabasz", "davies_bouldin"])
-def test_lazy_recommendation_equals_full_and_maps_fewer_layers(metric):
+def test_lazy_recommendation_equals_full_and_maps_fewer_layers(metric, mapped):
     feats, labels = _layers()
     settings = AnalysisSettings(projection="pca", metric=metric)
     lazy = LayerAnalysis(feats, labels, settings)
     rule = lazy.recommend(lazy=True)
+    lazily_mapped = list(mapped)
     full = LayerAnalysis(feats, labels, settings)
     table = full.table()
     assert rule.depth_ == full.recommend(lazy=False).depth_
     assert rule.depth_ == recommend_depth(table[metric].to_numpy(), 0.3, higher_is_better=metric != "davies_bouldin")
-    assert len(lazy._maps) <= feats.shape[0] - rule.depth_ + 2
+    assert len(lazily_mapped) <= feats.shape[0] - rule.depth_ + 2
 
 
 def test_table_scores_each_layer_on_its_map():
@@ -50,21 +67,21 @@ def test_table_scores_each_layer_on_its_map():
     assert table.loc[2, "silhouette"] == pytest.approx(cluster_scores(analysis.map(3), labels)["silhouette"])
 
 
-def test_raw_space_scores_features_not_maps():
+def test_raw_space_scores_features_not_maps(mapped):
     feats, labels = _layers()
     raw = LayerAnalysis(feats, labels, AnalysisSettings(projection="pca", space="raw"))
     from slsviz.layers.scores import cluster_scores
 
     assert raw.scores(4)["silhouette"] == pytest.approx(cluster_scores(feats[3], labels)["silhouette"])
-    assert not raw._maps  # raw scoring draws no map
+    assert not mapped  # raw scoring draws no map
 
 
-def test_probe_metric_needs_no_map():
+def test_probe_metric_needs_no_map(mapped):
     feats, labels = _layers()
     probe = (feats, labels, feats, labels)
     analysis = LayerAnalysis(feats, labels, AnalysisSettings(projection="pca", metric="probe_accuracy"), probe=probe)
     rule = analysis.recommend()
-    assert 1 <= rule.depth_ <= 6 and not analysis._maps
+    assert 1 <= rule.depth_ <= 6 and not mapped
     assert analysis.table()["probe_accuracy"].between(0, 1).all()
     with pytest.raises(SlsvizError, match="probe"):
         LayerAnalysis(feats, labels, AnalysisSettings(metric="probe_accuracy")).recommend()
@@ -130,7 +147,7 @@ def test_parallel_lazy_scan_returns_before_maps_it_does_not_need(monkeypatch):
     analysis = LayerAnalysis(feats, labels, AnalysisSettings(projection="pca"), workers=2)
     rule = analysis.recommend()
     assert rule.depth_ == 3 and not release.is_set()  # answered while layer 1's map was still running
-    assert 1 in analysis._pending
+    assert 1 in calls  # started ahead by the scan, still running
     release.set()
     analysis.table()
     assert sorted(calls) == [1, 2, 3, 4]  # layer 1 was picked up from the scan, not mapped again

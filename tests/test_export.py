@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import random_backbone
 from safetensors.torch import load_file
 
 from slsviz.errors import CheckpointError, SlsvizError
@@ -24,7 +25,6 @@ from slsviz.export import (
     save_pruned_task,
     validate_config,
 )
-from slsviz.models.backbones import random_backbone
 from slsviz.models.depth import prune_to_depth
 from slsviz.models.petl import PetlConfig, RepAdapter
 from slsviz.models.task import TaskMeta, build_task_model, read_task_meta, save_task
@@ -152,6 +152,29 @@ def test_validate_config_names_the_first_problem(backbone, convpass):
     with pytest.raises(CheckpointError, match="keeps only 2 blocks"):
         build_config(backbone=backbone, meta=dataclasses.replace(convpass[1], depth=2), depth=3, alpha=0.9,
                      metric="m", projection="p")
+
+
+def test_the_schema_is_a_json_schema_every_written_config_meets(backbone, convpass):
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(resources.files("slsviz").joinpath("schemas", "config.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    config = _config(backbone, convpass[1])
+    jsonschema.validate(json.loads(config_to_json(config)), schema, cls=jsonschema.Draft202012Validator)
+    nested = copy.deepcopy(config)
+    nested["task"]["img_size"] = "32"
+    with pytest.raises(SlsvizError, match="config 'task.img_size' must be an integer, got str '32'"):
+        validate_config(nested)
+    nested["task"]["img_size"] = 32
+    nested["task"]["classes"] = ["c0"]
+    with pytest.raises(SlsvizError, match="'task.num_classes' is 4 but 'task.classes' names 1"):
+        validate_config(nested)
+    nested = copy.deepcopy(config)
+    nested["alpha"] = float("nan")
+    with pytest.raises(SlsvizError, match="'alpha' must be a finite number"):
+        validate_config(nested)
 
 
 def test_load_config_refuses_unparseable_or_foreign_input(backbone, convpass, tmp_path):

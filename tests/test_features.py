@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import head_as_linear, lr_at, random_backbone
 
 from slsviz.data import Preprocess, load_digits, make_loader
 from slsviz.errors import SlsvizError
 from slsviz.layers.features import extract_features, feature_bank
-from slsviz.models.backbones import random_backbone
 from slsviz.models.depth import prune_to_depth
 from slsviz.models.petl import PetlConfig
 from slsviz.models.task import build_task_model
@@ -19,7 +19,6 @@ from slsviz.pruning.accuracy import (
     accuracy_head_refit,
     depth_accuracy_table,
     fit_head,
-    head_as_linear,
     normed,
 )
 
@@ -139,7 +138,7 @@ def test_retraining_a_pruned_model_trains_a_copy(setup):
     assert all(torch.equal(v, petl_state_dict(model)[k]) for k, v in before.items())  # input untouched
     changed = petl_state_dict(out["model"])
     assert any(not torch.equal(changed[k], before[k]) for k in changed)
-    assert retrain_recipe("ft", 3).lr_at(7, 5) == 1e-5
-    assert retrain_recipe("clr", 10).lr_at(1, 1) == pytest.approx(1e-3)  # peak right after the warm-up epoch
+    assert lr_at(retrain_recipe("ft", 3), 7, 5) == 1e-5
+    assert lr_at(retrain_recipe("clr", 10), 1, 1) == pytest.approx(1e-3)  # peak right after the warm-up epoch
     with pytest.raises(SlsvizError, match="ft"):
         retrain_recipe("sgd", 3)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from helpers import random_backbone
 
 from slsviz.errors import SlsvizError
-from slsviz.models.backbones import random_backbone
 from slsviz.models.depth import prune_to_depth
 from slsviz.models.petl import PetlConfig, petl_state_dict
 from slsviz.models.task import build_task_model

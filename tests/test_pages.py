@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from slsviz.app import ui
-from slsviz.app.workspace import Selection
+from slsviz.study import Selection
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -38,6 +38,8 @@ def test_home_shows_the_model_card():
     assert metric(at, "Blocks") == "12"
     assert metric(at, "Test accuracy").endswith("%")
     assert "convpass" in card(at) and "mnist5k" in card(at)
+    hyper = at.table[0].value  # the PETL hyperparameters, a table rather than a dict
+    assert hyper.loc["bottleneck", "value"] == "8" and hyper.loc["scale", "value"] == "0.1"
 
 
 def test_home_reports_a_bad_checkpoint_as_an_error_not_a_traceback(tmp_path):
@@ -86,6 +88,11 @@ def test_export_page_builds_the_configuration():
                 "scores", "results", "environment"):
         assert key in config
     assert config["schema"] == "slsviz-config/1" and config["depth"] == 5 and config["num_layers"] == 12
+    at.button(key="slsviz.export.onnx_make").click().run()
+    assert not at.exception and not at.error
+    assert "slsviz.export.onnx" in [b.key for b in at.get("download_button")]
+    at.number_input(key="slsviz.export.depth").set_value(4).run()  # another depth: no stale ONNX offered
+    assert "slsviz.export.onnx" not in [b.key for b in at.get("download_button")]
 
 
 def test_train_now_trains_and_loads_the_new_task():

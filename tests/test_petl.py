@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
+from helpers import random_backbone
 from timm.layers import DropPath
 from torch import nn
 
 from slsviz.errors import SlsvizError
-from slsviz.models.backbones import random_backbone
 from slsviz.models.petl import (
     METHODS,
     ConvpassAdapter,

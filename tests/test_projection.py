@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import features_checksum
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
@@ -14,10 +15,8 @@ from slsviz.errors import DataError, SlsvizError
 from slsviz.layers import projection
 from slsviz.layers.projection import (
     PROJECTIONS,
-    features_checksum,
     project,
     project_layers,
-    warm_up,
 )
 
 
@@ -197,13 +196,6 @@ def test_features_checksum_depends_on_dtype_shape_and_values():
     b[0, 0] += 1
     assert features_checksum(b) != key
     assert features_checksum(np.asfortranarray(a)) == key  # same values, other memory layout
-
-
-def test_warm_up_returns_seconds_and_umap_runs_after():
-    seconds = warm_up()
-    assert isinstance(seconds, float) and seconds > 0
-    points, _ = blobs(n_per_class=10)
-    assert project(points, "umap").shape == (30, 2)
 
 
 def test_project_layers_maps_every_layer_in_order():

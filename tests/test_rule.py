@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import recommend_depth
 
 from slsviz.errors import SlsvizError
-from slsviz.layers.rule import SLSRule, recommend_depth
+from slsviz.layers.rule import SLSRule
 
 
 @pytest.mark.parametrize(

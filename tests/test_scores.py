@@ -1,4 +1,4 @@
-"""Cluster scores, the linear probe and the per-layer score table."""
+"""Cluster scores, the linear probe and the per-layer score table (LayerAnalysis.table on raw features)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from sklearn.metrics import (
 )
 
 from slsviz.errors import DataError, SlsvizError
-from slsviz.layers.scores import METRICS, cluster_scores, layer_scores, probe_accuracy
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
+from slsviz.layers.scores import METRICS, cluster_scores, probe_accuracy
 
 
 def two_tight_clusters():
@@ -31,7 +32,15 @@ def separable(n: int = 120, dim: int = 8, seed: int = 0):
 
 
 def test_metrics_say_which_direction_is_better():
-    assert METRICS == {"silhouette": True, "calinski_harabasz": True, "davies_bouldin": False, "probe_accuracy": True}
+    """Separated classes score better than shuffled labels, in the direction METRICS says."""
+    x, y = separable()
+    shuffled = np.random.default_rng(1).permutation(y)
+    separated, mixed = cluster_scores(x, y), cluster_scores(x, shuffled)
+    separated["probe_accuracy"] = probe_accuracy(x[:80], y[:80], x[80:], y[80:])
+    mixed["probe_accuracy"] = probe_accuracy(x[:80], shuffled[:80], x[80:], shuffled[80:])
+    assert set(separated) == set(METRICS)
+    for name, higher_is_better in METRICS.items():
+        assert (separated[name] > mixed[name]) == higher_is_better, name
 
 
 def test_cluster_scores_of_two_tight_distant_clusters():
@@ -120,15 +129,20 @@ def layered_features(num_layers: int = 3, n: int = 90, dim: int = 6, seed: int =
     return weights * centers[labels] + rng.normal(size=(num_layers, n, dim)), labels
 
 
-def test_layer_scores_table_without_probe():
+def _raw(features, labels, probe=None) -> LayerAnalysis:
+    """Every layer's scores on its raw features (what the analysis does with space="raw")."""
+    return LayerAnalysis(np.asarray(features, np.float32), labels, AnalysisSettings(space="raw"), probe=probe)
+
+
+def test_layer_table_without_probe():
     features, labels = layered_features()
-    table = layer_scores({3: features[2], 1: features[0], 2: features[1]}, labels)
+    table = _raw(features, labels).table()
     assert isinstance(table, pd.DataFrame)
     assert list(table.columns) == ["layer", "silhouette", "calinski_harabasz", "davies_bouldin", "probe_accuracy"]
     assert table["layer"].tolist() == [1, 2, 3]
     assert table["probe_accuracy"].isna().all()
     for _, row in table.iterrows():
-        expected = cluster_scores(features[int(row["layer"]) - 1], labels)
+        expected = cluster_scores(features[int(row["layer"]) - 1].astype(np.float32), labels)
         for name, value in expected.items():
             assert row[name] == pytest.approx(value)
     # The layer whose features separate the classes scores better on every metric.
@@ -138,13 +152,13 @@ def test_layer_scores_table_without_probe():
     assert last["davies_bouldin"] < first["davies_bouldin"]
 
 
-def test_layer_scores_with_probe_uses_each_layers_features():
+def test_layer_table_with_probe_uses_each_layers_features():
     features, labels = layered_features(n=150)
     order = np.random.default_rng(9).permutation(150)  # mix the classes across train and eval
     features, labels = features[:, order], labels[order]
     train_x, eval_x = features[:, :100], features[:, 100:]
-    table = layer_scores({1: features[0], 3: features[2]}, labels, probe=(train_x, labels[:100], eval_x, labels[100:]))
-    assert table["layer"].tolist() == [1, 3]
+    table = _raw(features, labels, probe=(train_x, labels[:100], eval_x, labels[100:])).table()
+    assert table["layer"].tolist() == [1, 2, 3]
     assert table["probe_accuracy"].notna().all()
     assert table.loc[table["layer"] == 1, "probe_accuracy"].item() == pytest.approx(
         probe_accuracy(train_x[0], labels[:100], eval_x[0], labels[100:])
@@ -153,24 +167,24 @@ def test_layer_scores_with_probe_uses_each_layers_features():
     assert table.loc[table["layer"] == 1, "probe_accuracy"].item() < 0.7  # layer 1 is pure noise
 
 
-def test_layer_scores_accepts_2d_maps_and_raw_features_alike():
+def test_layer_table_scores_2d_maps_and_raw_features_alike():
     features, labels = layered_features(dim=2)
-    table = layer_scores({1: features[0], 2: features[2]}, labels)
+    table = _raw(features[[0, 2]], labels).table()
     assert table["silhouette"].iloc[1] > table["silhouette"].iloc[0]
 
 
-def test_layer_scores_errors():
+def test_layer_table_errors():
     features, labels = layered_features()
     with pytest.raises(SlsvizError, match="No layers"):
-        layer_scores({}, labels)
-    with pytest.raises(SlsvizError, match="numbered from 1"):
-        layer_scores({0: features[0]}, labels)
-    broken = features[1].copy()
-    broken[5, 0] = np.nan
+        _raw(features[:0], labels)
+    with pytest.raises(SlsvizError, match="out of range"):
+        _raw(features, labels).scores(0)
+    broken = features.copy()
+    broken[1, 5, 0] = np.nan
     with pytest.raises(DataError, match="Layer 2: .*NaN"):
-        layer_scores({1: features[0], 2: broken}, labels)
-    with pytest.raises(DataError, match="Layer 1: .*at least 2 classes"):
-        layer_scores({1: features[0], 2: features[1]}, np.zeros(len(labels)))
+        _raw(broken, labels).table()
+    with pytest.raises(SlsvizError, match="at least 2 classes"):
+        _raw(features[:2], np.zeros(len(labels)))
     probe = (features[:2, :60], labels[:60], features[:2, 60:], labels[60:])
-    with pytest.raises(SlsvizError, match="Layer 3 has no probe features"):
-        layer_scores({3: features[2]}, labels, probe=probe)
+    with pytest.raises(SlsvizError, match="probe features hold 2 layers"):
+        _raw(features, labels, probe=probe)

@@ -7,12 +7,12 @@ import json
 
 import pytest
 import torch
+from helpers import lr_at, paper_lr, random_backbone
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from slsviz.data import Preprocess, load_digits, make_loader
 from slsviz.errors import CheckpointError, SlsvizError
-from slsviz.models.backbones import random_backbone
 from slsviz.models.depth import depth_views, prune_to_depth
 from slsviz.models.petl import PetlConfig, petl_state_dict
 from slsviz.models.task import (
@@ -84,14 +84,21 @@ def test_training_is_seeded(backbone, digits):
         assert ka == kb and torch.equal(va, vb)
 
 
+@pytest.mark.parametrize("epochs, warmup, steps", [(10, 2, 5), (100, 10, 13), (40, 4, 1), (3, 10, 7), (1, 0, 4)])
+def test_timms_schedule_is_the_papers_warm_up_and_cosine(epochs, warmup, steps):
+    r = Recipe(epochs=epochs, warmup_epochs=warmup, lr=1e-3, min_lr=1e-5)
+    for step in range(epochs * steps):
+        assert lr_at(r, step, steps) == pytest.approx(paper_lr(r, step, steps), rel=1e-12, abs=0)
+
+
 def test_schedule_warms_up_then_decays():
     r = Recipe(epochs=10, warmup_epochs=2, lr=1e-3, min_lr=1e-5)
-    assert r.lr_at(0, 5) == pytest.approx(1e-5)
-    assert r.lr_at(10, 5) == pytest.approx(1e-3)  # end of warm-up: the peak
-    assert 1e-5 < r.lr_at(49, 5) < 2e-5  # last step: nearly down to min_lr
-    lrs = [r.lr_at(s, 5) for s in range(10, 50)]
+    assert lr_at(r, 0, 5) == pytest.approx(1e-5)
+    assert lr_at(r, 10, 5) == pytest.approx(1e-3)  # end of warm-up: the peak
+    assert 1e-5 < lr_at(r, 49, 5) < 2e-5  # last step: nearly down to min_lr
+    lrs = [lr_at(r, s, 5) for s in range(10, 50)]
     assert all(x >= y for x, y in zip(lrs, lrs[1:]))
-    assert Recipe(schedule="constant", lr=1e-5).lr_at(123, 5) == 1e-5
+    assert lr_at(Recipe(schedule="constant", lr=1e-5), 123, 5) == 1e-5
     with pytest.raises(SlsvizError):
         Recipe(epochs=0)
 

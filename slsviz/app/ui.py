@@ -1,7 +1,7 @@
-"""Streamlit glue shared by the pages: cached resources, session state, progress bars, errors.
+"""Streamlit glue shared by the pages: the cached studies, session state, progress bars, errors.
 
-Only this module and the pages import Streamlit; all the work is done by the engine.
-Widget and state keys are namespaced ``slsviz.<page>.<name>``.
+Widget and state keys are namespaced ``slsviz.<page>.<name>``; keys that several pages share are
+the constants below.
 """
 
 from __future__ import annotations
@@ -12,19 +12,20 @@ from collections.abc import Iterator
 
 import streamlit as st
 
-from slsviz.app.workspace import Selection, Workspace
 from slsviz.errors import SlsvizError
 from slsviz.layers.analysis import AnalysisSettings
+from slsviz.study import Selection, Study
 
-SELECTION = "slsviz.selection"
-SETTINGS = "slsviz.settings"
-DEPTH = "slsviz.depth"
+SELECTION = "slsviz.selection"  # what this session loaded (a Selection)
+SETTINGS = "slsviz.settings"  # how the Layers page maps and scores (AnalysisSettings)
+DEPTH = "slsviz.depth"  # the SLS recommendation under SETTINGS, once the Layers page has it
+CHOSEN = "slsviz.prune.chosen"  # the depth chosen on the Prune page (Export starts there)
 
 
 @st.cache_resource(show_spinner="Loading backbone, task and dataset...", max_entries=4)
-def workspace(selection: Selection) -> Workspace:
-    """One workspace per selection, shared by sessions; its model is never mutated."""
-    return Workspace.open(selection)
+def study(selection: Selection) -> Study:
+    """One study per selection, shared by sessions; its model is never mutated."""
+    return Study.open(selection)
 
 
 def selection() -> Selection:
@@ -37,8 +38,8 @@ def selection() -> Selection:
 
 
 def settings() -> AnalysisSettings:
-    """This session's analysis settings (UMAP for viewing, silhouette on the 2-D map, alpha 0.3)."""
-    return st.session_state.setdefault(SETTINGS, AnalysisSettings(projection="umap"))
+    """This session's analysis settings (the paper's until changed on the Layers page)."""
+    return st.session_state.setdefault(SETTINGS, AnalysisSettings())
 
 
 @contextlib.contextmanager
@@ -66,10 +67,18 @@ class ProgressBar:
             self.bar.empty()
 
 
-def current_workspace(splits: tuple[str, ...] = ()) -> Workspace:
-    """The workspace of this session's selection, with ``splits``' features ready (progress shown)."""
+def current_study(splits: tuple[str, ...] = ()) -> Study:
+    """The study of this session's selection, with ``splits``' features ready (progress shown)."""
     with user_errors():
-        ws = workspace(selection())
+        current = study(selection())
         for split in splits:
-            ws.bank(split, progress=ProgressBar(f"Features of the {split} split, all blocks in one pass"))
-    return ws
+            current.bank(split, progress=ProgressBar(f"Features of the {split} split, all blocks in one pass"))
+    return current
+
+
+def chosen_depth(current: Study) -> int:
+    """The depth this session chose on the Prune page, else the SLS recommendation."""
+    with user_errors():
+        if DEPTH not in st.session_state:
+            st.session_state[DEPTH] = int(current.recommend(settings()).depth_)
+    return min(int(st.session_state.get(CHOSEN, st.session_state[DEPTH])), current.num_layers)

@@ -10,7 +10,6 @@ it computes beyond the rule's need is one the table needs next anyway.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -18,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from slsviz import defaults
-from slsviz.errors import SlsvizError
-from slsviz.layers.features import FeatureBank
+from slsviz.errors import DataError, SlsvizError
 from slsviz.layers.projection import PROJECTIONS, project_layers
 from slsviz.layers.rule import SLSRule
 from slsviz.layers.scores import (
@@ -28,6 +26,7 @@ from slsviz.layers.scores import (
     cluster_scores,
     probe_accuracy,
 )
+from slsviz.progress import Progress
 
 SPACES = ("2d", "raw")
 
@@ -106,6 +105,11 @@ class LayerAnalysis:
     ) -> None:
         if features.ndim != 3 or features.shape[1] != len(labels):
             raise SlsvizError(f"Features must be (layers, N, D) with N = {len(labels)} labels; got {features.shape}.")
+        if features.shape[0] == 0:
+            raise SlsvizError("No layers to score: the features hold no layer (L = 0).")
+        if probe is not None and not features.shape[0] == len(probe[0]) == len(probe[2]):
+            raise SlsvizError(f"The probe features hold {len(probe[0])} layers (train) and {len(probe[2])} (eval), but "
+                              f"the scored features hold {features.shape[0]}: all must come from the same model.")
         if len(np.unique(labels)) < 2:
             raise SlsvizError("Scoring layers needs images of at least 2 classes; these are all one class.")
         self.features = features
@@ -133,7 +137,7 @@ class LayerAnalysis:
             self.maps([layer])
         return self._maps[layer]
 
-    def maps(self, layers: list[int] | None = None, progress: Callable[[int, int], None] | None = None) -> dict[int, np.ndarray]:
+    def maps(self, layers: list[int] | None = None, progress: Progress | None = None) -> dict[int, np.ndarray]:
         """Maps of ``layers`` (default: all), computing only the missing ones."""
         wanted = list(layers) if layers is not None else list(range(1, self.num_layers + 1))
         for layer in wanted:  # started ahead by a lazy scan: wait for them rather than start again
@@ -150,7 +154,7 @@ class LayerAnalysis:
             progress(len(wanted), len(wanted))
         return {layer: self._maps[layer] for layer in wanted}
 
-    def _project(self, layers: list[int], progress: Callable[[int, int], None] | None = None,
+    def _project(self, layers: list[int], progress: Progress | None = None,
                  n_jobs: int | None = None) -> dict[int, np.ndarray]:
         s = self.settings
         return project_layers(self.features, s.projection, layers=layers, seed=s.seed, cache_key=self.cache_key,
@@ -172,7 +176,10 @@ class LayerAnalysis:
             if not 1 <= layer <= self.num_layers:
                 raise SlsvizError(f"Layer {layer} is out of range: blocks are 1..{self.num_layers}.")
             points = self.map(layer) if self.settings.space == "2d" else np.asarray(self.features[layer - 1], np.float32)
-            self._scores[layer] = cluster_scores(points, self.labels)
+            try:
+                self._scores[layer] = cluster_scores(points, self.labels)
+            except DataError as exc:
+                raise DataError(f"Layer {layer}: {exc}") from exc
         return self._scores[layer]
 
     def recommend(self, lazy: bool = True) -> SLSRule:
@@ -205,7 +212,7 @@ class LayerAnalysis:
                 for layer in [layer for layer, f in self._pending.items() if f.cancelled()]:
                     del self._pending[layer]
 
-    def table(self, progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    def table(self, progress: Progress | None = None) -> pd.DataFrame:
         """Every layer's scores: columns ``layer`` and :data:`slsviz.layers.scores.METRICS`."""
         if self.settings.space == "2d":
             self.maps(progress=progress)
@@ -224,12 +231,3 @@ class LayerAnalysis:
                                                  seed=self.settings.seed)
         return self._probes[layer]
 
-
-def trainval_analysis(train: FeatureBank, val: FeatureBank, settings: AnalysisSettings = AnalysisSettings(),
-                      *, workers: int = 1) -> LayerAnalysis:
-    """The analysis SLS makes: train + val features scored together (VTAB's train800val200), the
-    linear probe fit on train and scored on val; maps cached under both banks' keys."""
-    features = np.concatenate([train.as_float32(), val.as_float32()], axis=1)
-    labels = np.concatenate([train.labels, val.labels])
-    return LayerAnalysis(features, labels, settings, cache_key=f"{train.key}+{val.key}",
-                         probe=(train.features, train.labels, val.features, val.labels), workers=workers)

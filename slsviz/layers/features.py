@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,12 @@ from slsviz import defaults
 from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.device import autocast
 from slsviz.errors import SlsvizError
+from slsviz.progress import Progress
 from slsviz.storage import cache_dir
 
 TOKENS = ("cls", "mean", "cls_norm")
 _FLOAT16_ABOVE_BYTES = 1 << 30  # float32 banks above 1 GiB are stored as float16
 
-ProgressFn = Callable[[int, int], None]
-"""``progress(done, total)`` in images."""
 
 
 @dataclass
@@ -92,7 +90,7 @@ def extract_features(
     token: str = defaults.TOKEN,
     device: torch.device | str | None = None,
     use_autocast: bool = False,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` once over ``loader`` and collect every block's ``token`` features.
 
@@ -195,7 +193,7 @@ def feature_bank(
     device: torch.device | str | None = None,
     use_autocast: bool = False,
     use_cache: bool = True,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> FeatureBank:
     """Features of every block of ``model`` for one split, from the disk cache when already computed.
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import warnings
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -28,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from slsviz import defaults
 from slsviz.errors import DataError, SlsvizError
+from slsviz.progress import Progress
 from slsviz.storage import atomic_path, cache_dir
 
 PROJECTIONS = ("umap", "tsne", "pca")
@@ -196,43 +195,6 @@ def _check_features(features: np.ndarray) -> np.ndarray:
     return x
 
 
-def warm_up(*, approximate: bool = False) -> float:
-    """Run a tiny UMAP so numba's first-call JIT compile happens now rather than on a first click.
-
-    Call it at app start. t-SNE and PCA are precompiled and need no warm-up.
-
-    Args:
-        approximate: Also compile the approximate nearest-neighbour search (pynndescent) that UMAP
-            uses for 4096 points or more. It takes much longer (about 25 s on a 2-core machine),
-            so only ask for it when maps that large will be drawn.
-
-    Returns:
-        Seconds the warm-up took.
-    """
-    import umap
-
-    start = time.perf_counter()
-    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
-    umap.UMAP(n_neighbors=5, random_state=0, n_jobs=1).fit_transform(x)
-    if approximate:
-        umap.UMAP(n_neighbors=5, random_state=0, n_jobs=1, force_approximation_algorithm=True).fit_transform(x)
-    return time.perf_counter() - start
-
-
-def features_checksum(array: np.ndarray) -> str:
-    """A short fingerprint of an array's dtype, shape and contents, for use as a ``cache_key``.
-
-    Returns:
-        The first 16 hex digits of the sha256 of dtype, shape and bytes (C order).
-    """
-    a = np.ascontiguousarray(array)
-    digest = hashlib.sha256()
-    digest.update(a.dtype.str.encode())
-    digest.update(repr(a.shape).encode())
-    digest.update(a.tobytes())
-    return digest.hexdigest()[:16]
-
-
 def project_layers(
     features: np.ndarray,
     method: str = defaults.PROJECTION,
@@ -241,15 +203,15 @@ def project_layers(
     seed: int = 0,
     n_jobs: int = 1,
     cache_key: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     **params: Any,
 ) -> dict[int, np.ndarray]:
     """2-D maps of several layers' features, optionally cached on disk and computed in parallel.
 
     With ``cache_key``, each layer's map is stored under ``cache_dir() / "maps"`` in a file named by
     the sha256 of the key, method, the settings the method uses, library version and layer, and is
-    read back instead of recomputed on later calls. The key must identify the features (e.g.
-    :func:`features_checksum`); a wrong key returns wrong maps.
+    read back instead of recomputed on later calls. The key must identify the features (e.g. the
+    feature banks' keys); a wrong key returns wrong maps.
 
     ``n_jobs`` is the number of layers mapped at once, each in its own thread on one core (see
     :func:`project` and :func:`default_workers`); ``n_jobs=1`` (the default) maps them one after

@@ -102,7 +102,3 @@ class SLSRule:
         if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha <= 1):
             raise SlsvizError(f"alpha must be in (0, 1], got {self.alpha!r}.")
 
-
-def recommend_depth(scores: Sequence[float], alpha: float = defaults.ALPHA, higher_is_better: bool = True) -> int:
-    """The SLS depth for ``scores`` (block 1 first); see :class:`SLSRule`."""
-    return SLSRule(alpha, higher_is_better).fit(scores).depth_

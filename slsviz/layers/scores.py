@@ -6,10 +6,7 @@ The paper scores the 2-D t-SNE map of each layer's CLS features; the same functi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
-import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     calinski_harabasz_score,
@@ -19,7 +16,7 @@ from sklearn.metrics import (
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from slsviz.errors import DataError, SlsvizError
+from slsviz.errors import DataError
 
 # Score name -> whether a higher value means better-separated classes.
 METRICS = {"silhouette": True, "calinski_harabasz": True, "davies_bouldin": False, "probe_accuracy": True}
@@ -99,68 +96,6 @@ def probe_accuracy(
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
     model.fit(tx, ty)
     return float(np.mean(model.predict(ex) == ey))
-
-
-def layer_scores(
-    points_by_layer: Mapping[int, np.ndarray],
-    labels: np.ndarray,
-    *,
-    probe: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> pd.DataFrame:
-    """Cluster scores, and optionally the linear probe's accuracy, of every layer.
-
-    Args:
-        points_by_layer: 1-based layer mapped to its points, shape (N, d): 2-D maps (the paper
-            scores the t-SNE map) or raw features - the code is the same.
-        labels: Class of every point, shape (N,), shared by all layers.
-        probe: ``(train_features (L, Ntr, D), train_labels (Ntr,), eval_features (L, Nev, D),
-            eval_labels (Nev,))``; layer ``l`` is probed on ``train_features[l - 1]`` and
-            ``eval_features[l - 1]``. ``None`` leaves ``probe_accuracy`` NaN.
-
-    Returns:
-        One row per layer, in ascending order, with columns ``layer`` (1-based), ``silhouette``,
-        ``calinski_harabasz``, ``davies_bouldin`` and ``probe_accuracy``.
-
-    Raises:
-        SlsvizError: no layers, or a layer number below 1 or beyond the probe's features.
-        DataError: invalid points, labels or probe data (see :func:`cluster_scores`, :func:`probe_accuracy`).
-    """
-    if len(points_by_layer) == 0:
-        raise SlsvizError("No layers to score: pass at least one layer's points.")
-    for layer in points_by_layer:
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 1:
-            raise SlsvizError(f"Layer {layer!r} is not a valid layer: layers are numbered from 1.")
-    if probe is not None:
-        if len(probe) != 4:
-            raise SlsvizError(
-                "probe must be (train_features, train_labels, eval_features, eval_labels), "
-                f"got {len(probe)} items."
-            )
-        train_x, train_y, eval_x, eval_y = (np.asarray(part) for part in probe)
-        for name, stack in (("training", train_x), ("evaluation", eval_x)):
-            if stack.ndim != 3:
-                raise DataError(f"Probe {name} features must have shape (L, N, D), not {stack.shape}.")
-        if train_x.shape[0] != eval_x.shape[0]:
-            raise DataError(
-                f"Probe training features hold {train_x.shape[0]} layers but evaluation features hold "
-                f"{eval_x.shape[0]}: both must come from the same model."
-            )
-        top = max(points_by_layer)
-        if top > train_x.shape[0]:
-            raise SlsvizError(f"Layer {top} has no probe features: the probe data hold {train_x.shape[0]} layers.")
-
-    rows = []
-    for layer in sorted(points_by_layer):
-        try:
-            row: dict[str, float] = {"layer": int(layer), **cluster_scores(points_by_layer[layer], labels)}
-            row["probe_accuracy"] = (
-                probe_accuracy(train_x[layer - 1], train_y, eval_x[layer - 1], eval_y) if probe is not None else np.nan
-            )
-        except DataError as exc:
-            raise DataError(f"Layer {layer}: {exc}") from exc
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=["layer", *CLUSTER_METRICS, "probe_accuracy"])
-    return frame.astype({"layer": int, **{name: float for name in METRICS}})
 
 
 def _check_labelled(points: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:

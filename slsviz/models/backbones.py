@@ -1,7 +1,7 @@
 """Vision-transformer backbones: the embedded default, timm models with local checkpoints, the hub.
 
 Every loader returns a :class:`Backbone`: a timm ``VisionTransformer`` with no classification head
-(PETL adds its own), plus what identifies its weights. Random weights only when asked for by name.
+(PETL adds its own), plus what identifies its weights. Never random weights: a name needs a weight source.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from slsviz import defaults
 from slsviz.device import resolve_device
 from slsviz.errors import CheckpointError, OfflineError, SlsvizError, key_mismatch
+from slsviz.models.petl import count_params
 from slsviz.storage import atomic_path, cache_dir
 
 DEFAULT_ARCH = "vit_small_patch14_dinov2"
@@ -40,7 +41,7 @@ class Backbone:
     Attributes:
         model: the timm ViT, head removed (``num_classes=0``), in eval mode on ``device``.
         id: what the user asked for: ``"default"``, ``"<arch>:<checkpoint path>"``, ``"<arch>:hub"``
-            or ``"<arch>:random(seed)"``.
+            (tests build ``"<arch>:random(seed)"`` backbones of their own).
         arch: the timm model name.
         checksum: sha256 (hex, 16 chars) identifying the weights, independent of ``img_size``.
         source: where the weights came from, in words.
@@ -57,7 +58,6 @@ class Backbone:
     img_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -72,7 +72,7 @@ class Backbone:
     @property
     def num_params(self) -> int:
         """Parameter count."""
-        return sum(p.numel() for p in self.model.parameters())
+        return count_params(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -101,8 +101,6 @@ def load_backbone(
     *,
     img_size: int | None = None,
     hub: bool = False,
-    random_init: bool = False,
-    seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> Backbone:
     """Load a backbone by name.
@@ -115,8 +113,6 @@ def load_backbone(
             default backbone and to the architecture's own size otherwise.
         hub: fetch the timm name's pretrained weights from the model hub (needs the network or a
             local hub cache; ``HF_HUB_OFFLINE`` is respected).
-        random_init: random weights, for tests; must be asked for explicitly.
-        seed: seed for ``random_init``.
         device: where to put the model (``"auto"``, ``"cpu"``, ``"cuda"``, ...).
 
     Raises:
@@ -124,9 +120,9 @@ def load_backbone(
         CheckpointError: missing, corrupt or mismatched checkpoint.
         OfflineError: hub weights asked for but not reachable.
     """
-    sources = sum([checkpoint is not None, hub, random_init])
+    sources = sum([checkpoint is not None, hub])
     if sources > 1:
-        raise SlsvizError("Choose one weight source: a checkpoint file, hub=True, or random_init=True.")
+        raise SlsvizError("Choose one weight source: a checkpoint file or hub=True.")
     if name == defaults.BACKBONE:
         if sources:
             raise SlsvizError("The default backbone has its own weights: give a timm model name with a checkpoint.")
@@ -138,8 +134,6 @@ def load_backbone(
             backbone = _load_local(name, Path(checkpoint), img_size)
         elif hub:
             backbone = _load_hub(name, img_size)
-        elif random_init:
-            backbone = _load_random(name, img_size, seed)
         else:
             raise SlsvizError(
                 f"No weights given for {name!r}: pass a local checkpoint (.npz, .pth, .safetensors), "
@@ -249,19 +243,16 @@ def _load_local(arch: str, path: Path, img_size: int | None) -> Backbone:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """timm's reader: safetensors, or ``torch.load(weights_only=True)`` (no pickled code runs), with a
+    training script's ``state_dict``/``model`` wrapper unwrapped and ``module.`` prefixes removed.
+    EMA weights are not preferred (as timm's own validate.py by default)."""
     try:
-        if path.suffix.lower() == ".safetensors":
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        sd = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"Checkpoint {path} cannot be read ({type(exc).__name__}): is the file complete and of the type its name says?") from exc
-    for wrapper in ("state_dict", "model", "module"):  # common training-script wrappers
-        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
-            sd = sd[wrapper]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"Checkpoint {path} does not hold a state dict of tensors.")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    return dict(sd)
 
 
 def _load_state_dict(model: VisionTransformer, state_dict: dict[str, torch.Tensor], where: str) -> None:
@@ -326,21 +317,6 @@ def _hub_mode(offline: bool):
         yield
     finally:
         constants.HF_HUB_OFFLINE, constants.HF_HUB_ETAG_TIMEOUT, constants.HF_HUB_DOWNLOAD_TIMEOUT = saved
-
-
-def _load_random(arch: str, img_size: int | None, seed: int, **kwargs: Any) -> Backbone:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = _create(arch, img_size, **kwargs)
-    return _wrap(model, f"{arch}:random({seed})", arch, weights_checksum(model.state_dict()),
-                 f"random init, seed {seed} (tests only)", model.patch_embed.img_size[0])
-
-
-def random_backbone(arch: str = DEFAULT_ARCH, *, img_size: int | None = None, seed: int = 0, **kwargs: Any) -> Backbone:
-    """A randomly initialised backbone, for tests; ``kwargs`` go to timm (e.g. ``depth=2``)."""
-    backbone = _load_random(arch, img_size, seed, **kwargs)
-    backbone.model.eval()
-    return backbone
 
 
 def _wrap(model: VisionTransformer, id_: str, arch: str, checksum: str, source: str, img_size: int) -> Backbone:

@@ -24,7 +24,8 @@ from slsviz.errors import CheckpointError, SlsvizError, key_mismatch
 from slsviz.models.backbones import Backbone
 from slsviz.models.depth import check_depth, prune_to_depth
 from slsviz.models.petl import PetlConfig, attach_petl, petl_state_dict
-from slsviz.models.train import ProgressFn, Recipe, TrainResult, evaluate, train_task
+from slsviz.models.train import Recipe, TrainResult, evaluate, train_task
+from slsviz.progress import EpochProgress
 from slsviz.storage import atomic_path
 
 TASK_SCHEMA = "slsviz-task/1"
@@ -187,7 +188,7 @@ def fit_task(
     recipe: Recipe,
     *,
     device: torch.device | str = "cpu",
-    progress: ProgressFn | None = None,
+    progress: EpochProgress | None = None,
     limit: int | None = None,
 ) -> tuple[nn.Module, TaskMeta, TrainResult]:
     """Build a task model on ``backbone``, train it (best on val), measure test accuracy.

@@ -6,23 +6,21 @@ with 10 warm-up epochs down to 1e-5, drop-path 0.1). The checkpoint kept is the 
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
+from timm.scheduler import CosineLRScheduler
+from timm.scheduler.scheduler import Scheduler
 from torch.utils.data import DataLoader
 
 from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.device import autocast
 from slsviz.errors import SlsvizError
 from slsviz.models.petl import set_drop_path, trainable_names
-
-ProgressFn = Callable[[int, int, dict[str, float]], None]
-"""``progress(step, total_steps, info)``: called after every epoch with loss and val accuracy."""
+from slsviz.progress import EpochProgress
 
 
 @dataclass(frozen=True)
@@ -64,19 +62,18 @@ class Recipe:
         """JSON-ready, with the optimiser named."""
         return {"optimizer": "AdamW", **asdict(self)}
 
-    def lr_at(self, step: int, steps_per_epoch: int) -> float:
-        """Learning rate at optimiser step ``step`` (0-based), per step rather than per epoch."""
+    def scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Scheduler | None:
+        """timm's cosine schedule, stepped per optimiser step: a linear warm-up from ``min_lr`` to ``lr``
+        (at most ``epochs - 1`` epochs), then a cosine down to ``min_lr`` over the remaining steps.
+        ``None`` for the constant schedule (the optimiser's lr stays ``lr``).
+
+        Call ``scheduler.step_update(step)`` before optimiser step ``step`` (0-based).
+        """
         if self.schedule == "constant":
-            return self.lr
-        total = self.epochs * steps_per_epoch
+            return None
         warmup = min(self.warmup_epochs, self.epochs - 1) * steps_per_epoch
-        if step < warmup:
-            return self.min_lr + (self.lr - self.min_lr) * step / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
-
-
-RETRAIN_KINDS = ("ft", "clr")
+        return CosineLRScheduler(optimizer, t_initial=self.epochs * steps_per_epoch - warmup, lr_min=self.min_lr,
+                                 warmup_t=warmup, warmup_lr_init=self.min_lr, warmup_prefix=True, t_in_epochs=False)
 
 
 def retrain_recipe(kind: str, epochs: int, *, seed: int = 0, batch_size: int = 64) -> Recipe:
@@ -130,7 +127,7 @@ def train_task(
     recipe: Recipe = Recipe(),
     *,
     device: torch.device | str = "cpu",
-    progress: ProgressFn | None = None,
+    progress: EpochProgress | None = None,
     limit: int | None = None,
 ) -> TrainResult:
     """Train the adapters and head of ``model`` on ``data``'s train split; keep the best on val.
@@ -164,7 +161,7 @@ def train_task(
     set_drop_path(model, recipe.drop_path)
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    steps_per_epoch = len(train_loader)
+    scheduler = recipe.scheduler(optimizer, len(train_loader))
     best = TrainResult(best_epoch=0, val_accuracy=-1.0)
     best_state: dict[str, torch.Tensor] = {}
     start = time.perf_counter()
@@ -174,8 +171,8 @@ def train_task(
             model.train()
             loss_sum, seen = 0.0, 0
             for images, labels in train_loader:
-                for group in optimizer.param_groups:
-                    group["lr"] = recipe.lr_at(step, steps_per_epoch)
+                if scheduler is not None:
+                    scheduler.step_update(step)
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 with autocast(device):
                     loss = loss_fn(model(images).float(), labels)

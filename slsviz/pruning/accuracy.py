@@ -59,8 +59,8 @@ def fit_head(model: nn.Module, train: FeatureBank, layer: int, *, seed: int = 0,
     """A new linear head for the depth-``layer`` model, fit on the normed train features.
 
     Features are standardised first: on shallow blocks the raw scale makes L-BFGS crawl (seconds
-    per fit), standardised it converges in a fraction of that. The scaler folds into the head
-    (:func:`head_as_linear`), so the result is still one linear layer.
+    per fit), standardised it converges in a fraction of that. The scaler folds into the head's
+    weights, so the result is still one linear layer.
     """
     _check_cls_head(model, train)
     if len(np.unique(train.labels)) < 2:
@@ -77,24 +77,6 @@ def accuracy_head_refit(model: nn.Module, train: FeatureBank, evaluate_on: Featu
         clf = fit_head(model, train, d, seed=seed)
         out[d - 1] = clf.score(normed(model, evaluate_on.layer(d)), evaluate_on.labels)
     return out
-
-
-def head_as_linear(clf: Pipeline, like: nn.Linear) -> nn.Linear:
-    """The re-fit head (scaler folded in) as a torch Linear for a pruned model; same predictions."""
-    scaler, lr = clf[0], clf[-1]
-    n_classes = like.out_features
-    if len(lr.classes_) != n_classes:
-        raise SlsvizError(f"The re-fit head saw {len(lr.classes_)} of {n_classes} classes in train: use more train images.")
-    coef, intercept = lr.coef_, lr.intercept_
-    if coef.shape[0] == 1:  # binary: sklearn keeps one row, the logit of class 1 against class 0
-        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    weight = coef / scaler.scale_
-    bias = intercept - weight @ scaler.mean_
-    head = nn.Linear(like.in_features, n_classes).to(like.weight.device)
-    with torch.no_grad():
-        head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
-        head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
-    return head
 
 
 def accuracy_at_depth(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, depth: int, *,

@@ -12,7 +12,7 @@ import copy
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -22,7 +22,8 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from slsviz.device import autocast, describe_device
-from slsviz.models.petl import merge_petl
+from slsviz.models.petl import count_params, merge_petl
+from slsviz.progress import Progress
 
 PRECISIONS = ("fp32", "bf16")
 K = TypeVar("K")
@@ -55,11 +56,6 @@ class BenchmarkResult:
     def to_dict(self) -> dict:
         """JSON-ready."""
         return asdict(self)
-
-
-def count_params(model: nn.Module) -> int:
-    """All parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters())
 
 
 @torch.inference_mode()
@@ -126,7 +122,7 @@ def benchmark_models(
     min_steps: int = 5,
     max_steps: int = 1000,
     merged: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[K, BenchmarkResult]:
     """Time several models on the same input, interleaved, so that their ratios can be trusted.
 

@@ -16,6 +16,7 @@ from slsviz.models.petl.config import DEFAULT_SCALES, METHODS, PetlConfig
 from slsviz.models.petl.convpass import ConvpassAdapter, ConvpassBlock, QuickGELU
 from slsviz.models.petl.lora import LoraLinear
 from slsviz.models.petl.params import (
+    count_params,
     is_petl_param,
     mark_trainable,
     petl_state_dict,
@@ -37,6 +38,7 @@ __all__ = [
     "RepAdapterBlock",
     "attach_petl",
     "config_of",
+    "count_params",
     "is_petl_param",
     "mark_trainable",
     "merge_petl",

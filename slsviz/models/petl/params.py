@@ -29,6 +29,11 @@ def mark_trainable(model: nn.Module) -> None:
         param.requires_grad_(_is_trainable(name))
 
 
+def count_params(model: nn.Module, *, trainable_only: bool = False) -> int:
+    """Parameters of ``model``: all of them, or only those PETL trains (adapters and head)."""
+    return sum(p.numel() for name, p in model.named_parameters() if not trainable_only or _is_trainable(name))
+
+
 def petl_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The PETL and head tensors of ``model``'s state dict, detached, on the CPU: what training changed."""
     return {name: t.detach().cpu() for name, t in model.state_dict().items() if _is_trainable(name)}

@@ -1,21 +1,24 @@
-"""The headless pipeline and its CLI commands (analyze, benchmark, prune) end to end on a tiny task."""
+"""The CLI commands that go through the orchestrator (analyze, benchmark, prune, export) end to end on a tiny task."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import random_backbone, recommend_depth
 from safetensors.torch import save_file
 
 from slsviz.cli import main
 from slsviz.data import load_digits
-from slsviz.layers.rule import recommend_depth
-from slsviz.models.backbones import load_backbone, random_backbone
+from slsviz.layers.analysis import AnalysisSettings
+from slsviz.models.backbones import load_backbone
 from slsviz.models.petl import PetlConfig
 from slsviz.models.task import fit_task, read_task_meta, save_task
 from slsviz.models.train import Recipe
+from slsviz.study import Selection, Study
 
 TINY = "vit_tiny_patch16_224"
 REPORT_KEYS = {"backbone", "backbone_arch", "method", "dataset", "img_size", "batch_size", "num_images", "num_layers",
@@ -119,3 +122,39 @@ def test_bare_backbone_has_no_as_is_accuracy(tiny_task, tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["method"] == "none" and report["accuracy_full"] is None
     assert report["layers"][-1]["accuracy_head_refit"] is not None
+
+
+def _selection(args: list[str], limit: int) -> Selection:
+    flags = dict(zip(args[::2], args[1::2]))
+    return Selection(model=flags["--model"], checkpoint=flags["--checkpoint"], img_size=int(flags["--img-size"]),
+                     task=flags["--task"], device="cpu", limit=limit)
+
+
+def test_cli_report_and_the_apps_study_give_the_same_numbers(tiny_task, tmp_path, capsys):
+    """The CLI writes report.json from a Study; the app's pages read a Study of the same selection."""
+    assert main(["analyze", *tiny_task, "--limit", "40", "--projection", "pca", "--device", "cpu",
+                 "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    study = Study.open(_selection(tiny_task, 40))  # what ui.study(selection) opens for a page
+    settings = AnalysisSettings(projection="pca")
+    rule, scores, accuracy = study.recommend(settings), study.analysis(settings).table(), study.depth_table()
+    assert report["recommended_depth"] == rule.depth_ and report["threshold"] == rule.threshold_
+    for row, layer in zip(scores.itertuples(), report["layers"]):
+        assert (layer["silhouette"], layer["calinski_harabasz"], layer["davies_bouldin"], layer["probe_accuracy"]) == \
+            (row.silhouette, row.calinski_harabasz, row.davies_bouldin, row.probe_accuracy)
+    assert [layer["accuracy_as_is"] for layer in report["layers"]] == accuracy["accuracy_as_is"].tolist()
+    assert [layer["accuracy_head_refit"] for layer in report["layers"]] == accuracy["accuracy_head_refit"].tolist()
+
+
+def test_export_writes_a_configuration_and_checkpoint_that_restore_the_model(tiny_task, tmp_path, capsys):
+    args = ["export", *tiny_task, "--limit", "30", "--projection", "pca", "--device", "cpu", "--out", str(tmp_path)]
+    assert main([*args, "--depth", "3", "--format", "yaml"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    config_path, task_path = (Path(p) for p in out["written"])
+    assert out["depth"] == 3 and config_path.name == "slsviz-config.yaml" and task_path.name == "task-depth3.safetensors"
+    assert read_task_meta(task_path).depth == 3
+    study = Study.open(_selection(tiny_task, 30))
+    config, same = study.check_import(config_path.read_bytes(), task_path.read_bytes())
+    assert config["depth"] == 3 and config["results"]["recommended_depth"] == out["recommended_depth"] and same
+    assert main(args) == 0  # no --depth: the SLS recommendation
+    assert json.loads(capsys.readouterr().out)["depth"] == out["recommended_depth"]

@@ -1,0 +1,99 @@
+"""Model: what is loaded (the embedded default, with no clicks) and its card; load or train another."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import streamlit as st
+
+from slsviz import defaults
+from slsviz.app import ui
+from slsviz.data import BUILTIN_DATASETS
+from slsviz.device import describe_device
+from slsviz.models.petl import METHODS
+from slsviz.storage import keep_upload
+from slsviz.study import Selection
+
+st.title("slsviz")
+st.caption(
+    "Straightforward Layer-wise Pruning (SLS, Han & Tang, ECCV 2024) for parameter-efficient vision "
+    "transformers: see how each block clusters the classes, get the recommended depth, measure the pruned model."
+)
+
+with st.expander("Load another backbone, task or dataset", expanded=False):
+    with st.form("slsviz.home.load"):
+        backbone = st.radio("Backbone", ["Embedded default: DINOv2 ViT-S/14", "timm ViT with a local checkpoint"],
+                            key="slsviz.home.backbone", horizontal=True)
+        arch = st.text_input("timm model name", value="vit_base_patch16_224", key="slsviz.home.arch")
+        checkpoint = st.text_input("Checkpoint path (.npz, .pth, .safetensors)", key="slsviz.home.checkpoint")
+        task = st.text_input("Task checkpoint path (empty: the shipped task with the default backbone; 'none': no task)",
+                             key="slsviz.home.task")
+        uploaded_ckpt = st.file_uploader("...or upload the backbone checkpoint", key="slsviz.home.upload_backbone",
+                                         type=["npz", "pth", "pt", "safetensors"])
+        uploaded_task = st.file_uploader("...or upload a task checkpoint", key="slsviz.home.upload_task", type=["safetensors"])
+        data = st.selectbox("Dataset", ["the task's own", *BUILTIN_DATASETS, "an image folder or VTAB-1k root"],
+                            key="slsviz.home.data")
+        folder = st.text_input("Folder path (for an image folder or VTAB-1k root)", key="slsviz.home.folder")
+        left, mid, right = st.columns(3)
+        img_size = left.number_input("Input size (0: the task's)", min_value=0, max_value=1024, value=0, step=14,
+                                     key="slsviz.home.img_size")
+        device = mid.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="slsviz.home.device")
+        limit = right.number_input("Images per split (0: all)", min_value=0, value=0, step=100, key="slsviz.home.limit")
+        if st.form_submit_button("Load", type="primary"):
+            default = backbone.startswith("Embedded")
+            if uploaded_ckpt is not None:
+                checkpoint = str(keep_upload(uploaded_ckpt.name, uploaded_ckpt.getvalue()))
+            if uploaded_task is not None:
+                task = str(keep_upload(uploaded_task.name, uploaded_task.getvalue()))
+            st.session_state[ui.SELECTION] = Selection(
+                model=defaults.BACKBONE if default else arch.strip(),
+                checkpoint=None if default else (checkpoint.strip() or None),
+                task=task.strip() or None,
+                data=None if data == "the task's own" else (folder.strip() if data.startswith("an image") else data),
+                img_size=int(img_size) or None,
+                device=device,
+                limit=int(limit) or None,
+            )
+            st.session_state.pop(ui.DEPTH, None)
+
+    with st.form("slsviz.home.train"):
+        st.markdown("**Train a task now** on the loaded backbone and dataset (adapters + head; the paper's recipe).")
+        t1, t2, t3 = st.columns(3)
+        method = t1.selectbox("PETL method", METHODS, key="slsviz.home.train_method")
+        epochs = t2.number_input("Epochs", 1, 100, 5, key="slsviz.home.train_epochs")
+        train_limit = t3.number_input("Images per split (0: all)", 0, value=200, step=100, key="slsviz.home.train_limit")
+        if st.form_submit_button("Train"):
+            source = ui.current_study()
+            bar = st.progress(0.0, text="Training")
+            with ui.user_errors():
+                path, meta = source.train(method, int(epochs), limit=int(train_limit) or None,
+                                          progress=lambda e, n, info: bar.progress(
+                                              e / n, text=f"epoch {e}/{n}: val {info['val_accuracy']:.3f}"))
+            st.session_state[ui.SELECTION] = dataclasses.replace(ui.selection(), task=str(path))
+            st.session_state.pop(ui.DEPTH, None)
+            st.success(f"Trained: val {100 * meta.val_accuracy:.2f}%, test {100 * meta.test_accuracy:.2f}%; saved to {path}.")
+
+study = ui.current_study()
+card = study.model_card()
+device = study.loaded.backbone.device
+st.info(f"Computing on **{describe_device(device)}**" + (" (GPU)" if device.type == "cuda" else ""))
+
+cols = st.columns(5)
+cols[0].metric("Blocks", card["depth"])
+cols[1].metric("Parameters", f"{card['params'] / 1e6:.1f} M")
+cols[2].metric("Trainable (adapters + head)", f"{card['trainable_params'] / 1e3:.1f} k")
+cols[3].metric("Val accuracy", "-" if card["val_accuracy"] is None else f"{100 * card['val_accuracy']:.2f}%")
+cols[4].metric("Test accuracy", "-" if card["test_accuracy"] is None else f"{100 * card['test_accuracy']:.2f}%")
+st.markdown(
+    f"**Backbone** `{card['arch']}` ({card['source']}, weights `{card['weights']}`), input {card['img_size']} px.  \n"
+    f"**PETL method** {card['method']}.  \n"
+    f"**Dataset** {card['dataset']}: {card['num_classes']} classes, "
+    + ", ".join(f"{k} {v}" for k, v in card["splits"].items())
+    + (f" (first {card['limit']} images per split used)" if card["limit"] else "") + "."
+)
+if card["petl"]:
+    st.caption(f"{card['method']} hyperparameters")
+    st.table(pd.DataFrame({"setting": list(card["petl"]), "value": [str(v) for v in card["petl"].values()]})
+             .set_index("setting"))
+st.page_link("pages/1_Layers.py", label="Next: see every layer's clustering and the SLS recommendation", icon="➡️")

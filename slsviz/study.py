@@ -1,0 +1,474 @@
+"""The one orchestrator: this task on this data, and everything computed for it, memoised.
+
+A :class:`Study` owns what the faces ask for - the features of each split, the layer analysis per
+settings, the SLS recommendation, the per-depth accuracy table, the timings of every depth, the
+storage per task, the exported configuration - and computes each at most once. The CLI
+(``slsviz analyze`` writes :meth:`Study.report`), the app's pages (one study per
+:class:`Selection`, shared by sessions) and the benchmark scripts all go through it, so the same
+selection gives the same numbers everywhere.
+
+    >>> study = Study.open(Selection(limit=200))
+    >>> study.recommend(AnalysisSettings()).depth_        # lazy: maps only the blocks the rule needs
+    >>> study.depth_table()                               # accuracy at every depth, from cached features
+    >>> study.report(AnalysisSettings())["recommended_depth"]
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from slsviz import defaults
+from slsviz.data import LabelledImages, Preprocess, load_dataset
+from slsviz.device import describe_device, resolve_device
+from slsviz.environment import environment
+from slsviz.errors import SlsvizError
+from slsviz.export import (
+    build_config,
+    export_onnx,
+    load_config,
+    restore,
+    save_pruned_task,
+)
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
+from slsviz.layers.features import FeatureBank, feature_bank
+from slsviz.layers.projection import default_workers
+from slsviz.layers.rule import SLSRule
+from slsviz.models.backbones import Backbone, file_checksum, load_backbone
+from slsviz.models.depth import check_depth, depth_views, prune_to_depth
+from slsviz.models.petl import PetlConfig, count_params
+from slsviz.models.task import TaskMeta, fit_task, load_task, read_task_meta, save_task
+from slsviz.models.train import Recipe
+from slsviz.progress import EpochProgress, Progress, StageProgress
+from slsviz.pruning.accuracy import accuracy_retrained, depth_accuracy_table
+from slsviz.pruning.bench import BenchmarkResult, benchmark_models, prepare_for_timing
+from slsviz.pruning.footprint import storage_per_task
+from slsviz.storage import atomic_path, cache_dir
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the user chose to load and how to extract features; hashable, so it can key a cache.
+
+    Attributes:
+        model: ``"default"`` or a timm ViT name.
+        checkpoint: local weights for a timm name.
+        task: a task checkpoint path, ``None`` (the shipped task with the default backbone) or ``"none"``.
+        data: a dataset spec (``None``: the task's own).
+        img_size: input size (``None``: the task's or the backbone's).
+        hub: fetch the timm name's weights from the model hub.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        limit: images per split (``None``: all), for quick looks.
+        token: which token of each block is the layer's feature.
+        batch_size: images per forward pass.
+    """
+
+    model: str = defaults.BACKBONE
+    checkpoint: str | None = None
+    task: str | None = None
+    data: str | None = None
+    img_size: int | None = None
+    hub: bool = False
+    device: str = defaults.DEVICE
+    limit: int | None = None
+    token: str = defaults.TOKEN
+    batch_size: int = defaults.BATCH_SIZE
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return asdict(self)
+
+
+@dataclass
+class LoadedTask:
+    """A backbone with its task model (adapters + head) and the dataset to analyse."""
+
+    backbone: Backbone
+    model: nn.Module
+    meta: TaskMeta | None
+    data: LabelledImages
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The task's preprocessing (input size, mean, std of the backbone)."""
+        return Preprocess(self.backbone.img_size, self.backbone.mean, self.backbone.std)
+
+    @property
+    def method(self) -> str:
+        """The PETL method, or ``"none"`` for a bare backbone."""
+        return self.meta.petl["method"] if self.meta else "none"
+
+
+def load_task_for(selection: Selection) -> LoadedTask:
+    """Load what ``selection`` names. With the default backbone and no task, the shipped task.
+
+    A task fixes the input size and the dataset (unless ``selection.data`` overrides it). A bare
+    backbone (``task="none"``) is analysed without a task head: its as-is accuracy is not defined.
+    """
+    dev = resolve_device(selection.device)
+    task, img_size = selection.task, selection.img_size
+    if task is None and selection.model == defaults.BACKBONE:
+        task = defaults.TASK_PATH
+    meta, seed = None, defaults.SEED
+    if task is not None and str(task) != "none":
+        meta = read_task_meta(task)
+        if img_size is not None and img_size != meta.img_size:
+            raise SlsvizError(f"The task was trained at {meta.img_size} px; --img-size {img_size} does not fit it.")
+        img_size = meta.img_size
+    backbone = load_backbone(selection.model, selection.checkpoint, img_size=img_size, hub=selection.hub, device=dev)
+    if meta is not None:
+        model, meta = load_task(task, backbone)
+        dataset = selection.data or meta.dataset
+        if meta.split_seed is not None and selection.data is None:
+            seed = meta.split_seed
+    else:
+        model, dataset = backbone.model, selection.data or defaults.DATASET
+    return LoadedTask(backbone, model, meta, load_dataset(dataset, seed=seed))
+
+
+class Study:
+    """One task on one dataset, with memoised features, analyses, accuracies, timings and exports.
+
+    Never mutates its model; safe to share between threads (app sessions): each thing is computed
+    once under a lock.
+
+    Args:
+        loaded: the backbone, task model and dataset.
+        token: which token of each block is the layer's feature.
+        batch_size: images per forward pass.
+        limit: images per split (``None``: all).
+        use_cache: read and write the disk cache of features and maps.
+        workers: maps computed at once (``None``: one per core); the maps do not depend on it.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedTask,
+        *,
+        token: str = defaults.TOKEN,
+        batch_size: int = defaults.BATCH_SIZE,
+        limit: int | None = None,
+        use_cache: bool = True,
+        workers: int | None = None,
+    ) -> None:
+        workers = default_workers() if workers is None else workers
+        if workers < 1:
+            raise SlsvizError(f"--workers must be at least 1, not {workers}.")
+        self.loaded = loaded
+        self.token = token
+        self.batch_size = batch_size
+        self.limit = limit
+        self.use_cache = use_cache
+        self.workers = workers
+        self._lock = threading.RLock()
+        self._banks: dict[str, FeatureBank] = {}
+        self._analyses: dict[AnalysisSettings, LayerAnalysis] = {}
+        self._depth_tables: dict[int, pd.DataFrame] = {}
+        self._benchmarks: dict[tuple[int, float], dict[int, BenchmarkResult]] = {}
+        self._task_files: dict[int, bytes] = {}
+        self._onnx_files: dict[int, bytes] = {}
+
+    @classmethod
+    def open(cls, selection: Selection, *, workers: int | None = None, use_cache: bool = True) -> Study:
+        """Load what ``selection`` names and study it."""
+        return cls(load_task_for(selection), token=selection.token, batch_size=selection.batch_size,
+                   limit=selection.limit, workers=workers, use_cache=use_cache)
+
+    # --- facts -----------------------------------------------------------------------------------
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks of the full model."""
+        return len(self.loaded.model.blocks)
+
+    def model_card(self) -> dict[str, Any]:
+        """What is loaded, in numbers: backbone, PETL method and its settings, dataset, accuracies."""
+        model, meta, backbone = self.loaded.model, self.loaded.meta, self.loaded.backbone
+        return {
+            "backbone": backbone.id,
+            "arch": backbone.arch,
+            "weights": backbone.checksum,
+            "source": backbone.source,
+            "depth": self.num_layers,
+            "params": count_params(model),
+            "trainable_params": count_params(model, trainable_only=True),
+            "method": self.loaded.method,
+            "petl": {k: v for k, v in meta.petl.items() if k != "method"} if meta else {},
+            "img_size": backbone.img_size,
+            "dataset": self.loaded.data.name,
+            "splits": {k: int(len(v)) for k, v in self.loaded.data.splits.items()},
+            "num_classes": self.loaded.data.num_classes,
+            "val_accuracy": meta.val_accuracy if meta else None,
+            "test_accuracy": meta.test_accuracy if meta else None,
+            "limit": self.limit,
+        }
+
+    # --- features and the layer analysis ---------------------------------------------------------
+
+    def bank(self, split: str, progress: Progress | None = None) -> FeatureBank:
+        """Features of every block for ``split`` (disk-cached across runs, memoised here)."""
+        with self._lock:
+            if split not in self._banks:
+                loaded = self.loaded
+                self._banks[split] = feature_bank(
+                    loaded.model, loaded.data, split, loaded.preprocess, backbone_checksum=loaded.backbone.checksum,
+                    token=self.token, batch_size=self.batch_size, limit=self.limit, device=loaded.backbone.device,
+                    use_cache=self.use_cache, progress=progress)
+            return self._banks[split]
+
+    def analysis(self, settings: AnalysisSettings) -> LayerAnalysis:
+        """The analysis SLS makes, under ``settings``: train + val features scored together
+        (VTAB's train800val200), the linear probe fit on train and scored on val; maps on demand."""
+        with self._lock:
+            if settings not in self._analyses:
+                train, val = self.bank("train"), self.bank("val")
+                features = np.concatenate([train.as_float32(), val.as_float32()], axis=1)
+                labels = np.concatenate([train.labels, val.labels])
+                self._analyses[settings] = LayerAnalysis(
+                    features, labels, settings, cache_key=f"{train.key}+{val.key}" if self.use_cache else None,
+                    probe=(train.features, train.labels, val.features, val.labels), workers=self.workers)
+            return self._analyses[settings]
+
+    def recommend(self, settings: AnalysisSettings) -> SLSRule:
+        """The SLS rule on ``settings``' scores, scanned top down: only the blocks it needs are mapped."""
+        return self.analysis(settings).recommend(lazy=True)
+
+    def scored_indices(self) -> np.ndarray:
+        """Dataset index of every scored point (train then val), for hover thumbnails."""
+        return np.concatenate([self.bank("train").indices, self.bank("val").indices])
+
+    # --- the pruned model ------------------------------------------------------------------------
+
+    def depth_table(self, seed: int = defaults.SEED) -> pd.DataFrame:
+        """Test accuracy at every depth, as is and with a head re-fit on train, from cached features."""
+        with self._lock:
+            if seed not in self._depth_tables:
+                self._depth_tables[seed] = depth_accuracy_table(self.loaded.model, self.bank("train"),
+                                                                self.bank("test"), seed=seed)
+            return self._depth_tables[seed]
+
+    def benchmarks(self, batch_size: int = 1, time_budget_s: float = 1.0,
+                   progress: Progress | None = None) -> dict[int, BenchmarkResult]:
+        """Measured throughput and latency of the model cut at every depth, timed together.
+
+        All depths are timed interleaved (see :func:`slsviz.pruning.bench.benchmark_models`), so
+        their ratios hold on a machine whose speed drifts; the cut models share one merged copy's
+        blocks. Measured once per batch size and budget; ``time_budget_s`` is per depth.
+        """
+        with self._lock:
+            key = (batch_size, time_budget_s)
+            if key not in self._benchmarks:
+                merged = prepare_for_timing(self.loaded.model)
+                views = depth_views(merged, range(1, self.num_layers + 1))
+                self._benchmarks[key] = benchmark_models(
+                    views, self.loaded.backbone.img_size, batch_size=batch_size, device=self.loaded.backbone.device,
+                    time_budget_s=time_budget_s, merged=True, progress=progress)
+            return self._benchmarks[key]
+
+    def storage(self, depth: int) -> list[dict]:
+        """Bytes per task at ``depth``: full PETL, SLS, structurally pruned."""
+        return storage_per_task(self.loaded.model, depth)
+
+    # --- a new task on this backbone and data ---------------------------------------------------
+
+    def train(self, method: str, epochs: int, *, limit: int | None = None,
+              progress: EpochProgress | None = None) -> tuple[Path, TaskMeta]:
+        """Train ``method``'s adapters and a head on this study's backbone and data (the paper's recipe,
+        a tenth of the epochs warming up) and keep the task checkpoint in the cache.
+
+        The file is named by its content, so another run (other settings, another session) never
+        overwrites a checkpoint a study may be serving.
+        """
+        recipe = Recipe(epochs=epochs, warmup_epochs=max(1, epochs // 10))
+        backbone, data = self.loaded.backbone, self.loaded.data
+        model, meta, _ = fit_task(backbone, data, PetlConfig(method), recipe, device=backbone.device, limit=limit,
+                                  progress=progress)
+        folder = cache_dir() / "tasks"
+        with tempfile.TemporaryDirectory(prefix=".train-", dir=folder.parent) as scratch:
+            written = save_task(Path(scratch) / "task.safetensors", model, meta)
+            name = f"{method}-{meta.dataset.replace('/', '_')}-{epochs}ep-{file_checksum(written)}.safetensors"
+            with atomic_path(folder / name) as tmp:
+                written.replace(tmp)
+        return folder / name, meta
+
+    def retrain(self, depth: int, epochs: int, *, kind: str = "ft", progress: EpochProgress | None = None) -> dict:
+        """Test accuracy of the model cut at ``depth`` after training its adapters and head further
+        (the paper's ``"ft"``: constant lr 1e-5, or ``"clr"``); ``{"depth", "kind", "epochs",
+        "accuracy_retrained", "val_accuracy"}``. The study's model is not touched."""
+        out = accuracy_retrained(self.loaded.model, check_depth(depth, self.num_layers), self.loaded.data,
+                                 self.loaded.preprocess, kind=kind, epochs=epochs, device=self.loaded.backbone.device,
+                                 limit=self.limit, progress=progress)
+        return {k: v for k, v in out.items() if k != "model"}
+
+    # --- export and import -----------------------------------------------------------------------
+
+    def config(self, settings: AnalysisSettings, depth: int) -> dict[str, Any]:
+        """The configuration of the model cut at ``depth``: why (scores, the recommendation under
+        ``settings``) and what it gives (accuracy, measured speed at batch 1, FLOPs, parameters)."""
+        meta = self._require_task("Export")
+        depth = check_depth(depth, self.num_layers)
+        row = self.depth_table().iloc[depth - 1]
+        timed = self.benchmarks()[depth]
+        results = {"accuracy_as_is": float(row["accuracy_as_is"]), "accuracy_head_refit": float(row["accuracy_head_refit"]),
+                   "throughput_images_per_s": timed.images_per_s, "latency_ms": timed.latency_ms,
+                   "batch_size": timed.batch_size, "flops_per_image": timed.flops_per_image, "params": timed.params,
+                   "device": timed.device, "recommended_depth": int(self.recommend(settings).depth_)}
+        return build_config(backbone=self.loaded.backbone, meta=meta, depth=depth, alpha=settings.alpha,
+                            metric=settings.metric, projection=settings.projection,
+                            scores=self.analysis(settings).table().to_dict("records"), results=results)
+
+    def task_checkpoint(self, depth: int) -> bytes:
+        """The task checkpoint of the kept blocks (adapters + head + the depth), as file bytes."""
+        meta = self._require_task("A pruned task checkpoint")
+        depth = check_depth(depth, self.num_layers)
+        with self._lock:
+            if depth not in self._task_files:
+                with tempfile.TemporaryDirectory(prefix="slsviz-task-") as folder:
+                    path = save_pruned_task(self.loaded.model, meta, depth, Path(folder) / "task.safetensors")
+                    self._task_files[depth] = path.read_bytes()
+            return self._task_files[depth]
+
+    def onnx(self, depth: int) -> bytes:
+        """The model cut at ``depth`` (PETL merged) as ONNX file bytes."""
+        depth = check_depth(depth, self.num_layers)
+        with self._lock:
+            if depth not in self._onnx_files:
+                with tempfile.TemporaryDirectory(prefix="slsviz-onnx-") as folder:
+                    path = export_onnx(prune_to_depth(self.loaded.model, depth), self.loaded.backbone.img_size,
+                                       Path(folder) / "model.onnx")
+                    self._onnx_files[depth] = path.read_bytes()
+            return self._onnx_files[depth]
+
+    def check_import(self, config: str | bytes, task_checkpoint: bytes) -> tuple[dict[str, Any], bool]:
+        """Restore the model a configuration and its task checkpoint describe on this study's backbone.
+
+        Returns:
+            The configuration, and whether the restored model's logits equal this study's model
+            cut at the configuration's depth (on a fixed random batch).
+        """
+        imported = load_config(config)
+        with tempfile.TemporaryDirectory(prefix="slsviz-import-") as folder:
+            path = Path(folder) / "task.safetensors"
+            path.write_bytes(task_checkpoint)
+            model = restore(imported, path, self.loaded.backbone)
+        size, device = self.loaded.backbone.img_size, self.loaded.backbone.device
+        x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        with torch.inference_mode():
+            same = torch.equal(model.eval()(x), prune_to_depth(self.loaded.model, imported["depth"]).eval()(x))
+        return imported, same
+
+    def _require_task(self, what: str) -> TaskMeta:
+        if self.loaded.meta is None:
+            raise SlsvizError(f"{what} needs a task (adapters + head): load a task checkpoint.")
+        return self.loaded.meta
+
+    # --- the whole analysis, headless ------------------------------------------------------------
+
+    def report(self, settings: AnalysisSettings = AnalysisSettings(),
+               progress: StageProgress | None = None) -> dict[str, Any]:
+        """Everything ``slsviz analyze`` reports, JSON-ready, with how long each stage took.
+
+        In the order that answers first: train + val features -> the lazy recommendation -> test
+        features -> every layer's scores -> accuracy at every depth.
+        """
+        def stage(name: str) -> Progress | None:
+            return (lambda done, total: progress(name, done, total)) if progress else None
+
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        self.bank("train", stage("features:train"))
+        self.bank("val", stage("features:val"))
+        timings["features_trainval_s"] = time.perf_counter() - start
+        analysis = self.analysis(settings)
+        t = time.perf_counter()
+        rule = self.recommend(settings)
+        timings["recommendation_s"] = time.perf_counter() - t
+        timings["time_to_recommendation_s"] = time.perf_counter() - start
+        t = time.perf_counter()
+        test = self.bank("test", stage("features:test"))
+        timings["features_test_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        table = analysis.table(progress=stage("maps"))
+        timings["all_layers_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        accuracy = self.depth_table(settings.seed)
+        as_is, refit = accuracy["accuracy_as_is"].to_numpy(), accuracy["accuracy_head_refit"].to_numpy()
+        table = table.assign(accuracy_as_is=as_is, accuracy_head_refit=refit)
+        timings["accuracy_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - start
+
+        loaded, meta = self.loaded, self.loaded.meta
+        return {
+            "backbone": loaded.backbone.id,
+            "backbone_arch": loaded.backbone.arch,
+            "backbone_checksum": loaded.backbone.checksum,
+            "method": loaded.method,
+            "task_val_accuracy": meta.val_accuracy if meta else None,
+            "task_test_accuracy": meta.test_accuracy if meta else None,
+            "dataset": loaded.data.name,
+            "split_info": loaded.data.split_info,
+            "scored_split": "trainval",
+            "img_size": loaded.backbone.img_size,
+            "batch_size": self.batch_size,
+            "map_workers": self.workers,
+            "limit": self.limit,
+            "num_images": int(len(analysis.labels)),
+            "num_test_images": test.num_samples,
+            "num_layers": analysis.num_layers,
+            "token": self.token,
+            **{k: v for k, v in settings.to_dict().items() if k in ("alpha", "metric", "projection", "space", "seed")},
+            "projection_params": settings.projection_params if settings.projection == "umap" else {},
+            "threshold": float(rule.threshold_),
+            "recommended_depth": int(rule.depth_),
+            "pruning": bool(rule.pruning_),
+            "reason": rule.reason_,
+            "accuracy_full": _float(as_is[-1]),
+            "accuracy_full_head_refit": _float(refit[-1]),
+            "accuracy_at_recommended_depth": _float(as_is[rule.depth_ - 1]),
+            "accuracy_head_refit_at_recommended_depth": _float(refit[rule.depth_ - 1]),
+            "device": describe_device(loaded.backbone.device),
+            "environment": environment(),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "layers": [{k: (_float(v) if k != "layer" else int(v)) for k, v in row.items()}
+                       for row in table.to_dict("records")],
+        }
+
+    def write_report(self, settings: AnalysisSettings, out: str | Path, *, save_features: bool = False,
+                     progress: StageProgress | None = None) -> tuple[dict[str, Any], list[Path]]:
+        """Write ``report.json``, ``scores.csv`` (and ``features.npz``) into ``out``, each atomically.
+
+        Returns:
+            The report and the paths written.
+        """
+        report = self.report(settings, progress)
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise SlsvizError(f"--out {out} is a file: name a folder for report.json and scores.csv.")
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "report.json", out / "scores.csv"]
+        with atomic_path(written[0]) as tmp:
+            tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        with atomic_path(written[1]) as tmp:
+            pd.DataFrame(report["layers"]).to_csv(tmp, index=False)
+        if save_features:
+            analysis = self.analysis(settings)
+            written.append(out / "features.npz")
+            with atomic_path(written[-1]) as tmp, open(tmp, "wb") as f:  # np.savez would append .npz to a bare name
+                np.savez(f, features=np.asarray(analysis.features, np.float32), labels=analysis.labels)
+        return report, written
+
+
+def _float(x: float) -> float | None:
+    """JSON-safe: NaN becomes null."""
+    x = float(x)
+    return None if np.isnan(x) else x

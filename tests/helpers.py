@@ -1,0 +1,82 @@
+"""What tests need and the engine does not: tiny random backbones, reference formulas, fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from sklearn.pipeline import Pipeline
+from torch import nn
+
+from slsviz import defaults
+from slsviz.layers.rule import SLSRule
+from slsviz.models.backbones import DEFAULT_ARCH, Backbone, weights_checksum
+
+
+def random_backbone(arch: str = DEFAULT_ARCH, *, img_size: int | None = None, seed: int = 0, **kwargs: Any) -> Backbone:
+    """A randomly initialised timm ViT as a :class:`Backbone`; ``kwargs`` go to timm (e.g. ``depth=2``)."""
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs).eval()
+    cfg = model.pretrained_cfg or {}
+    return Backbone(model=model, id=f"{arch}:random({seed})", arch=arch, checksum=weights_checksum(model.state_dict()),
+                    source=f"random init, seed {seed} (tests only)", img_size=int(model.patch_embed.img_size[0]),
+                    mean=tuple(float(x) for x in cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)),
+                    std=tuple(float(x) for x in cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)))
+
+
+def recommend_depth(scores: Sequence[float], alpha: float = defaults.ALPHA, higher_is_better: bool = True) -> int:
+    """The SLS depth for ``scores`` (block 1 first)."""
+    return SLSRule(alpha, higher_is_better).fit(scores).depth_
+
+
+def features_checksum(array: np.ndarray) -> str:
+    """16 hex digits of the sha256 of an array's dtype, shape and bytes (C order): a map cache key."""
+    a = np.ascontiguousarray(array)
+    digest = hashlib.sha256()
+    digest.update(a.dtype.str.encode())
+    digest.update(repr(a.shape).encode())
+    digest.update(a.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def head_as_linear(clf: Pipeline, like: nn.Linear) -> nn.Linear:
+    """A re-fit head (standardiser + logistic regression) folded into one torch Linear; same predictions."""
+    scaler, lr = clf[0], clf[-1]
+    coef, intercept = lr.coef_, lr.intercept_
+    if coef.shape[0] == 1:  # binary: sklearn keeps one row, the logit of class 1 against class 0
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    weight = coef / scaler.scale_
+    bias = intercept - weight @ scaler.mean_
+    head = nn.Linear(like.in_features, like.out_features).to(like.weight.device)
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
+        head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
+    return head
+
+
+def lr_at(recipe, step: int, steps_per_epoch: int) -> float:
+    """The learning rate ``recipe``'s schedule sets for optimiser step ``step`` (0-based)."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=recipe.lr)
+    scheduler = recipe.scheduler(optimizer, steps_per_epoch)
+    if scheduler is not None:
+        scheduler.step_update(step)
+    return optimizer.param_groups[0]["lr"]
+
+
+def paper_lr(recipe, step: int, steps_per_epoch: int) -> float:
+    """The paper's warm-up + cosine schedule written out, per step: what timm's scheduler must equal."""
+    import math
+
+    total = recipe.epochs * steps_per_epoch
+    warmup = min(recipe.warmup_epochs, recipe.epochs - 1) * steps_per_epoch
+    if step < warmup:
+        return recipe.min_lr + (recipe.lr - recipe.min_lr) * step / warmup
+    progress = (step - warmup) / (total - warmup)
+    return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * progress))
