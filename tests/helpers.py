@@ -80,3 +80,10 @@ def paper_lr(recipe, step: int, steps_per_epoch: int) -> float:
         return recipe.min_lr + (recipe.lr - recipe.min_lr) * step / warmup
     progress = (step - warmup) / (total - warmup)
     return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def benchmark(model: nn.Module, img_size: int, **kwargs: Any):
+    """One model timed alone: :func:`slsviz.pruning.bench.benchmark_models` with a single round."""
+    from slsviz.pruning.bench import benchmark_models
+
+    return benchmark_models({0: model}, img_size, rounds=1, **kwargs)[0]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import random_backbone
+from helpers import benchmark, random_backbone
 
 from slsviz.models.depth import prune_to_depth
 from slsviz.models.petl import PetlConfig, count_params
 from slsviz.models.task import build_task_model
 from slsviz.pruning.bench import (
-    benchmark,
     benchmark_models,
     count_flops,
     speedups,

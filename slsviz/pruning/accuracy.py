@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline
 
 from slsviz.errors import SlsvizError
 from slsviz.layers.features import FeatureBank
+from slsviz.layers.scores import linear_probe
 
 
 def _check_cls_head(model: nn.Module, bank: FeatureBank) -> None:
@@ -56,17 +55,12 @@ def accuracy_as_is(model: nn.Module, bank: FeatureBank) -> np.ndarray:
 
 
 def fit_head(model: nn.Module, train: FeatureBank, layer: int, *, seed: int = 0, max_iter: int = 1000) -> Pipeline:
-    """A new linear head for the depth-``layer`` model, fit on the normed train features.
-
-    Features are standardised first: on shallow blocks the raw scale makes L-BFGS crawl (seconds
-    per fit), standardised it converges in a fraction of that. The scaler folds into the head's
-    weights, so the result is still one linear layer.
-    """
+    """A new linear head for the depth-``layer`` model (:func:`~slsviz.layers.scores.linear_probe`),
+    fit on the normed train features."""
     _check_cls_head(model, train)
     if len(np.unique(train.labels)) < 2:
         raise SlsvizError("Re-fitting a head needs train features of at least 2 classes.")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
-    return clf.fit(normed(model, train.layer(layer)), train.labels)
+    return linear_probe(seed=seed, max_iter=max_iter).fit(normed(model, train.layer(layer)), train.labels)
 
 
 def accuracy_head_refit(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0) -> np.ndarray:

@@ -75,40 +75,6 @@ def prepare_for_timing(model: nn.Module) -> nn.Module:
     return merge_petl(copy.deepcopy(model)).eval()
 
 
-def benchmark(
-    model: nn.Module,
-    img_size: int,
-    *,
-    batch_size: int = 1,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-    warmup_steps: int = 5,
-    time_budget_s: float = 2.0,
-    min_steps: int = 5,
-    max_steps: int = 1000,
-    merged: bool = False,
-) -> BenchmarkResult:
-    """Time ``model`` on random images of ``img_size`` at ``batch_size``.
-
-    To compare models (full and pruned), time them together with :func:`benchmark_models`.
-
-    Args:
-        model: a task model (full or pruned); copied and merged unless ``merged`` says it already is.
-        img_size: input size.
-        batch_size: images per step.
-        device: where to run.
-        precision: ``"fp32"`` or ``"bf16"`` (autocast; CUDA only).
-        warmup_steps: untimed steps first (allocator, kernels, caches).
-        time_budget_s: stop timing after this long (at least ``min_steps`` steps).
-        min_steps: fewest timed steps.
-        max_steps: most timed steps.
-        merged: skip the copy-and-merge step.
-    """
-    return benchmark_models({0: model}, img_size, batch_size=batch_size, device=device, precision=precision,
-                            warmup_steps=warmup_steps, time_budget_s=time_budget_s, rounds=1, min_steps=min_steps,
-                            max_steps=max_steps, merged=merged)[0]
-
-
 def benchmark_models(
     models: Mapping[K, nn.Module],
     img_size: int,
@@ -135,7 +101,12 @@ def benchmark_models(
 
     Args:
         models: the models to time, by any key (e.g. depth); each copied and merged unless ``merged``.
-        img_size, batch_size, device, precision, warmup_steps, merged: as :func:`benchmark`.
+        img_size: input size; the input is one random batch, the same for every model.
+        batch_size: images per step.
+        device: where to run.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast; CUDA only).
+        warmup_steps: untimed steps per model first (allocator, kernels, caches).
+        merged: the models are already merged copies in eval mode (skip copy-and-merge).
         time_budget_s: timing per model, over all rounds.
         rounds: how many times to cycle through the models.
         min_steps: fewest timed steps per model, spread over the rounds.
