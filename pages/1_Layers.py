@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from slsviz.app import charts, ui
@@ -63,10 +62,8 @@ with right:
 
 st.subheader("Scores")
 st.dataframe(table, hide_index=True, width="stretch")
-coords = pd.concat([pd.DataFrame({"layer": layer, "index": study.scored_indices(), "label": labels,
-                                  "x": points[:, 0], "y": points[:, 1]}) for layer, points in maps.items()])
 d1, d2 = st.columns(2)
 d1.download_button("Scores (CSV)", table.to_csv(index=False), "scores.csv", "text/csv", key="slsviz.layers.dl_scores")
-d2.download_button(f"{projection} coordinates of every block (CSV)", coords.to_csv(index=False), f"{projection}_maps.csv",
+d2.download_button(f"{projection} coordinates of every block (CSV)", study.map_coordinates(settings).to_csv(index=False), f"{projection}_maps.csv",
                    "text/csv", key="slsviz.layers.dl_maps")
 st.caption("Next: **Prune & benchmark**, in the sidebar.")

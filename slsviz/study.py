@@ -163,7 +163,7 @@ class Study:
     ) -> None:
         workers = default_workers() if workers is None else workers
         if workers < 1:
-            raise SlsvizError(f"--workers must be at least 1, not {workers}.")
+            raise SlsvizError(f"workers (maps computed at once) must be at least 1, not {workers}.")
         self.loaded = loaded
         self.token = token
         self.batch_size = batch_size
@@ -246,6 +246,13 @@ class Study:
     def scored_indices(self) -> np.ndarray:
         """Dataset index of every scored point (train then val), for hover thumbnails."""
         return np.concatenate([self.bank("train").indices, self.bank("val").indices])
+
+    def map_coordinates(self, settings: AnalysisSettings) -> pd.DataFrame:
+        """Every block's 2-D map as one table: ``layer, index`` (in the dataset), ``label, x, y``."""
+        analysis, indices = self.analysis(settings), self.scored_indices()
+        return pd.concat([pd.DataFrame({"layer": layer, "index": indices, "label": analysis.labels,
+                                        "x": points[:, 0], "y": points[:, 1]})
+                          for layer, points in analysis.maps().items()], ignore_index=True)
 
     # --- the pruned model ------------------------------------------------------------------------
 

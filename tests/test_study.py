@@ -11,7 +11,7 @@ from slsviz.app import charts
 from slsviz.data import load_digits
 from slsviz.layers.analysis import AnalysisSettings
 from slsviz.models.petl import PetlConfig
-from slsviz.models.task import build_task_model
+from slsviz.models.task import build_task_model, read_task_meta
 from slsviz.study import LoadedTask, Selection, Study
 
 
@@ -46,6 +46,26 @@ def test_each_thing_is_computed_once(study, monkeypatch):
     assert study.bank("train") is bank
     table = study.depth_table()
     assert study.depth_table() is table and len(table) == 4
+
+
+def test_map_coordinates_are_every_blocks_map(study):
+    settings = AnalysisSettings(projection="pca")
+    coords = study.map_coordinates(settings)
+    maps = study.analysis(settings).maps()
+    assert list(coords.columns) == ["layer", "index", "label", "x", "y"] and len(coords) == 4 * 96
+    block3 = coords[coords["layer"] == 3]
+    np.testing.assert_array_equal(block3[["x", "y"]].to_numpy(), maps[3])
+    assert block3["index"].tolist() == study.scored_indices().tolist()
+
+
+def test_training_names_the_checkpoint_by_content_and_never_overwrites(study):
+    first, meta = study.train("linear", 1, limit=20)
+    kept = first.read_bytes()
+    again, _ = study.train("linear", 1, limit=20)  # seeded: the same weights, so the same file
+    other, _ = study.train("linear", 2, limit=20)
+    assert again == first and other != first and first.read_bytes() == kept
+    assert read_task_meta(other).recipe["epochs"] == 2 and meta.petl["method"] == "linear"
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted({first.name, other.name})  # no temp files left
 
 
 def test_model_card_and_storage(study):
