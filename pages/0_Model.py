@@ -93,7 +93,8 @@ st.markdown(
     + (f" (first {card['limit']} images per split used)" if card["limit"] else "") + "."
 )
 if card["petl"]:
-    st.caption(f"{card['method']} hyperparameters")
-    st.table(pd.DataFrame({"setting": list(card["petl"]), "value": [str(v) for v in card["petl"].values()]})
-             .set_index("setting"))
+    narrow, _ = st.columns([1, 2])
+    narrow.caption(f"{card['method']} hyperparameters")
+    narrow.table(pd.DataFrame({"setting": list(card["petl"]), "value": [str(v) for v in card["petl"].values()]})
+                 .set_index("setting"))
 st.page_link("pages/1_Layers.py", label="Next: see every layer's clustering and the SLS recommendation", icon="➡️")

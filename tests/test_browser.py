@@ -88,8 +88,9 @@ def test_1_home_loads_the_default(app_url, page, shots):
     page.get_by_text("Trainable (adapters + head)").wait_for(timeout=LONG)
     body = page.inner_text("body")
     assert "Blocks" in body and "12" in body and "mnist5k" in body and "convpass" in body
-    nav = page.get_by_test_id("stSidebarNav").inner_text().split("\n")
-    assert [line for line in nav if line.strip()][:4] == ["Model", "Layers", "Prune & benchmark", "Export"]
+    links = page.get_by_test_id("stSidebarNavLink").all_inner_texts()  # each: its icon's name, then its title
+    titles = ["Model", "Layers", "Prune & benchmark", "Export"]
+    assert len(links) == 4 and all(link.strip().endswith(title) for link, title in zip(links, titles)), links
     assert page.get_by_text("Deploy", exact=True).count() == 0  # toolbarMode = viewer
     _no_exception(page)
     page.screenshot(path=str(shots / "1_home.png"), full_page=True)
