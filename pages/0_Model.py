@@ -9,9 +9,9 @@ import streamlit as st
 
 from slsviz import defaults
 from slsviz.app import ui
+from slsviz.choices import PETL_METHODS as METHODS
 from slsviz.data import BUILTIN_DATASETS
 from slsviz.device import describe_device
-from slsviz.models.petl import METHODS
 from slsviz.storage import keep_upload
 from slsviz.study import Selection
 

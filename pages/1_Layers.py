@@ -5,9 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from slsviz.app import charts, ui
+from slsviz.choices import METRICS, PROJECTIONS
 from slsviz.layers.analysis import AnalysisSettings
-from slsviz.layers.projection import PROJECTIONS
-from slsviz.layers.scores import METRICS
 
 st.title("Layers")
 

@@ -8,18 +8,69 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
-from slsviz import defaults
+from slsviz import choices, defaults
 from slsviz.errors import SlsvizError
+
+# Upper bounds that only catch typos (an extra zero or three); real limits are checked where known.
+_MAX_COUNT = 1_000_000_000
+_MAX_WORKERS = 1024
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the problem and where to read more, without the usage block."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(low: int, high: int = _MAX_COUNT):
+    """An argparse ``type`` accepting integers in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give a whole number from {low} to {high:,}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+def _float_in(low: float, high: float, *, low_open: bool = False, what: str = "a number"):
+    """An argparse ``type`` accepting finite floats in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {what} in {bracket}{low:g}, {high:g}]")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_positive = _int_at_least(1)
+_non_negative = _int_at_least(0)
+_seed = _int_at_least(0, 2**32 - 1)
+_img_size = _int_at_least(1, 100_000)  # beyond memory far before this; load_backbone says how far
 
 
 def _add_backbone_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=defaults.BACKBONE, help="'default' (DINOv2 ViT-S/14, embedded) or a timm ViT name")
     p.add_argument("--checkpoint", help="local weights for --model: .npz, .pth/.pt or .safetensors")
     p.add_argument("--hub", action="store_true", help="fetch --model's pretrained weights from the model hub")
-    p.add_argument("--img-size", type=int, help="input size in pixels (default: 112 for the default backbone)")
+    p.add_argument("--img-size", type=_img_size, help="input size in pixels (default: 112 for the default backbone)")
     p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
 
 
@@ -95,9 +146,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     _add_backbone_args(p)
     p.add_argument("--task", help="task checkpoint (default with the default backbone: the shipped task; 'none': no task)")
     p.add_argument("--data", help="dataset (default: the task's): mnist5k, digits, an image folder or a VTAB-1k root")
-    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE,
+    p.add_argument("--batch-size", type=_positive, default=defaults.BATCH_SIZE,
                    help=f"images per forward pass (default {defaults.BATCH_SIZE})")
-    p.add_argument("--limit", type=int, help="only the first N images of each split (quick runs)")
+    p.add_argument("--limit", type=_positive, help="only the first N images of each split (quick runs)")
 
 
 def _stderr_progress():
@@ -135,8 +186,6 @@ def _settings(args: argparse.Namespace):
 
 def _cmd_analyze(args: argparse.Namespace) -> dict:
     settings = _settings(args)
-    if args.workers is not None and args.workers < 1:
-        raise SlsvizError(f"--workers must be at least 1, not {args.workers}.")
     r, written = _study(args, args.workers).write_report(settings, args.out, save_features=args.save_features,
                                                          progress=_stderr_progress())
     print(f"SLS recommends keeping {r['recommended_depth']} of {r['num_layers']} blocks "
@@ -175,8 +224,6 @@ def _cmd_benchmark(args: argparse.Namespace) -> dict:
     loaded = _study(args).loaded
     num_layers = len(loaded.model.blocks)
     pruned = prune_to_depth(loaded.model, check_depth(args.depth, num_layers))
-    if args.rounds < 1:
-        raise SlsvizError(f"--rounds must be at least 1, not {args.rounds}.")
     size, device = loaded.backbone.img_size, loaded.backbone.device
     results = []
     for batch in tqdm(args.batch_sizes, desc="batch sizes", unit="batch size", file=sys.stderr):
@@ -214,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     from slsviz import __version__
 
-    parser = argparse.ArgumentParser(prog="slsviz", description="SLS layer-wise pruning analysis for PETL vision transformers.")
+    parser = _Parser(prog="slsviz", description="SLS layer-wise pruning analysis for PETL vision transformers.")
     parser.add_argument("--version", action="version", version=f"slsviz {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     p = sub.add_parser("info", help="versions and the compute device that would be used")
     p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
@@ -228,64 +275,62 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="load a dataset and describe its classes and splits")
     p.add_argument("--data", default=defaults.DATASET, help="mnist5k, digits, an image-folder path or a VTAB-1k root")
-    p.add_argument("--seed", type=int, default=0, help="split seed (built-ins and image folders)")
+    p.add_argument("--seed", type=_seed, default=0, help="split seed (built-ins and image folders)")
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("train", help="train a PETL task (adapters + head) and save its task checkpoint")
     _add_backbone_args(p)
     p.add_argument("--data", default=defaults.DATASET, help="mnist5k, digits, an image-folder path or a VTAB-1k root")
-    p.add_argument("--seed", type=int, default=0, help="split seed (built-ins and image folders)")
-    p.add_argument("--method", default="convpass", help="convpass, repadapter, lora, adaptformer or linear")
-    p.add_argument("--bottleneck", type=int, default=8, help="adapter width / LoRA rank (default 8)")
-    p.add_argument("--scale", type=float, help="adapter scale s (default: the method's own)")
-    p.add_argument("--epochs", type=int, default=100, help="epochs (paper: 100)")
-    p.add_argument("--warmup-epochs", type=int, default=10, help="linear warm-up epochs (paper: 10)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (paper: 1e-3)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (paper: 64)")
-    p.add_argument("--train-seed", type=int, default=0, help="seed of shuffling, dropout and head init")
-    p.add_argument("--limit", type=int, help="use only the first N images of each split (quick runs)")
+    p.add_argument("--seed", type=_seed, default=0, help="split seed (built-ins and image folders)")
+    p.add_argument("--method", choices=choices.PETL_METHODS, default="convpass", help="PETL method (default convpass)")
+    p.add_argument("--bottleneck", type=_positive, default=8, help="adapter width / LoRA rank (default 8)")
+    p.add_argument("--scale", type=_float_in(-1e6, 1e6, what="a finite number"), help="adapter scale s (default: the method's own)")
+    p.add_argument("--epochs", type=_positive, default=100, help="epochs (paper: 100)")
+    p.add_argument("--warmup-epochs", type=_non_negative, default=10, help="linear warm-up epochs (paper: 10)")
+    p.add_argument("--lr", type=_float_in(0.0, 10.0, low_open=True, what="a learning rate"), default=1e-3, help="peak learning rate (paper: 1e-3)")
+    p.add_argument("--batch-size", type=_positive, default=64, help="batch size (paper: 64)")
+    p.add_argument("--train-seed", type=_seed, default=0, help="seed of shuffling, dropout and head init")
+    p.add_argument("--limit", type=_positive, help="use only the first N images of each split (quick runs)")
     p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a task checkpoint on a split of its dataset")
     p.add_argument("--task", default=str(defaults.TASK_PATH), help="task checkpoint (default: the shipped one)")
     p.add_argument("--data", help="dataset (default: the one the task was trained on)")
-    p.add_argument("--split", default="test", help="train, val or test (default: test)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--limit", type=int, help="only the first N images of the split")
+    p.add_argument("--split", choices=choices.SPLITS, default="test", help="split to evaluate (default: test)")
+    p.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass (default 256)")
+    p.add_argument("--limit", type=_positive, help="only the first N images of the split")
     p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
     p.set_defaults(func=_cmd_evaluate)
-
-    from slsviz.layers.features import TOKENS
 
     p = sub.add_parser("analyze", help="per-layer maps and scores, the SLS recommendation, per-depth accuracy")
     _add_task_args(p)
     _add_rule_args(p)
-    p.add_argument("--token", choices=TOKENS, default=defaults.TOKEN,
-                   help=f"{'/'.join(TOKENS)}: CLS before the final norm, mean of patches, CLS after it (default {defaults.TOKEN})")
+    p.add_argument("--token", choices=choices.TOKENS, default=defaults.TOKEN,
+                   help=f"{'/'.join(choices.TOKENS)}: CLS before the final norm, mean of patches, CLS after it (default {defaults.TOKEN})")
     p.add_argument("--out", default="out", help="folder for report.json, scores.csv (default: out)")
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
-    p.add_argument("--workers", type=int, help="maps computed at once (default: one per core); results do not depend on it")
+    p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("benchmark", help="throughput, latency, FLOPs, memory and storage: full vs pruned at --depth")
     _add_task_args(p)
-    p.add_argument("--depth", type=int, required=True, help="blocks kept")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64], help="batch sizes to time (default: 1 64)")
-    p.add_argument("--seconds", type=float, default=2.0, help="timing per model and batch size (default 2)")
-    p.add_argument("--rounds", type=int, default=10, help="full and pruned timed in turn this many times (default 10)")
+    p.add_argument("--depth", type=_positive, required=True, help="blocks kept")
+    p.add_argument("--batch-sizes", type=_positive, nargs="+", default=[1, 64], help="batch sizes to time (default: 1 64)")
+    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=2.0, help="timing per model and batch size (default 2)")
+    p.add_argument("--rounds", type=_int_at_least(1, 10_000), default=10, help="full and pruned timed in turn this many times (default 10)")
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("prune", help="cut the task at --depth and save its checkpoint (kept adapters + head + depth)")
     _add_task_args(p)
-    p.add_argument("--depth", type=int, required=True, help="blocks kept")
+    p.add_argument("--depth", type=_positive, required=True, help="blocks kept")
     p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")
     p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("export", help="the configuration (why this depth, what it gives) and the pruned task checkpoint")
     _add_task_args(p)
     _add_rule_args(p)
-    p.add_argument("--depth", type=int, help="blocks kept (default: the SLS recommendation)")
+    p.add_argument("--depth", type=_positive, help="blocks kept (default: the SLS recommendation)")
     p.add_argument("--format", choices=("json", "yaml"), default="json", help="configuration format (default json)")
     p.add_argument("--out", default="out", help="folder for slsviz-config.* and task-depth<d>.safetensors (default: out)")
     p.set_defaults(func=_cmd_export)
@@ -293,27 +338,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_rule_args(p: argparse.ArgumentParser) -> None:
-    from slsviz.layers.analysis import SPACES
-    from slsviz.layers.projection import PROJECTIONS
-    from slsviz.layers.scores import METRICS
-
-    p.add_argument("--projection", choices=PROJECTIONS, default=defaults.PROJECTION,
+    p.add_argument("--projection", choices=choices.PROJECTIONS, default=defaults.PROJECTION,
                    help=f"2-D map (default: {defaults.PROJECTION}, the paper's)")
-    p.add_argument("--metric", choices=list(METRICS), default=defaults.METRIC,
+    p.add_argument("--metric", choices=list(choices.METRICS), default=defaults.METRIC,
                    help=f"score the rule reads (default: {defaults.METRIC})")
-    p.add_argument("--space", choices=SPACES, default=defaults.SPACE,
+    p.add_argument("--space", choices=choices.SPACES, default=defaults.SPACE,
                    help=f"score the 2-D map or the raw features (default: {defaults.SPACE})")
-    p.add_argument("--alpha", type=float, default=defaults.ALPHA, help=f"SLS threshold fraction (default {defaults.ALPHA})")
+    p.add_argument("--alpha", type=_float_in(0.0, 1.0, low_open=True, what="a fraction"), default=defaults.ALPHA, help=f"SLS threshold fraction (default {defaults.ALPHA})")
+
+
+# Commands that write --out, and whether it is a folder; checked before any work starts.
+_OUTPUTS = {"analyze": True, "export": True, "train": False, "prune": False}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    """Run the CLI; returns the exit code (2: bad input or out of memory, with a one-line reason)."""
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed --help, --version or its one-line error
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        if args.command in _OUTPUTS:
+            from slsviz.storage import check_can_write
+
+            check_can_write(args.out, folder=_OUTPUTS[args.command])
         result = args.func(args)
     except SlsvizError as exc:
-        print(f"slsviz: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
+    except (MemoryError, RuntimeError) as exc:
+        from slsviz.device import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return _fail(f"Ran out of memory ({first[:160]}): lower --batch-size, --img-size or --limit, "
+                     "or use a device with more free memory.")
+    except KeyboardInterrupt:
+        return _fail("Interrupted; nothing half-written was left behind.", code=130)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
+
+
+def _fail(message: str, code: int = 2) -> int:
+    """Print one line (newlines inside a reason are folded) and return the exit code."""
+    print("slsviz: error: " + " ".join(message.split()), file=sys.stderr)
+    return code

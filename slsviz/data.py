@@ -18,11 +18,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from slsviz import defaults
+from slsviz.choices import SPLITS
 from slsviz.errors import DataError
 
 BUILTIN_DATASETS = ("mnist5k", "digits")
-# 112 = 8 x 8 patches of 14 pixels: the default DINOv2 ViT-S/14 stays fast on a CPU.
-SPLITS = ("train", "val", "test")
 TRAINVAL = "trainval"  # train + val, what the SLS code scores layers on (VTAB's train800val200)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VTAB_LIST_FILES = ("train800.txt", "val200.txt", "train800val200.txt", "test.txt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 
 import torch
@@ -68,3 +69,34 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation could use now on ``device`` (``None`` where it cannot be told).
+
+    CUDA: ``torch.cuda.mem_get_info``; CPU: the kernel's ``MemAvailable`` estimate (Linux), else
+    the free physical pages.
+    """
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CPU or CUDA), as torch and Python raise them."""
+    if isinstance(exc, MemoryError) or isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    # CPU allocations fail with a plain RuntimeError from c10's allocator.
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)

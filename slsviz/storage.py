@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from slsviz.errors import SlsvizError
+
 
 def cache_dir() -> Path:
     """The slsviz cache folder, created on demand.
@@ -38,17 +40,60 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def check_can_write(target: str | os.PathLike, *, folder: bool) -> Path:
+    """Check, before any work, that ``target`` can be written: a folder (``folder=True``) or a file.
+
+    Nothing is created: the nearest existing ancestor is probed with a temporary file.
+
+    Raises:
+        SlsvizError: ``target`` is a file where a folder is wanted (or the reverse), a parent is a
+            file, or the nearest existing folder does not accept files.
+    """
+    target = Path(target).expanduser()
+    kind = "folder" if folder else "file"
+    if target.exists() and target.is_dir() != folder:
+        actual = "a folder" if target.is_dir() else "a file"
+        raise SlsvizError(f"Output {kind} {target} is {actual}: give a path to a {kind} (a new one, or one of yours).")
+    existing = target if folder and target.is_dir() else target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SlsvizError(f"Cannot write {target}: {existing} is a file, not a folder. Choose another output path.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise SlsvizError(f"Cannot write {target}: {existing} does not accept new files ({exc.strerror or exc}). "
+                          "Choose an output path you can write to.") from None
+    return target
+
+
+def _read_umask() -> int:
+    """The process umask, read without changing it where the kernel tells it (Linux 4.7+).
+
+    Elsewhere it is set and restored once, at import, before any thread of ours writes files:
+    flipping it later would race with other threads (other browser sessions) creating files.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def keep_upload(name: str, data: bytes) -> Path:

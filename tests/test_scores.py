@@ -11,9 +11,10 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
+from slsviz.choices import METRICS
 from slsviz.errors import DataError, SlsvizError
 from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
-from slsviz.layers.scores import METRICS, cluster_scores, probe_accuracy
+from slsviz.layers.scores import cluster_scores, probe_accuracy
 
 
 def two_tight_clusters():

@@ -10,7 +10,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from slsviz.layers.scores import METRICS
+from slsviz.choices import METRICS
 
 _COLOURS = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
 _TITLES = {"silhouette": "Silhouette", "calinski_harabasz": "Calinski-Harabasz", "davies_bouldin": "Davies-Bouldin (lower is better)",

@@ -17,18 +17,16 @@ import numpy as np
 import pandas as pd
 
 from slsviz import defaults
+from slsviz.choices import METRICS, PROJECTIONS, SPACES
 from slsviz.errors import DataError, SlsvizError
-from slsviz.layers.projection import PROJECTIONS, project_layers
+from slsviz.layers.projection import project_layers
 from slsviz.layers.rule import SLSRule
 from slsviz.layers.scores import (
     CLUSTER_METRICS,
-    METRICS,
     cluster_scores,
     probe_accuracy,
 )
 from slsviz.progress import Progress
-
-SPACES = ("2d", "raw")
 
 
 @dataclass(frozen=True)

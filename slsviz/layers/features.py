@@ -23,13 +23,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from slsviz import defaults
+from slsviz.choices import TOKENS
 from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.device import autocast
 from slsviz.errors import SlsvizError
 from slsviz.progress import Progress
 from slsviz.storage import cache_dir
 
-TOKENS = ("cls", "mean", "cls_norm")
 _FLOAT16_ABOVE_BYTES = 1 << 30  # float32 banks above 1 GiB are stored as float16
 
 

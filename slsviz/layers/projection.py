@@ -25,11 +25,10 @@ from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from slsviz import defaults
+from slsviz.choices import PROJECTIONS
 from slsviz.errors import DataError, SlsvizError
 from slsviz.progress import Progress
 from slsviz.storage import atomic_path, cache_dir
-
-PROJECTIONS = ("umap", "tsne", "pca")
 
 
 def default_workers() -> int:

@@ -18,8 +18,6 @@ from sklearn.preprocessing import StandardScaler
 
 from slsviz.errors import DataError
 
-# Score name -> whether a higher value means better-separated classes.
-METRICS = {"silhouette": True, "calinski_harabasz": True, "davies_bouldin": False, "probe_accuracy": True}
 CLUSTER_METRICS = ("silhouette", "calinski_harabasz", "davies_bouldin")
 
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from slsviz import defaults
-from slsviz.device import resolve_device
+from slsviz.device import free_memory_bytes, resolve_device
 from slsviz.errors import CheckpointError, OfflineError, SlsvizError, key_mismatch
 from slsviz.models.petl import count_params
 from slsviz.storage import atomic_path, cache_dir
@@ -123,13 +123,16 @@ def load_backbone(
     sources = sum([checkpoint is not None, hub])
     if sources > 1:
         raise SlsvizError("Choose one weight source: a checkpoint file or hub=True.")
+    device = resolve_device(device)
+    if name != defaults.BACKBONE and name not in timm.list_models():
+        raise SlsvizError(f"Unknown backbone {name!r}: use 'default' or a timm model name such as {DEFAULT_ARCH}.")
+    if img_size is not None:
+        check_img_size(DEFAULT_ARCH if name == defaults.BACKBONE else name, img_size, device)
     if name == defaults.BACKBONE:
         if sources:
             raise SlsvizError("The default backbone has its own weights: give a timm model name with a checkpoint.")
         backbone = _load_default(img_size or defaults.IMG_SIZE)
     else:
-        if name not in timm.list_models():
-            raise SlsvizError(f"Unknown backbone {name!r}: use 'default' or a timm model name such as {DEFAULT_ARCH}.")
         if checkpoint is not None:
             backbone = _load_local(name, Path(checkpoint), img_size)
         elif hub:
@@ -139,8 +142,42 @@ def load_backbone(
                 f"No weights given for {name!r}: pass a local checkpoint (.npz, .pth, .safetensors), "
                 "ask for hub weights, or use the default backbone."
             )
-    backbone.model.to(resolve_device(device)).eval()
+    backbone.model.to(device).eval()
     return backbone
+
+
+def check_img_size(arch: str, img_size: int, device: torch.device) -> None:
+    """Refuse an input size the architecture cannot take or one image's forward pass cannot fit in memory.
+
+    Checked before any weights are resized, so an extra digit gets a reason instead of an allocation
+    of tens of GB. The estimate counts float32 position embeddings and one image's activations with
+    the attention matrices materialised (what the non-fused attention path allocates).
+
+    Raises:
+        SlsvizError: smaller than one patch, or more memory than ``device`` has free.
+    """
+    with torch.device("meta"):  # shapes only: no memory, no weights
+        probe = timm.create_model(arch, pretrained=False, num_classes=0)
+    patch = int(probe.patch_embed.patch_size[0])
+    dim, heads = int(probe.embed_dim), int(probe.blocks[0].attn.num_heads)
+    if img_size < patch:
+        raise SlsvizError(f"Input size {img_size} px is smaller than one {patch}-px patch of {arch}: use at least {patch} "
+                          f"(a multiple of {patch}, e.g. {8 * patch}).")
+
+    def bytes_for(size: int) -> int:
+        tokens = (size // patch) ** 2 + 1
+        return 4 * (8 * tokens * dim + 2 * heads * tokens * tokens)
+
+    free = free_memory_bytes(device)
+    if free is not None and bytes_for(img_size) > free:
+        largest = patch
+        while bytes_for(largest + patch) <= free:
+            largest += patch
+        raise SlsvizError(
+            f"Input size {img_size} px makes {(img_size // patch) ** 2:,} patches per image; one forward pass would need "
+            f"about {bytes_for(img_size) / 2**30:,.1f} GiB, more than the {free / 2**30:.1f} GiB free on {device}: "
+            f"use at most {largest} px ({arch} was trained at {probe.patch_embed.img_size[0]})."
+        )
 
 
 def weights_checksum(state_dict: dict[str, torch.Tensor]) -> str:

@@ -8,9 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from slsviz.choices import PETL_METHODS as METHODS
 from slsviz.errors import SlsvizError
-
-METHODS = ("convpass", "repadapter", "lora", "adaptformer", "linear")
 
 # Each method's own default scale s (LoRA's is alpha / rank, so it has none here).
 DEFAULT_SCALES: dict[str, float] = {"convpass": 0.1, "repadapter": 1.0, "adaptformer": 0.1}
