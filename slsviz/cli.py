@@ -93,7 +93,9 @@ def _cmd_backbone(args: argparse.Namespace) -> dict:
 def _cmd_data(args: argparse.Namespace) -> dict:
     from slsviz.data import load_dataset
 
-    return load_dataset(args.data, seed=args.seed).describe()
+    data = load_dataset(args.data, seed=args.seed)
+    _note(data.skipped_note())
+    return data.describe()
 
 
 def _cmd_train(args: argparse.Namespace) -> dict:
@@ -128,16 +130,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict:
 
     from slsviz.data import Preprocess, load_dataset, make_loader
     from slsviz.device import describe_device, resolve_device
-    from slsviz.models.task import load_task_with_backbone
+    from slsviz.models.task import head_applies, load_task_with_backbone
     from slsviz.models.train import evaluate
 
     device = resolve_device(args.device)
     backbone, model, meta = load_task_with_backbone(args.task, device=device)
     data = load_dataset(args.data or meta.dataset, seed=meta.split_seed if meta.split_seed is not None else 0)
+    applies, note = head_applies(meta, data)
+    if not applies:
+        raise SlsvizError(f"Accuracy is {note} Evaluate the task on data with its classes.")
+    _note(note)
     loader = make_loader(data, args.split, Preprocess(meta.img_size, meta.mean, meta.std), args.batch_size, limit=args.limit)
     start = time.perf_counter()
     accuracy = evaluate(model, loader, device)
-    return {"task": str(args.task), "dataset": data.name, "split": args.split, "num_images": len(loader.dataset),
+    return {"task": str(args.task), "dataset": data.name, "split": args.split, "num_images": len(loader.dataset), "note": note,
             "accuracy": accuracy, "recorded_test_accuracy": meta.test_accuracy, "depth": len(model.blocks),
             "seconds": round(time.perf_counter() - start, 2), "device": describe_device(device)}
 
@@ -175,7 +181,9 @@ def _study(args: argparse.Namespace, workers: int | None = None):
     selection = Selection(model=args.model, checkpoint=args.checkpoint, task=args.task, data=args.data,
                           img_size=args.img_size, hub=args.hub, device=args.device, limit=args.limit,
                           token=getattr(args, "token", defaults.TOKEN), batch_size=args.batch_size)
-    return Study.open(selection, workers=workers)
+    study = Study.open(selection, workers=workers)
+    _note(study.loaded.data.skipped_note())
+    return study
 
 
 def _settings(args: argparse.Namespace):
@@ -186,8 +194,9 @@ def _settings(args: argparse.Namespace):
 
 def _cmd_analyze(args: argparse.Namespace) -> dict:
     settings = _settings(args)
-    r, written = _study(args, args.workers).write_report(settings, args.out, save_features=args.save_features,
-                                                         progress=_stderr_progress())
+    study = _study(args, args.workers)
+    _note(study.loaded.head[1] if study.loaded.meta is not None else None)
+    r, written = study.write_report(settings, args.out, save_features=args.save_features, progress=_stderr_progress())
     print(f"SLS recommends keeping {r['recommended_depth']} of {r['num_layers']} blocks "
           f"({r['metric']} on {r['projection']} {r['space']}, alpha {r['alpha']}): {r['reason']}", file=sys.stderr)
     return {key: r[key] for key in ("recommended_depth", "num_layers", "threshold", "accuracy_full",
@@ -248,8 +257,10 @@ def _cmd_prune(args: argparse.Namespace) -> dict:
     if loaded.meta is None:
         raise SlsvizError("prune needs a task (adapters + head) to cut; give --task.")
     pruned = prune_to_depth(loaded.model, args.depth)
+    applies, note = loaded.head
+    _note(note)
     accuracy = {split: evaluate(pruned, make_loader(loaded.data, split, loaded.preprocess, args.batch_size, limit=args.limit))
-                for split in ("val", "test")}
+                if applies else None for split in ("val", "test")}
     meta = dataclasses.replace(loaded.meta, depth=args.depth, val_accuracy=accuracy["val"], test_accuracy=accuracy["test"],
                                recipe={**loaded.meta.recipe, "pruned_from_depth": loaded.meta.num_layers, "head": "as is"})
     path = save_task(args.out, pruned, meta)
@@ -378,6 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
+
+
+def _note(note: str | None) -> None:
+    """A fact the user should know about a result (not an error), on stderr."""
+    if note:
+        print(f"slsviz: note: {note}", file=sys.stderr)
 
 
 def _fail(message: str, code: int = 2) -> int:

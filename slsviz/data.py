@@ -101,6 +101,13 @@ class LabelledImages:
             "skipped": len(self.skipped),
         }
 
+    def skipped_note(self) -> str | None:
+        """A line saying which files were left out as unreadable (``None`` when none were)."""
+        if not self.skipped:
+            return None
+        return (f"{len(self.skipped)} file(s) of {self.name} could not be read as images and were left out "
+                f"(e.g. {self.skipped[0]}).")
+
     def image(self, i: int) -> Image.Image:
         """Image ``i`` as a PIL image, in its stored mode (e.g. ``"L"`` for MNIST).
 
@@ -134,11 +141,20 @@ class Preprocess:
             raise ValueError(f"std values must be positive, got {self.std!r}.")
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        rgb = image.convert("RGB").resize((self.img_size, self.img_size), Image.Resampling.BICUBIC)
+        rgb = _to_rgb(image).resize((self.img_size, self.img_size), Image.Resampling.BICUBIC)
         array = np.asarray(rgb, dtype=np.float32) / 255.0
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
         return torch.from_numpy(((array - mean) / std).transpose(2, 0, 1).copy())
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with 8 bits per channel. 16-bit grayscale (PIL mode ``I;16``/``I``) is scaled by 255/65535:
+    PIL's own ``convert("RGB")`` clips it at 255, turning almost every pixel white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
 
 
 class SplitDataset(Dataset):
@@ -455,6 +471,8 @@ def load_dataset(spec: str = defaults.DATASET, seed: int = 0) -> LabelledImages:
         return load_image_folder(path, seed)
     if path.exists():
         raise DataError(f"Dataset {spec!r} is a file, not a folder: use {_VALID_SPECS}.")
+    if path.is_symlink():
+        raise DataError(f"Dataset {spec!r} is a symbolic link that leads nowhere (broken, or a loop): give the real folder.")
     raise DataError(f"Unknown dataset {spec!r} (no such built-in dataset or folder): use {_VALID_SPECS}.")
 
 

@@ -47,7 +47,7 @@ from slsviz.layers.rule import SLSRule
 from slsviz.models.backbones import Backbone, file_checksum, load_backbone
 from slsviz.models.depth import check_depth, depth_views, prune_to_depth
 from slsviz.models.petl import PetlConfig, count_params
-from slsviz.models.task import TaskMeta, fit_task, load_task, read_task_meta, save_task
+from slsviz.models.task import TaskMeta, fit_task, head_applies, load_task, read_task_meta, save_task
 from slsviz.models.train import Recipe
 from slsviz.progress import EpochProgress, Progress, StageProgress
 from slsviz.pruning.accuracy import accuracy_retrained, depth_accuracy_table
@@ -102,6 +102,13 @@ class LoadedTask:
     def preprocess(self) -> Preprocess:
         """The task's preprocessing (input size, mean, std of the backbone)."""
         return Preprocess(self.backbone.img_size, self.backbone.mean, self.backbone.std)
+
+    @property
+    def head(self) -> tuple[bool, str | None]:
+        """Whether the task's head classifies this data (as-is accuracy is defined), and a note."""
+        if self.meta is None:
+            return False, "not applicable: a bare backbone has no task head (see the head re-fit)."
+        return head_applies(self.meta, self.data)
 
     @property
     def method(self) -> str:
@@ -208,6 +215,7 @@ class Study:
             "dataset": self.loaded.data.name,
             "splits": {k: int(len(v)) for k, v in self.loaded.data.splits.items()},
             "num_classes": self.loaded.data.num_classes,
+            "head_note": self.loaded.head[1],
             "val_accuracy": meta.val_accuracy if meta else None,
             "test_accuracy": meta.test_accuracy if meta else None,
             "limit": self.limit,
@@ -260,8 +268,8 @@ class Study:
         """Test accuracy at every depth, as is and with a head re-fit on train, from cached features."""
         with self._lock:
             if seed not in self._depth_tables:
-                self._depth_tables[seed] = depth_accuracy_table(self.loaded.model, self.bank("train"),
-                                                                self.bank("test"), seed=seed)
+                self._depth_tables[seed] = depth_accuracy_table(self.loaded.model, self.bank("train"), self.bank("test"),
+                                                                seed=seed, as_is=self.loaded.head[0])
             return self._depth_tables[seed]
 
     def benchmarks(self, batch_size: int = 1, time_budget_s: float = 1.0,
@@ -326,10 +334,11 @@ class Study:
         depth = check_depth(depth, self.num_layers)
         row = self.depth_table().iloc[depth - 1]
         timed = self.benchmarks()[depth]
-        results = {"accuracy_as_is": float(row["accuracy_as_is"]), "accuracy_head_refit": float(row["accuracy_head_refit"]),
+        results = {"accuracy_as_is": _float(row["accuracy_as_is"]), "accuracy_head_refit": float(row["accuracy_head_refit"]),
                    "throughput_images_per_s": timed.images_per_s, "latency_ms": timed.latency_ms,
                    "batch_size": timed.batch_size, "flops_per_image": timed.flops_per_image, "params": timed.params,
-                   "device": timed.device, "recommended_depth": int(self.recommend(settings).depth_)}
+                   "device": timed.device, "recommended_depth": int(self.recommend(settings).depth_),
+                   "accuracy_as_is_note": self.loaded.head[1]}
         return build_config(backbone=self.loaded.backbone, meta=meta, depth=depth, alpha=settings.alpha,
                             metric=settings.metric, projection=settings.projection,
                             scores=self.analysis(settings).table().to_dict("records"), results=results)
@@ -439,6 +448,7 @@ class Study:
             "recommended_depth": int(rule.depth_),
             "pruning": bool(rule.pruning_),
             "reason": rule.reason_,
+            "accuracy_as_is_note": loaded.head[1],
             "accuracy_full": _float(as_is[-1]),
             "accuracy_full_head_refit": _float(refit[-1]),
             "accuracy_at_recommended_depth": _float(as_is[rule.depth_ - 1]),

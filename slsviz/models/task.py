@@ -87,6 +87,32 @@ class TaskMeta:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def head_applies(meta: TaskMeta, data: LabelledImages) -> tuple[bool, str | None]:
+    """Whether the task's head can classify ``data``, and a note saying why not (or what to keep in mind).
+
+    The head's outputs are the task's classes in order; on data whose class names differ (in name,
+    count or order) its accuracy is not defined. The same classes from another dataset (e.g.
+    ``digits`` for a task trained on ``mnist5k``) are allowed, with a note.
+
+    Returns:
+        ``(applies, note)``; ``note`` is ``None`` on the task's own dataset.
+    """
+    trained_on = _classes_in_words(meta.class_names)
+    if list(data.class_names) != list(meta.class_names):
+        return False, (f"not applicable: the task's head was trained on {trained_on} ({meta.dataset}); "
+                       f"{data.name} has {_classes_in_words(data.class_names)}. Features, maps, scores, the "
+                       "recommendation and the head re-fit do not need the head.")
+    if data.name != meta.dataset:
+        return True, (f"the task's head was trained on {meta.dataset} and is scored on {data.name}, "
+                      f"which has the same {trained_on}.")
+    return True, None
+
+
+def _classes_in_words(names: list[str], shown: int = 5) -> str:
+    listed = ", ".join(map(str, names[:shown])) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
+    return f"{len(names)} classes ({listed})"
+
+
 def build_task_model(backbone: Backbone, petl: PetlConfig, num_classes: int, *, seed: int = 0) -> nn.Module:
     """A fresh task model: a COPY of the backbone with adapters in every block and a new head.
 
@@ -224,8 +250,9 @@ def load_task_with_backbone(
 ) -> tuple[Backbone, nn.Module, TaskMeta]:
     """Load a task checkpoint together with the backbone it names (at the size it was trained at).
 
-    Works for tasks on the embedded default backbone; a task on another backbone needs that
-    backbone loaded by the caller (its checkpoint file is not part of the task) and :func:`load_task`.
+    Works for tasks on the embedded default backbone, and on a local checkpoint that is still where
+    the task says (its checksum is checked); otherwise the caller loads the backbone and calls
+    :func:`load_task`.
     """
     from slsviz.models.backbones import load_backbone
 
@@ -233,11 +260,15 @@ def load_task_with_backbone(
     if not path.is_file() and path == defaults.TASK_PATH:
         raise CheckpointError(f"The shipped default task {path} is missing: run `make default-task` to create it.")
     meta = read_task_meta(path)
-    if meta.backbone_id != defaults.BACKBONE:
+    weights = meta.backbone_id.removeprefix(f"{meta.backbone_arch}:")
+    if meta.backbone_id == defaults.BACKBONE:
+        backbone = load_backbone(defaults.BACKBONE, img_size=meta.img_size, device=device)
+    elif weights != meta.backbone_id and Path(weights).is_file():
+        backbone = load_backbone(meta.backbone_arch, weights, img_size=meta.img_size, device=device)
+    else:
         raise CheckpointError(
             f"Task checkpoint {path} was trained on backbone {meta.backbone_id!r}: load that backbone "
             f"({meta.backbone_arch} with its checkpoint) and then the task."
         )
-    backbone = load_backbone(defaults.BACKBONE, img_size=meta.img_size, device=device)
     model, meta = load_task(path, backbone)
     return backbone, model, meta

@@ -82,12 +82,15 @@ def accuracy_at_depth(model: nn.Module, train: FeatureBank, evaluate_on: Feature
     return {"depth": depth, "accuracy_as_is": _as_is(model, x, evaluate_on.labels), "accuracy_head_refit": float(refit)}
 
 
-def depth_accuracy_table(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0) -> pd.DataFrame:
+def depth_accuracy_table(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0,
+                         as_is: bool = True) -> pd.DataFrame:
     """Both cache-only kinds for every depth: columns ``depth, accuracy_as_is, accuracy_head_refit``.
 
-    A bare backbone has no task head, so its as-is accuracy is NaN (not defined), not a guess.
+    A bare backbone has no task head, and a head trained on other classes (``as_is=False``) cannot
+    classify this data: their as-is accuracy is NaN (not defined), not a guess.
     """
-    as_is = accuracy_as_is(model, evaluate_on) if has_task_head(model) else np.full(evaluate_on.num_layers, np.nan)
+    as_is = (accuracy_as_is(model, evaluate_on) if as_is and has_task_head(model)
+             else np.full(evaluate_on.num_layers, np.nan))
     return pd.DataFrame({
         "depth": np.arange(1, evaluate_on.num_layers + 1),
         "accuracy_as_is": as_is,
