@@ -47,7 +47,14 @@ from slsviz.layers.rule import SLSRule
 from slsviz.models.backbones import Backbone, file_checksum, load_backbone
 from slsviz.models.depth import check_depth, depth_views, prune_to_depth
 from slsviz.models.petl import PetlConfig, count_params
-from slsviz.models.task import TaskMeta, fit_task, head_applies, load_task, read_task_meta, save_task
+from slsviz.models.task import (
+    TaskMeta,
+    fit_task,
+    head_applies,
+    load_task,
+    read_task_meta,
+    save_task,
+)
 from slsviz.models.train import Recipe
 from slsviz.progress import EpochProgress, Progress, StageProgress
 from slsviz.pruning.accuracy import accuracy_retrained, depth_accuracy_table
