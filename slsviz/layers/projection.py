@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
@@ -29,6 +30,37 @@ from slsviz.choices import PROJECTIONS
 from slsviz.errors import DataError, SlsvizError
 from slsviz.progress import Progress
 from slsviz.storage import atomic_path, cache_dir
+
+
+class _ProcessBlasLimit:
+    """BLAS at one thread while any map runs, restored when the last one ends.
+
+    BLAS thread pools (OpenBLAS's, MKL's) are shared by the whole process. Per-thread
+    ``threadpool_limits`` calls race on them: a map that starts while another holds the limit saves
+    "1" as the original and may restore it last, leaving the process at one BLAS thread. One
+    counted limit for all map threads has no such race.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limits: threadpool_limits | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._limits = threadpool_limits(limits=1, user_api="blas")
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limits is not None:
+                self._limits.restore_original_limits()
+                self._limits = None
+
+
+_ONE_BLAS_THREAD = _ProcessBlasLimit()
 
 
 def default_workers() -> int:
@@ -93,9 +125,8 @@ def project(
     n = x.shape[0]
     # One thread gives the same map; t-SNE's OpenMP threads stall on busy cores (a 90-point map
     # took 33 s instead of 0.15 s beside a training job). project_layers(n_jobs=...) uses more cores.
-    # threadpoolctl's BLAS limit is safe from several threads at once (only one thread controls
-    # OpenBLAS's shared pool); OpenMP's is per thread, so every map thread gets its own.
-    with threadpool_limits(limits=1):
+    # OpenMP's limit is per thread, so every map thread sets its own; BLAS pools are the process's.
+    with _ONE_BLAS_THREAD, threadpool_limits(limits=1, user_api="openmp"):
         if method == "tsne":
             # Only perplexity may differ from the paper, and only where scikit-learn would refuse it.
             kwargs: dict[str, Any] = {}

@@ -6,6 +6,7 @@ with 10 warm-up epochs down to 1e-5, drop-path 0.1). The checkpoint kept is the 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -120,6 +121,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None =
     return correct / total
 
 
+_GLOBAL_GENERATOR = threading.Lock()
+
+
 def train_task(
     model: nn.Module,
     data: LabelledImages,
@@ -152,8 +156,15 @@ def train_task(
     if not params:
         raise SlsvizError("The model has nothing to train: attach a PETL method and a head first.")
 
-    # Shuffling, dropout and drop-path all draw from the global generator: one seed fixes them all.
-    torch.manual_seed(recipe.seed)
+    # Shuffling, dropout and drop-path all draw from torch's global generator: one seed fixes them all.
+    # It is the process's, so trainings take turns and the caller's generator state is put back after.
+    with _GLOBAL_GENERATOR, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(recipe.seed)
+        return _train(model, names, params, data, preprocess, recipe, device, progress, limit)
+
+
+def _train(model: nn.Module, names: set[str], params: list[nn.Parameter], data: LabelledImages, preprocess: Preprocess,
+           recipe: Recipe, device: torch.device, progress: EpochProgress | None, limit: int | None) -> TrainResult:
     train_loader = make_loader(data, recipe.split, preprocess, recipe.batch_size, shuffle=True, limit=limit)
     val_loader = make_loader(data, "val", preprocess, 256, limit=limit)
 

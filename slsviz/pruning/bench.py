@@ -138,14 +138,14 @@ def benchmark_models(
     done, total = 0, rounds * len(prepared)
     with torch.inference_mode(), context:
         for key, model in prepared.items():
-            reset_peak_memory(device)
+            _start_memory(device)
             for _ in range(warmup_steps):
                 model(x)
-            _sync(device)
-            peaks[key], kind = peak_memory(device)
+                _sync(device)
+                peaks[key] = _max_or_none(peaks[key], _memory(device)[0])
         for _ in range(rounds):
             for key, model in prepared.items():
-                reset_peak_memory(device)
+                _start_memory(device)
                 steps, started = times[key], time.perf_counter()
                 first = len(steps)
                 while len(steps) - first < per_round_max and (
@@ -154,8 +154,8 @@ def benchmark_models(
                     model(x)
                     _sync(device)
                     steps.append(time.perf_counter() - t0)
-                peak, kind = peak_memory(device)
-                peaks[key] = _max_or_none(peaks[key], peak)
+                    peak, kind = _memory(device)  # outside the timed span
+                    peaks[key] = _max_or_none(peaks[key], peak)
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -210,26 +210,22 @@ def _relative_se(result: BenchmarkResult) -> float:
     return result.latency_ms_std / math.sqrt(result.steps) / result.latency_ms
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """CUDA: reset the allocator's peak. CPU (Linux): reset the process's peak RSS (VmHWM)."""
+def _start_memory(device: torch.device) -> None:
+    """CUDA: restart the allocator's peak (benchmarks run alone: see ``Study.benchmarks``). The CPU
+    needs nothing: its figure is sampled, and the process's own peak (VmHWM) is never reset."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # "5" resets the peak resident set size
-    except OSError:
-        pass
 
 
-def peak_memory(device: torch.device) -> tuple[int | None, str]:
-    """Peak memory since :func:`reset_peak_memory`, and what it measures."""
+def _memory(device: torch.device) -> tuple[int | None, str]:
+    """Memory in use now (CPU: resident set size) or at the peak since :func:`_start_memory` (CUDA)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "CUDA peak allocated"
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024, "process peak RSS (CPU)"
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024, "process RSS, the most seen after a step (CPU)"
     except OSError:
         pass
     return None, "not measurable here"
