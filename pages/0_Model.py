@@ -46,7 +46,7 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
                 checkpoint = str(keep_upload(uploaded_ckpt.name, uploaded_ckpt.getvalue()))
             if uploaded_task is not None:
                 task = str(keep_upload(uploaded_task.name, uploaded_task.getvalue()))
-            st.session_state[ui.SELECTION] = Selection(
+            ui.load(Selection(
                 model=defaults.BACKBONE if default else arch.strip(),
                 checkpoint=None if default else (checkpoint.strip() or None),
                 task=task.strip() or None,
@@ -54,8 +54,7 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
                 img_size=int(img_size) or None,
                 device=device,
                 limit=int(limit) or None,
-            )
-            st.session_state.pop(ui.DEPTH, None)
+            ))
 
     with st.form("slsviz.home.train"):
         st.markdown("**Train a task now** on the loaded backbone and dataset (adapters + head; the paper's recipe).")
@@ -70,8 +69,7 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
                 path, meta = source.train(method, int(epochs), limit=int(train_limit) or None,
                                           progress=lambda e, n, info: bar.progress(
                                               e / n, text=f"epoch {e}/{n}: val {info['val_accuracy']:.3f}"))
-            st.session_state[ui.SELECTION] = dataclasses.replace(ui.selection(), task=str(path))
-            st.session_state.pop(ui.DEPTH, None)
+            ui.load(dataclasses.replace(ui.selection(), task=str(path)))
             st.success(f"Trained: val {100 * meta.val_accuracy:.2f}%, test {100 * meta.test_accuracy:.2f}%; saved to {path}.")
 
 study = ui.current_study()
@@ -92,6 +90,9 @@ st.markdown(
     + ", ".join(f"{k} {v}" for k, v in card["splits"].items())
     + (f" (first {card['limit']} images per split used)" if card["limit"] else "") + "."
 )
+applies, note = study.loaded.head
+if note:
+    (st.info if applies else st.warning)(f"As-is accuracy: {note}")
 if card["petl"]:
     narrow, _ = st.columns([1, 2])
     narrow.caption(f"{card['method']} hyperparameters")

@@ -48,7 +48,7 @@ with left:
                     key="slsviz.layers.grid")
 with right:
     st.subheader("One block, large")
-    layer = st.slider("Block", 1, analysis.num_layers, int(rule.depth_), key="slsviz.layers.layer")
+    layer = st.slider("Block", 1, analysis.num_layers, int(rule.depth_), key=ui.LAYER)
     event = st.plotly_chart(charts.layer_map(maps[layer], labels, names, study.scored_indices(), layer), width="stretch",
                             key="slsviz.layers.one", on_select="rerun", selection_mode=("points", "box", "lasso"))
     picked = [int(p["customdata"][0]) for p in (event.selection.points if event else []) if p.get("customdata")]

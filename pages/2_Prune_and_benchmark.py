@@ -17,6 +17,9 @@ with ui.user_errors():
     # Every depth timed together, in rounds, so that the speedups hold on a machine whose speed drifts.
     timed = study.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"))
 recommended = int(st.session_state[ui.DEPTH])
+applies, note = study.loaded.head
+if note:
+    (st.info if applies else st.warning)(f"Accuracy as is: {note}")
 full = timed[L]
 device = full.device
 
@@ -28,7 +31,7 @@ def fmt_pct(x: float) -> str:
 @st.fragment
 def depth_panel() -> None:
     """Reruns alone when the slider moves: every number is already measured or cached."""
-    depth = st.slider("Blocks kept", 1, L, recommended, key="slsviz.prune.depth",
+    depth = st.slider("Blocks kept", 1, L, recommended, key=ui.PRUNE_DEPTH,
                       help=f"starts at the SLS recommendation ({recommended})")
     st.session_state[ui.CHOSEN] = depth
     row, full_row = table.iloc[depth - 1], table.iloc[L - 1]
@@ -73,8 +76,8 @@ if r1.button("Retrain", key="slsviz.prune.retrain"):
     with ui.user_errors():
         out = study.retrain(depth, int(epochs), kind="ft",
                             progress=lambda e, n, info: bar.progress(e / n, text=f"epoch {e}/{n}, val {info['val_accuracy']:.3f}"))
-    st.session_state["slsviz.prune.retrained"] = out
-if "slsviz.prune.retrained" in st.session_state:
-    res = st.session_state["slsviz.prune.retrained"]
+    st.session_state[ui.RETRAINED] = out
+if ui.RETRAINED in st.session_state:
+    res = st.session_state[ui.RETRAINED]
     r2.metric(f"Accuracy retrained (FT, {res['epochs']} epochs, depth {res['depth']})", fmt_pct(res["accuracy_retrained"]))
 st.caption("Next: **Export**, in the sidebar.")

@@ -14,7 +14,7 @@ if study.loaded.meta is None:
     st.error("Export needs a task (adapters + head): load a task checkpoint on the Model page.")
     st.stop()
 settings = ui.settings()
-depth = st.number_input("Blocks kept", 1, study.num_layers, ui.chosen_depth(study), key="slsviz.export.depth",
+depth = st.number_input("Blocks kept", 1, study.num_layers, ui.chosen_depth(study), key=ui.EXPORT_DEPTH,
                         help="starts at the depth chosen on Prune & benchmark, else the SLS recommendation")
 depth = int(depth)
 
@@ -35,8 +35,8 @@ with ui.user_errors():
 if c4.button("Prepare ONNX of the pruned model", key="slsviz.export.onnx_make"):
     with ui.user_errors(), st.spinner("Exporting to ONNX..."):
         study.onnx(depth)
-    st.session_state["slsviz.export.onnx_depth"] = depth
-if st.session_state.get("slsviz.export.onnx_depth") == depth:  # prepared for this depth: cached in the study
+    st.session_state[ui.ONNX_DEPTH] = depth
+if st.session_state.get(ui.ONNX_DEPTH) == depth:  # prepared for this depth: cached in the study
     c4.download_button("Pruned model (ONNX)", study.onnx(depth), f"pruned-depth{depth}.onnx", key="slsviz.export.onnx")
 
 st.subheader("Import")

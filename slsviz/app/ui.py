@@ -1,7 +1,8 @@
 """Streamlit glue shared by the pages: the cached studies, session state, progress bars, errors.
 
-Widget and state keys are namespaced ``slsviz.<page>.<name>``; keys that several pages share are
-the constants below.
+Widget and state keys are namespaced ``slsviz.<page>.<name>``; every key a page reads or writes
+beyond its own form fields is a constant below, and :func:`load` clears those that belong to the
+previous model.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import streamlit as st
 
+from slsviz.device import is_out_of_memory
 from slsviz.errors import SlsvizError
 from slsviz.layers.analysis import AnalysisSettings
 from slsviz.study import Selection, Study
@@ -19,7 +21,14 @@ from slsviz.study import Selection, Study
 SELECTION = "slsviz.selection"  # what this session loaded (a Selection)
 SETTINGS = "slsviz.settings"  # how the Layers page maps and scores (AnalysisSettings)
 DEPTH = "slsviz.depth"  # the SLS recommendation under SETTINGS, once the Layers page has it
-CHOSEN = "slsviz.prune.chosen"  # the depth chosen on the Prune page (Export starts there)
+CHOSEN = "slsviz.prune.chosen"  # the depth chosen on the Prune page, or imported (Export starts there)
+LAYER = "slsviz.layers.layer"  # the block shown large on Layers
+PRUNE_DEPTH = "slsviz.prune.depth"  # the Prune page's slider
+RETRAINED = "slsviz.prune.retrained"  # the last retraining's result
+EXPORT_DEPTH = "slsviz.export.depth"  # the Export page's depth
+ONNX_DEPTH = "slsviz.export.onnx_depth"  # the depth the ONNX file was prepared for
+# Meaningful only for the model they were chosen on: cleared when another is loaded.
+MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, EXPORT_DEPTH, ONNX_DEPTH)
 
 
 @st.cache_resource(show_spinner="Loading backbone, task and dataset...", max_entries=4)
@@ -37,6 +46,13 @@ def selection() -> Selection:
     return st.session_state.setdefault(SELECTION, Selection(limit=int(limit) if limit else None))
 
 
+def load(new: Selection) -> None:
+    """Make ``new`` this session's model and forget every choice made for the previous one."""
+    for key in MODEL_KEYS:
+        st.session_state.pop(key, None)
+    st.session_state[SELECTION] = new
+
+
 def settings() -> AnalysisSettings:
     """This session's analysis settings (the paper's until changed on the Layers page)."""
     return st.session_state.setdefault(SETTINGS, AnalysisSettings())
@@ -49,6 +65,12 @@ def user_errors() -> Iterator[None]:
         yield
     except SlsvizError as exc:
         st.error(str(exc))
+        st.stop()
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        st.error("Ran out of memory on this machine: load the model again (Model page) with fewer images per split "
+                 "or a smaller input size, or on a device with more free memory.")
         st.stop()
 
 
