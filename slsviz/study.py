@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,6 +59,7 @@ from slsviz.progress import EpochProgress, Progress, StageProgress
 from slsviz.pruning.accuracy import accuracy_retrained, depth_accuracy_table
 from slsviz.pruning.bench import BenchmarkResult, benchmark_models, prepare_for_timing
 from slsviz.pruning.footprint import storage_per_task
+from slsviz.sharing import OncePerKey
 from slsviz.storage import atomic_path, cache_dir
 
 
@@ -154,7 +154,7 @@ class Study:
     """One task on one dataset, with memoised features, analyses, accuracies, timings and exports.
 
     Never mutates its model; safe to share between threads (app sessions): each thing is computed
-    once under a lock.
+    once, while different things are computed side by side (:class:`slsviz.sharing.OncePerKey`).
 
     Args:
         loaded: the backbone, task model and dataset.
@@ -184,13 +184,12 @@ class Study:
         self.limit = limit
         self.use_cache = use_cache
         self.workers = workers
-        self._lock = threading.RLock()
-        self._banks: dict[str, FeatureBank] = {}
-        self._analyses: dict[AnalysisSettings, LayerAnalysis] = {}
-        self._depth_tables: dict[int, pd.DataFrame] = {}
-        self._benchmarks: dict[tuple[int, float], dict[int, BenchmarkResult]] = {}
-        self._task_files: dict[int, bytes] = {}
-        self._onnx_files: dict[int, bytes] = {}
+        self._banks: OncePerKey[FeatureBank] = OncePerKey()
+        self._analyses: OncePerKey[LayerAnalysis] = OncePerKey()
+        self._depth_tables: OncePerKey[pd.DataFrame] = OncePerKey()
+        self._benchmarks: OncePerKey[dict[int, BenchmarkResult]] = OncePerKey()
+        self._task_files: OncePerKey[bytes] = OncePerKey()
+        self._onnx_files: OncePerKey[bytes] = OncePerKey()
 
     @classmethod
     def open(cls, selection: Selection, *, workers: int | None = None, use_cache: bool = True) -> Study:
@@ -232,27 +231,23 @@ class Study:
 
     def bank(self, split: str, progress: Progress | None = None) -> FeatureBank:
         """Features of every block for ``split`` (disk-cached across runs, memoised here)."""
-        with self._lock:
-            if split not in self._banks:
-                loaded = self.loaded
-                self._banks[split] = feature_bank(
-                    loaded.model, loaded.data, split, loaded.preprocess, backbone_checksum=loaded.backbone.checksum,
-                    token=self.token, batch_size=self.batch_size, limit=self.limit, device=loaded.backbone.device,
-                    use_cache=self.use_cache, progress=progress)
-            return self._banks[split]
+        loaded = self.loaded
+        return self._banks.get(split, lambda: feature_bank(
+            loaded.model, loaded.data, split, loaded.preprocess, backbone_checksum=loaded.backbone.checksum,
+            token=self.token, batch_size=self.batch_size, limit=self.limit, device=loaded.backbone.device,
+            use_cache=self.use_cache, progress=progress))
 
     def analysis(self, settings: AnalysisSettings) -> LayerAnalysis:
         """The analysis SLS makes, under ``settings``: train + val features scored together
         (VTAB's train800val200), the linear probe fit on train and scored on val; maps on demand."""
-        with self._lock:
-            if settings not in self._analyses:
-                train, val = self.bank("train"), self.bank("val")
-                features = np.concatenate([train.as_float32(), val.as_float32()], axis=1)
-                labels = np.concatenate([train.labels, val.labels])
-                self._analyses[settings] = LayerAnalysis(
-                    features, labels, settings, cache_key=f"{train.key}+{val.key}" if self.use_cache else None,
-                    probe=(train.features, train.labels, val.features, val.labels), workers=self.workers)
-            return self._analyses[settings]
+        def build() -> LayerAnalysis:
+            train, val = self.bank("train"), self.bank("val")
+            features = np.concatenate([train.as_float32(), val.as_float32()], axis=1)
+            labels = np.concatenate([train.labels, val.labels])
+            return LayerAnalysis(features, labels, settings, cache_key=f"{train.key}+{val.key}" if self.use_cache else None,
+                                 probe=(train.features, train.labels, val.features, val.labels), workers=self.workers)
+
+        return self._analyses.get(settings, build)
 
     def recommend(self, settings: AnalysisSettings) -> SLSRule:
         """The SLS rule on ``settings``' scores, scanned top down: only the blocks it needs are mapped."""
@@ -273,11 +268,8 @@ class Study:
 
     def depth_table(self, seed: int = defaults.SEED) -> pd.DataFrame:
         """Test accuracy at every depth, as is and with a head re-fit on train, from cached features."""
-        with self._lock:
-            if seed not in self._depth_tables:
-                self._depth_tables[seed] = depth_accuracy_table(self.loaded.model, self.bank("train"), self.bank("test"),
-                                                                seed=seed, as_is=self.loaded.head[0])
-            return self._depth_tables[seed]
+        return self._depth_tables.get(seed, lambda: depth_accuracy_table(
+            self.loaded.model, self.bank("train"), self.bank("test"), seed=seed, as_is=self.loaded.head[0]))
 
     def benchmarks(self, batch_size: int = 1, time_budget_s: float = 1.0,
                    progress: Progress | None = None) -> dict[int, BenchmarkResult]:
@@ -285,17 +277,18 @@ class Study:
 
         All depths are timed interleaved (see :func:`slsviz.pruning.bench.benchmark_models`), so
         their ratios hold on a machine whose speed drifts; the cut models share one merged copy's
-        blocks. Measured once per batch size and budget; ``time_budget_s`` is per depth.
+        blocks. Measured once per batch size and budget; ``time_budget_s`` is per depth. The
+        measurement has the machine alone: other sessions' heavy work waits for it (see
+        :data:`slsviz.sharing.WORKLOAD`).
         """
-        with self._lock:
-            key = (batch_size, time_budget_s)
-            if key not in self._benchmarks:
-                merged = prepare_for_timing(self.loaded.model)
-                views = depth_views(merged, range(1, self.num_layers + 1))
-                self._benchmarks[key] = benchmark_models(
-                    views, self.loaded.backbone.img_size, batch_size=batch_size, device=self.loaded.backbone.device,
-                    time_budget_s=time_budget_s, merged=True, progress=progress)
-            return self._benchmarks[key]
+        def measure() -> dict[int, BenchmarkResult]:
+            merged = prepare_for_timing(self.loaded.model)
+            views = depth_views(merged, range(1, self.num_layers + 1))
+            return benchmark_models(views, self.loaded.backbone.img_size, batch_size=batch_size,
+                                    device=self.loaded.backbone.device, time_budget_s=time_budget_s, merged=True,
+                                    progress=progress)
+
+        return self._benchmarks.get((batch_size, time_budget_s), measure)
 
     def storage(self, depth: int) -> list[dict]:
         """Bytes per task at ``depth``: full PETL, SLS, structurally pruned."""
@@ -354,23 +347,23 @@ class Study:
         """The task checkpoint of the kept blocks (adapters + head + the depth), as file bytes."""
         meta = self._require_task("A pruned task checkpoint")
         depth = check_depth(depth, self.num_layers)
-        with self._lock:
-            if depth not in self._task_files:
-                with tempfile.TemporaryDirectory(prefix="slsviz-task-") as folder:
-                    path = save_pruned_task(self.loaded.model, meta, depth, Path(folder) / "task.safetensors")
-                    self._task_files[depth] = path.read_bytes()
-            return self._task_files[depth]
+
+        def write() -> bytes:
+            with tempfile.TemporaryDirectory(prefix="slsviz-task-") as folder:
+                return save_pruned_task(self.loaded.model, meta, depth, Path(folder) / "task.safetensors").read_bytes()
+
+        return self._task_files.get(depth, write)
 
     def onnx(self, depth: int) -> bytes:
         """The model cut at ``depth`` (PETL merged) as ONNX file bytes."""
         depth = check_depth(depth, self.num_layers)
-        with self._lock:
-            if depth not in self._onnx_files:
-                with tempfile.TemporaryDirectory(prefix="slsviz-onnx-") as folder:
-                    path = export_onnx(prune_to_depth(self.loaded.model, depth), self.loaded.backbone.img_size,
-                                       Path(folder) / "model.onnx")
-                    self._onnx_files[depth] = path.read_bytes()
-            return self._onnx_files[depth]
+
+        def write() -> bytes:
+            with tempfile.TemporaryDirectory(prefix="slsviz-onnx-") as folder:
+                return export_onnx(prune_to_depth(self.loaded.model, depth), self.loaded.backbone.img_size,
+                                   Path(folder) / "model.onnx").read_bytes()
+
+        return self._onnx_files.get(depth, write)
 
     def check_import(self, config: str | bytes, task_checkpoint: bytes) -> tuple[dict[str, Any], bool]:
         """Restore the model a configuration and its task checkpoint describe on this study's backbone.

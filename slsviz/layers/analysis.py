@@ -9,8 +9,9 @@ it computes beyond the rule's need is one the table needs next anyway.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -131,26 +132,59 @@ class LayerAnalysis:
 
     def map(self, layer: int) -> np.ndarray:
         """The 2-D map of ``layer`` (1-based), (N, 2) in [0, 1]."""
-        if layer not in self._maps:
-            self.maps([layer])
-        return self._maps[layer]
+        return self._maps[layer] if layer in self._maps else self.maps([layer])[layer]
 
     def maps(self, layers: list[int] | None = None, progress: Progress | None = None) -> dict[int, np.ndarray]:
-        """Maps of ``layers`` (default: all), computing only the missing ones."""
+        """Maps of ``layers`` (default: all), computing only the missing ones.
+
+        Each map is computed once even when threads (app sessions) ask at the same time: a map that
+        another caller or a lazy scan has under way is waited for, not started again.
+        """
         wanted = list(layers) if layers is not None else list(range(1, self.num_layers + 1))
-        for layer in wanted:  # started ahead by a lazy scan: wait for them rather than start again
+        reported = False
+        while True:
             with self._pending_lock:
-                future = self._pending.pop(layer, None)
-            if future is not None and layer not in self._maps:
-                self._maps[layer] = future.result()[layer]
-        missing = [layer for layer in wanted if layer not in self._maps]
-        if missing:
-            offset = len(wanted) - len(missing)
-            self._maps.update(self._project(missing, progress=(lambda done, _: progress(offset + done, len(wanted)))
-                                            if progress else None))
-        elif progress is not None:
+                self._collect_finished()
+                missing = [layer for layer in wanted if layer not in self._maps]
+                mine = [layer for layer in missing if layer not in self._pending]
+                for layer in mine:  # a placeholder others wait on
+                    self._pending[layer] = Future()
+                theirs = [self._pending[layer] for layer in missing if layer not in mine]
+            if mine:
+                self._compute(mine, progress, offset=len(wanted) - len(mine), total=len(wanted))
+                reported = progress is not None
+            for future in theirs:
+                with contextlib.suppress(CancelledError):  # a scan's map never started: taken over next turn
+                    future.exception()
+            with self._pending_lock:
+                self._collect_finished()
+                if all(layer in self._maps for layer in wanted):
+                    break
+        if progress is not None and not reported:
             progress(len(wanted), len(wanted))
         return {layer: self._maps[layer] for layer in wanted}
+
+    def _compute(self, layers: list[int], progress: Progress | None, offset: int, total: int) -> None:
+        """Map ``layers`` (whose placeholders this caller holds) and hand the maps to whoever waits."""
+        try:
+            done = self._project(layers, progress=(lambda k, _: progress(offset + k, total)) if progress else None)
+        except BaseException as exc:
+            with self._pending_lock:
+                for layer in layers:
+                    self._pending.pop(layer).set_exception(exc)
+            raise
+        with self._pending_lock:
+            for layer in layers:
+                self._maps[layer] = done[layer]
+                self._pending.pop(layer).set_result({layer: done[layer]})
+
+    def _collect_finished(self) -> None:
+        """Move maps that finished (a lazy scan's, or another caller's) out of ``_pending``; under the lock."""
+        for layer, future in list(self._pending.items()):
+            if future.done():
+                del self._pending[layer]
+                if not future.cancelled() and future.exception() is None:
+                    self._maps.setdefault(layer, future.result()[layer])
 
     def _project(self, layers: list[int], progress: Progress | None = None,
                  n_jobs: int | None = None) -> dict[int, np.ndarray]:

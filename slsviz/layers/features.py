@@ -28,6 +28,7 @@ from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.device import autocast
 from slsviz.errors import SlsvizError
 from slsviz.progress import Progress
+from slsviz.sharing import WORKLOAD
 from slsviz.storage import cache_dir
 
 _FLOAT16_ABOVE_BYTES = 1 << 30  # float32 banks above 1 GiB are stored as float16
@@ -83,6 +84,7 @@ class FeatureBank:
 
 
 @torch.inference_mode()
+@WORKLOAD.heavy()
 def extract_features(
     model: nn.Module,
     loader: DataLoader,

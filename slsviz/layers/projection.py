@@ -29,6 +29,7 @@ from slsviz import defaults
 from slsviz.choices import PROJECTIONS
 from slsviz.errors import DataError, SlsvizError
 from slsviz.progress import Progress
+from slsviz.sharing import WORKLOAD
 from slsviz.storage import atomic_path, cache_dir
 
 
@@ -77,6 +78,7 @@ _UMAP_PARAMS = ("n_neighbors", "min_dist", "metric")
 _MIN_POINTS = 3
 
 
+@WORKLOAD.heavy()
 def project(
     features: np.ndarray,
     method: str = defaults.PROJECTION,

@@ -22,6 +22,7 @@ from slsviz.device import autocast
 from slsviz.errors import SlsvizError
 from slsviz.models.petl import set_drop_path, trainable_names
 from slsviz.progress import EpochProgress
+from slsviz.sharing import WORKLOAD
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None =
 _GLOBAL_GENERATOR = threading.Lock()
 
 
+@WORKLOAD.heavy()
 def train_task(
     model: nn.Module,
     data: LabelledImages,
