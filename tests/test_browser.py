@@ -61,14 +61,18 @@ def app_url():
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        yield context.new_page()
-        browser.close()
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +165,82 @@ def test_4_export_downloads_the_json(app_url, page, shots, tmp_path):
     page.get_by_text("Import", exact=True).wait_for(timeout=LONG)
     _no_exception(page)
     page.screenshot(path=str(shots / "4_export.png"), full_page=True)
+
+
+def _settled(page) -> None:
+    """Wait until the script has finished its run (Streamlit's status widget says when it is running)."""
+    page.wait_for_function("!document.querySelector(\"[data-testid='stStatusWidget']\")?.innerText?.includes('Running')",
+                           timeout=LONG)
+    page.wait_for_timeout(300)
+
+
+def _go(page, title: str) -> None:
+    """Follow the sidebar link, as a user does (a new URL would start a new session)."""
+    page.get_by_test_id("stSidebarNavLink").filter(has_text=title).first.click()
+
+
+def test_5_four_sessions_at_once_each_see_their_own(app_url, browser, tmp_path):
+    """Two datasets x two depths in four browser sessions driven side by side; each sees its own choices,
+    and its numbers are those of the same selection studied alone."""
+    from slsviz.study import Selection, Study
+
+    limit = int(os.environ.get("SLSVIZ_BROWSER_LIMIT", "80"))
+    plans = [("mnist5k", 3), ("mnist5k", 9), ("digits", 4), ("digits", 10)]
+    expected = {}
+    for dataset in ("mnist5k", "digits"):  # one session alone, in this process: the reference numbers
+        study = Study.open(Selection(data=None if dataset == "mnist5k" else dataset, limit=limit))
+        table = study.depth_table()
+        flops = {d: r.flops_per_image for d, r in study.benchmarks(time_budget_s=0.01).items()}
+        expected[dataset] = {d: (f"{flops[d] / 1e9:.3f}", f"{100 * table.iloc[d - 1]['accuracy_as_is']:.2f}%",
+                                 f"{100 * table.iloc[d - 1]['accuracy_head_refit']:.2f}%") for d in (3, 4, 9, 10)}
+    pages = [browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in plans]
+    for page in pages:
+        page.goto(app_url)
+    for page, (dataset, _) in zip(pages, plans):
+        page.get_by_text("Trainable (adapters + head)").wait_for(timeout=LONG)
+        if dataset != "mnist5k":
+            _settled(page)
+            page.get_by_text("Load another backbone, task or dataset").click()
+            choose = page.get_by_test_id("stSelectbox").filter(has_text="Dataset").locator("input")
+            choose.click()
+            page.keyboard.press("ArrowDown")  # open the list, then type to filter it
+            page.wait_for_timeout(500)
+            choose.fill(dataset)
+            page.wait_for_timeout(500)
+            page.keyboard.press("Enter")
+            assert choose.input_value() == dataset
+            box = page.get_by_label("Images per split (0: all)").first
+            box.fill(str(limit))
+            box.press("Enter")
+            page.get_by_test_id("stFormSubmitButton").filter(has_text="Load").click()
+    for page, (dataset, _) in zip(pages, plans):
+        page.get_by_text(f"**Dataset** {dataset}".replace("**", "")).first.wait_for(timeout=LONG)
+        _go(page, "Prune & benchmark")
+    for page in pages:
+        page.get_by_text("Accuracy against throughput, every depth").wait_for(timeout=LONG)
+    for page, (_, depth) in zip(pages, plans):  # all four sliders move before any answer is read
+        slider = page.locator("[data-testid='stSlider'] input[type='range']").first
+        slider.focus()
+        page.keyboard.press("Home")
+        for _ in range(depth - 1):
+            page.keyboard.press("ArrowRight")
+    for page, (dataset, depth) in zip(pages, plans):
+        gflops, as_is, refit = expected[dataset][depth]
+        page.wait_for_function(
+            "([label, want]) => { const m = [...document.querySelectorAll(\"[data-testid='stMetric']\")]"
+            ".find(e => e.innerText.includes(label)); return m && m.innerText.includes(want); }",
+            arg=["GFLOPs / image", gflops], timeout=LONG)
+        page.wait_for_timeout(500)
+        assert _metric(page, "Accuracy as is (task head)") == as_is, (dataset, depth)
+        assert _metric(page, "Accuracy, head re-fit") == refit, (dataset, depth)
+        _no_exception(page)
+    for page in pages:
+        _go(page, "Export")
+    for page, (dataset, depth) in zip(pages, plans):
+        page.get_by_role("button", name="Configuration (JSON)").wait_for(timeout=LONG)
+        field = page.get_by_test_id("stNumberInput").filter(has_text="Blocks kept").locator("input")
+        assert field.input_value() == str(depth), (dataset, depth)
+        _go(page, "Model")
+        page.get_by_text("Trainable (adapters + head)").wait_for(timeout=LONG)
+        assert f"Dataset {dataset}" in page.inner_text("body")
+        _no_exception(page)
