@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import timm
 import torch
+from PIL import Image
 from sklearn.pipeline import Pipeline
 from torch import nn
 
@@ -87,3 +91,28 @@ def benchmark(model: nn.Module, img_size: int, **kwargs: Any):
     from slsviz.pruning.bench import benchmark_models
 
     return benchmark_models({0: model}, img_size, rounds=1, **kwargs)[0]
+
+
+def image_folder(root: Path, classes: dict[str, int], size: int = 12) -> Path:
+    """``root/<class>/<i>.png``: ``classes[name]`` random RGB images per class (seeded)."""
+    rng = np.random.default_rng(0)
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def pickle_that_runs_code(path: Path, marker: Path) -> Path:
+    """A ``.pth`` pickled as ``torch.save`` does whose unpickling would create ``marker`` (a shell command)."""
+    with open(path, "wb") as f:
+        pickle.dump({"blocks.0.attn.qkv.weight": _RunsCode(marker)}, f, protocol=2)
+    return path
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import struct
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import random_backbone
+from helpers import image_folder, pickle_that_runs_code, random_backbone
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -117,25 +116,6 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk)))
 
 
-def _image_folder(root: Path, classes: dict[str, int], size: int = 12) -> Path:
-    rng = np.random.default_rng(0)
-    for name, count in classes.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
-    return root
-
-
-class _RunsCode:
-    """Unpickling this would run a shell command: a checkpoint must never be read that way."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Files a user might hand slsviz: a tiny backbone and its task, and broken, foreign and odd ones."""
@@ -158,18 +138,17 @@ def world(tmp_path_factory):
     (root / "truncated_task.safetensors").write_bytes(task.read_bytes()[: task.stat().st_size // 2])
     save_file({"weight": torch.zeros(3)}, str(root / "foreign.safetensors"))
     (root / "corrupt.pth").write_bytes(rng.bytes(4096))
-    with open(root / "code.pth", "wb") as f:
-        pickle.dump({"blocks.0.attn.qkv.weight": _RunsCode(root / "code-ran")}, f, protocol=2)  # as torch.save
+    pickle_that_runs_code(root / "code.pth", root / "code-ran")
     (root / "empty").mkdir()
-    _image_folder(root / "one_class", {"cat": 6})
-    _image_folder(root / "one_each", {"a": 1, "b": 1, "c": 1})
+    image_folder(root / "one_class", {"cat": 6})
+    image_folder(root / "one_each", {"a": 1, "b": 1, "c": 1})
     for name in ("a", "b"):
         (root / "unreadable" / name).mkdir(parents=True)
         for i in range(3):
             (root / "unreadable" / name / f"{i}.png").write_bytes(rng.bytes(200))
     (root / "vtab_partial").mkdir()
     (root / "vtab_partial" / "train800.txt").write_text("a/0.png 0\n")
-    _image_folder(root / "abc", {"ant": 6, "bee": 6, "cow": 6})
+    image_folder(root / "abc", {"ant": 6, "bee": 6, "cow": 6})
     paths |= {"folder": folder, "afile": afile, "loop": root / "loop", "corrupt_task": root / "corrupt_task.safetensors",
               "truncated_task": root / "truncated_task.safetensors", "foreign_task": root / "foreign.safetensors",
               "corrupt_pth": root / "corrupt.pth", "pickle_code": root / "code.pth", "empty": root / "empty",
@@ -228,7 +207,7 @@ def test_a_typo_is_answered_without_loading_torch(world):
 
 
 def test_some_unreadable_or_huge_files_are_left_out_with_a_note(tmp_path, capsys):
-    root = _image_folder(tmp_path / "mixed", {"a": 5, "b": 5})
+    root = image_folder(tmp_path / "mixed", {"a": 5, "b": 5})
     (root / "a" / "broken.png").write_bytes(b"not a png")
     _png_header_only(root / "b" / "bomb.png", 100_000, 100_000)
     assert main(["data", "--data", str(root)]) == 0
@@ -262,7 +241,7 @@ def test_non_rgb_16_bit_and_1x1_images_are_read_as_rgb(tmp_path):
 
 
 def test_a_symlink_loop_inside_a_dataset_is_ignored(tmp_path):
-    root = _image_folder(tmp_path / "looped", {"a": 4, "b": 4})
+    root = image_folder(tmp_path / "looped", {"a": 4, "b": 4})
     (root / "c").symlink_to(root / "c")
     (root / "a" / "self.png").symlink_to(root / "a" / "self.png")
     assert load_dataset(str(root)).class_names == ["a", "b"]
@@ -295,3 +274,29 @@ def test_evaluate_finds_a_task_backbone_where_the_task_says(world, capsys):
     assert main(["evaluate", "--task", world["task"], "--limit", "16"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["dataset"] == "digits" and result["note"] is None and result["num_images"] == 16
+
+
+@pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 78.00 GiB"),
+                                 RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+                                 MemoryError()], ids=["cuda", "cpu", "python"])
+def test_running_out_of_memory_is_a_reason_with_what_to_lower(monkeypatch, capsys, exc):
+    from slsviz import cli
+
+    def runs_out(args):
+        raise exc
+
+    monkeypatch.setattr(cli, "_cmd_data", runs_out)
+    assert main(["data"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("slsviz: error: Ran out of memory") and "--batch-size" in err and "\n" not in err
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(monkeypatch):
+    from slsviz import cli
+
+    def bug(args):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(cli, "_cmd_data", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # a bug keeps its traceback
+        main(["data"])

@@ -4,17 +4,16 @@ and state that belongs to one model never leaks into the next."""
 from __future__ import annotations
 
 import json
-import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import image_folder, pickle_that_runs_code
 from streamlit.testing.v1 import AppTest
 
 from slsviz.app import ui
+from slsviz.layers.analysis import AnalysisSettings
 from slsviz.study import Selection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,29 +29,11 @@ def run(name: str, selection: Selection = QUICK, **state) -> AppTest:
     return at.run()
 
 
-def _folder(root: Path, classes: dict[str, int]) -> Path:
-    rng = np.random.default_rng(0)
-    for name, count in classes.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
-    return root
-
-
-class _RunsCode:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _bad_selections(tmp: Path) -> dict[str, tuple[Selection, str]]:
     (tmp / "corrupt.safetensors").write_bytes(np.random.default_rng(0).bytes(2048))
-    with open(tmp / "code.pth", "wb") as f:
-        pickle.dump({"w": _RunsCode(tmp / "code-ran")}, f, protocol=2)
+    pickle_that_runs_code(tmp / "code.pth", tmp / "code-ran")
     (tmp / "empty").mkdir()
-    one_class = _folder(tmp / "one_class", {"cat": 5})
+    one_class = image_folder(tmp / "one_class", {"cat": 5})
     cases = {
         "corrupt task": (Selection(task=str(tmp / "corrupt.safetensors")), "cannot be read"),
         "unknown backbone": (Selection(model="vit_enormous_patch3", checkpoint=str(tmp / "x.pth"), task="none"),
@@ -110,10 +91,19 @@ def _import(config: bytes, task: bytes) -> AppTest:
 
 
 def test_a_good_import_restores_the_same_model(exported):
-    config, task = exported
-    at = _import(json.dumps(config).encode(), task)
+    config, _ = exported
+    recommended = int(ui.study(QUICK).recommend(AnalysisSettings()).depth_)
+    depth = 3 if recommended != 3 else 4
+    at = _import(json.dumps({**config, "depth": depth}).encode(), ui.study(QUICK).task_checkpoint(depth))
     assert not at.exception and not at.error
     assert "logits identical" in at.success[0].value
+    # the import sets the chosen depth, never the recommendation: the next export still records the rule's
+    assert at.session_state[ui.CHOSEN] == depth and at.session_state[ui.DEPTH] == recommended
+    at.session_state[ui.EXPORT_DEPTH] = depth
+    at.run()
+    config = at.json[0].value
+    config = json.loads(config) if isinstance(config, str) else config
+    assert config["depth"] == depth and config["results"]["recommended_depth"] == recommended
 
 
 @pytest.mark.parametrize("spoil, words", [
@@ -156,7 +146,7 @@ def test_loading_a_shallower_task_forgets_the_old_depths(exported, tmp_path):
 
 
 def test_data_with_other_classes_says_as_is_accuracy_does_not_apply(tmp_path):
-    other = _folder(tmp_path / "animals", {"ant": 8, "bee": 8, "cow": 8})
+    other = image_folder(tmp_path / "animals", {"ant": 8, "bee": 8, "cow": 8})
     at = run("pages/2_Prune_and_benchmark.py", Selection(data=str(other)))
     assert not at.exception and not at.error
     assert "not applicable: the task's head was trained on 10 classes" in at.warning[0].value

@@ -291,8 +291,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:
         if _refused_pickled_objects(exc):
             raise CheckpointError(
-                f"Checkpoint {path} holds pickled objects besides tensors (they could run code), and slsviz only reads "
-                "weights: save a state dict of tensors (torch.save(model.state_dict(), ...)) or a .safetensors file."
+                f"Checkpoint {path} cannot be read: it holds pickled objects besides tensors (they could run code), "
+                "and slsviz only reads weights: save a state dict of tensors (torch.save(model.state_dict(), ...)) or a .safetensors file."
             ) from None
         raise CheckpointError(f"Checkpoint {path} cannot be read ({type(exc).__name__}): is the file complete and of the type its name says?") from exc
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
