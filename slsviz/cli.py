@@ -74,6 +74,12 @@ def _add_backbone_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
 
 
+def _cmd_inspect(args: argparse.Namespace) -> dict:
+    from slsviz.models.inspect import inspect_path
+
+    return {"files": [inspect_path(path) for path in args.paths]}
+
+
 def _cmd_info(args: argparse.Namespace) -> dict:
     from slsviz.device import resolve_device
     from slsviz.environment import environment
@@ -128,24 +134,35 @@ def _cmd_train(args: argparse.Namespace) -> dict:
 def _cmd_evaluate(args: argparse.Namespace) -> dict:
     import time
 
-    from slsviz.data import Preprocess, load_dataset, make_loader
-    from slsviz.device import describe_device, resolve_device
-    from slsviz.models.task import head_applies, load_task_with_backbone
-    from slsviz.models.train import evaluate
+    import numpy as np
 
-    device = resolve_device(args.device)
-    backbone, model, meta = load_task_with_backbone(args.task, device=device)
-    data = load_dataset(args.data or meta.dataset, seed=meta.split_seed if meta.split_seed is not None else 0)
-    applies, note = head_applies(meta, data)
+    from slsviz.data import make_loader
+    from slsviz.device import describe_device
+    from slsviz.models.train import predict
+    from slsviz.storage import atomic_path, check_can_write
+
+    if args.save_logits:
+        check_can_write(args.save_logits, folder=False)
+    loaded = _study(args).loaded
+    if loaded.meta is None:
+        raise SlsvizError("evaluate needs a task (adapters + head): give --task.")
+    applies, note = loaded.head
     if not applies:
         raise SlsvizError(f"Accuracy is {note} Evaluate the task on data with its classes.")
     _note(note)
-    loader = make_loader(data, args.split, Preprocess(meta.img_size, meta.mean, meta.std), args.batch_size, limit=args.limit)
+    loader = make_loader(loaded.data, args.split, loaded.preprocess, args.batch_size, limit=args.limit)
+    device = loaded.backbone.device
     start = time.perf_counter()
-    accuracy = evaluate(model, loader, device)
-    return {"task": str(args.task), "dataset": data.name, "split": args.split, "num_images": len(loader.dataset), "note": note,
-            "accuracy": accuracy, "recorded_test_accuracy": meta.test_accuracy, "depth": len(model.blocks),
-            "seconds": round(time.perf_counter() - start, 2), "device": describe_device(device)}
+    logits, labels = predict(loaded.model, loader, device)
+    seconds = time.perf_counter() - start
+    if args.save_logits:
+        with atomic_path(args.save_logits) as tmp, open(tmp, "wb") as f:  # np.save would append .npy to a bare name
+            np.save(f, logits)
+    return {"task": str(args.task or defaults.TASK_PATH), "dataset": loaded.data.name, "split": args.split,
+            "num_images": len(labels), "note": note, "accuracy": float((logits.argmax(1) == labels).mean()),
+            "recorded_test_accuracy": loaded.meta.test_accuracy, "depth": len(loaded.model.blocks),
+            "logits": str(args.save_logits) if args.save_logits else None, "seconds": round(seconds, 2),
+            "device": describe_device(device)}
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
@@ -155,6 +172,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive, default=defaults.BATCH_SIZE,
                    help=f"images per forward pass (default {defaults.BATCH_SIZE})")
     p.add_argument("--limit", type=_positive, help="only the first N images of each split (quick runs)")
+    p.add_argument("--task-config", help="for a task checkpoint of the official SLS code: its configs/<method>/<dataset>.yaml")
+    p.add_argument("--scale", type=_float_in(0.0, 1e6, low_open=True, what="a scale"),
+                   help="for a task checkpoint of the official SLS code: the adapter scale s (instead of --task-config)")
 
 
 def _stderr_progress():
@@ -180,7 +200,8 @@ def _study(args: argparse.Namespace, workers: int | None = None):
 
     selection = Selection(model=args.model, checkpoint=args.checkpoint, task=args.task, data=args.data,
                           img_size=args.img_size, hub=args.hub, device=args.device, limit=args.limit,
-                          token=getattr(args, "token", defaults.TOKEN), batch_size=args.batch_size)
+                          token=getattr(args, "token", defaults.TOKEN), batch_size=args.batch_size,
+                          task_config=args.task_config, scale=args.scale)
     study = Study.open(selection, workers=workers)
     _note(study.loaded.data.skipped_note())
     return study
@@ -280,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
     p.set_defaults(func=_cmd_info)
 
+    p = sub.add_parser("inspect", help="what each file is: an slsviz task, an official SLS task, weights; what is missing")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=_cmd_inspect)
+
     p = sub.add_parser("backbone", help="load a backbone (converting the default once) and describe it")
     _add_backbone_args(p)
     p.set_defaults(func=_cmd_backbone)
@@ -305,13 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy of a task checkpoint on a split of its dataset")
-    p.add_argument("--task", default=str(defaults.TASK_PATH), help="task checkpoint (default: the shipped one)")
-    p.add_argument("--data", help="dataset (default: the one the task was trained on)")
+    p = sub.add_parser("evaluate", help="accuracy (and logits) of a task checkpoint on a split")
+    _add_task_args(p)
+    p.set_defaults(batch_size=256)
     p.add_argument("--split", choices=choices.SPLITS, default="test", help="split to evaluate (default: test)")
-    p.add_argument("--batch-size", type=_positive, default=256, help="images per forward pass (default 256)")
-    p.add_argument("--limit", type=_positive, help="only the first N images of the split")
-    p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
+    p.add_argument("--save-logits", help="write the logits (N x classes, float32 .npy) in the split's order")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("analyze", help="per-layer maps and scores, the SLS recommendation, per-depth accuracy")

@@ -43,6 +43,7 @@ from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
 from slsviz.layers.features import FeatureBank, feature_bank
 from slsviz.layers.projection import default_workers
 from slsviz.layers.rule import SLSRule
+from slsviz.models import official
 from slsviz.models.backbones import Backbone, file_checksum, load_backbone
 from slsviz.models.depth import check_depth, depth_views, prune_to_depth
 from slsviz.models.petl import PetlConfig, count_params
@@ -78,6 +79,9 @@ class Selection:
         limit: images per split (``None``: all), for quick looks.
         token: which token of each block is the layer's feature.
         batch_size: images per forward pass.
+        task_config: the official SLS repository's ``configs/<method>/<dataset>.yaml`` for a task
+            checkpoint written by that code (it holds the adapter scale the file lacks).
+        scale: the adapter scale s for such a checkpoint, instead of ``task_config``.
     """
 
     model: str = defaults.BACKBONE
@@ -90,6 +94,8 @@ class Selection:
     limit: int | None = None
     token: str = defaults.TOKEN
     batch_size: int = defaults.BATCH_SIZE
+    task_config: str | None = None
+    scale: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready."""
@@ -107,8 +113,10 @@ class LoadedTask:
 
     @property
     def preprocess(self) -> Preprocess:
-        """The task's preprocessing (input size, mean, std of the backbone)."""
-        return Preprocess(self.backbone.img_size, self.backbone.mean, self.backbone.std)
+        """The preprocessing the task was trained with (a bare backbone: its own input size, mean and std)."""
+        if self.meta is None:
+            return Preprocess(self.backbone.img_size, self.backbone.mean, self.backbone.std)
+        return Preprocess(self.meta.img_size, tuple(self.meta.mean), tuple(self.meta.std))
 
     @property
     def head(self) -> tuple[bool, str | None]:
@@ -128,19 +136,39 @@ def load_task_for(selection: Selection) -> LoadedTask:
 
     A task fixes the input size and the dataset (unless ``selection.data`` overrides it). A bare
     backbone (``task="none"``) is analysed without a task head: its as-is accuracy is not defined.
+    Task checkpoints are slsviz's own or the official SLS code's (:mod:`slsviz.models.official`).
+    With no backbone named, a task's own is loaded: the default, or the local checkpoint the task
+    records (its checksum is checked).
     """
     dev = resolve_device(selection.device)
     task, img_size = selection.task, selection.img_size
-    if task is None and selection.model == defaults.BACKBONE:
+    model_name, checkpoint = selection.model, selection.checkpoint
+    if task is None and model_name == defaults.BACKBONE:
         task = defaults.TASK_PATH
-    meta, seed = None, defaults.SEED
+    meta, found, seed = None, None, defaults.SEED
+    if task == defaults.TASK_PATH and not defaults.TASK_PATH.is_file():
+        raise SlsvizError(f"The shipped default task {task} is missing: run `make default-task` to create it.")
     if task is not None and str(task) != "none":
-        meta = read_task_meta(task)
-        if img_size is not None and img_size != meta.img_size:
-            raise SlsvizError(f"The task was trained at {meta.img_size} px; --img-size {img_size} does not fit it.")
-        img_size = meta.img_size
-    backbone = load_backbone(selection.model, selection.checkpoint, img_size=img_size, hub=selection.hub, device=dev)
-    if meta is not None:
+        found = official.detect(task)
+        if found is not None:
+            img_size = img_size or official.IMG_SIZE
+        else:
+            meta = read_task_meta(task)
+            if img_size is not None and img_size != meta.img_size:
+                raise SlsvizError(f"The task was trained at {meta.img_size} px; --img-size {img_size} does not fit it.")
+            img_size = meta.img_size
+            if model_name == defaults.BACKBONE and checkpoint is None and meta.backbone_id != defaults.BACKBONE:
+                weights = meta.backbone_id.removeprefix(f"{meta.backbone_arch}:")
+                if weights != meta.backbone_id and Path(weights).is_file():
+                    model_name, checkpoint = meta.backbone_arch, weights
+    backbone = load_backbone(model_name, checkpoint, img_size=img_size, hub=selection.hub, device=dev)
+    if found is not None:
+        model, meta = official.open_official(*found, backbone, task_config=selection.task_config, scale=selection.scale)
+        if selection.data is None:
+            raise SlsvizError(f"{task} is an official SLS checkpoint, which does not record its images: give the "
+                              f"dataset (--data, e.g. the VTAB-1k folder of {meta.dataset.removeprefix('official:')}).")
+        dataset = selection.data
+    elif meta is not None:
         model, meta = load_task(task, backbone)
         dataset = selection.data or meta.dataset
         if meta.split_seed is not None and selection.data is None:

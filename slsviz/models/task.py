@@ -18,7 +18,6 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from slsviz import defaults
 from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.errors import CheckpointError, SlsvizError, key_mismatch
 from slsviz.models.backbones import Backbone
@@ -98,6 +97,12 @@ def head_applies(meta: TaskMeta, data: LabelledImages) -> tuple[bool, str | None
         ``(applies, note)``; ``note`` is ``None`` on the task's own dataset.
     """
     trained_on = _classes_in_words(meta.class_names)
+    if meta.recipe.get("class_names") == "label indices":  # the file numbers its outputs and names none
+        if data.num_classes != meta.num_classes:
+            return False, (f"not applicable: the task's head has {meta.num_classes} outputs; {data.name} has "
+                           f"{_classes_in_words(data.class_names)}.")
+        return True, (f"the task's head numbers its {meta.num_classes} outputs without names; they are read as "
+                      f"{data.name}'s classes in order ({', '.join(map(str, data.class_names[:5]))}, ...).")
     if list(data.class_names) != list(meta.class_names):
         return False, (f"not applicable: the task's head was trained on {trained_on} ({meta.dataset}); "
                        f"{data.name} has {_classes_in_words(data.class_names)}. Features, maps, scores, the "
@@ -243,32 +248,3 @@ def fit_task(
         test_accuracy=test_acc,
     )
     return model, meta, result
-
-
-def load_task_with_backbone(
-    path: str | os.PathLike = defaults.TASK_PATH, *, device: torch.device | str = "cpu"
-) -> tuple[Backbone, nn.Module, TaskMeta]:
-    """Load a task checkpoint together with the backbone it names (at the size it was trained at).
-
-    Works for tasks on the embedded default backbone, and on a local checkpoint that is still where
-    the task says (its checksum is checked); otherwise the caller loads the backbone and calls
-    :func:`load_task`.
-    """
-    from slsviz.models.backbones import load_backbone
-
-    path = Path(path)
-    if not path.is_file() and path == defaults.TASK_PATH:
-        raise CheckpointError(f"The shipped default task {path} is missing: run `make default-task` to create it.")
-    meta = read_task_meta(path)
-    weights = meta.backbone_id.removeprefix(f"{meta.backbone_arch}:")
-    if meta.backbone_id == defaults.BACKBONE:
-        backbone = load_backbone(defaults.BACKBONE, img_size=meta.img_size, device=device)
-    elif weights != meta.backbone_id and Path(weights).is_file():
-        backbone = load_backbone(meta.backbone_arch, weights, img_size=meta.img_size, device=device)
-    else:
-        raise CheckpointError(
-            f"Task checkpoint {path} was trained on backbone {meta.backbone_id!r}: load that backbone "
-            f"({meta.backbone_arch} with its checkpoint) and then the task."
-        )
-    model, meta = load_task(path, backbone)
-    return backbone, model, meta

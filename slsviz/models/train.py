@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from timm.scheduler import CosineLRScheduler
@@ -105,21 +106,34 @@ class TrainResult:
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None = None) -> float:
     """Top-1 accuracy of ``model`` over ``loader`` (eval mode; the model's mode is restored)."""
+    logits, labels = predict(model, loader, device)
+    return int((logits.argmax(-1) == labels).sum()) / len(labels)
+
+
+def predict(model: nn.Module, loader: DataLoader, device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N, classes) as float32 and labels (N,) of ``model`` over ``loader``, in the loader's order.
+
+    Eval mode (the model's mode is restored); bf16 autocast on CUDA, as in training.
+
+    Raises:
+        SlsvizError: an empty loader.
+    """
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    correct = total = 0
+    outputs, targets = [], []
     try:
-        for images, labels in loader:
-            with autocast(device):
-                logits = model(images.to(device, non_blocking=True))
-            correct += int((logits.argmax(-1).cpu() == labels).sum())
-            total += len(labels)
+        with torch.inference_mode():
+            for images, labels in loader:
+                with autocast(device):
+                    logits = model(images.to(device, non_blocking=True))
+                outputs.append(logits.float().cpu().numpy())
+                targets.append(labels.numpy())
     finally:
         model.train(was_training)
-    if total == 0:
+    if not outputs:
         raise SlsvizError("Nothing to evaluate: the split is empty.")
-    return correct / total
+    return np.concatenate(outputs), np.concatenate(targets)
 
 
 _GLOBAL_GENERATOR = threading.Lock()

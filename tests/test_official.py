@@ -1,0 +1,157 @@
+"""Task checkpoints of the official SLS code open as tasks and compute what that code computes."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision.transforms as T
+from helpers import image_folder, random_backbone
+from PIL import Image
+from safetensors.torch import save_file
+
+import sls_reference
+from slsviz.cli import main
+from slsviz.data import load_dataset
+from slsviz.errors import CheckpointError, SlsvizError
+from slsviz.study import Selection, load_task_for
+
+ARCH = "vit_base_patch16_224"  # 768 wide, 14x14 patches at 224 px: what the official Convpass assumes
+CLASSES = 3
+
+
+def _nonzero(module: torch.nn.Module, seed: int) -> None:
+    """Random adapter and head weights: the official inits leave up-projections at zero, which would hide errors."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "adapter" in name or "head" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("official")
+    backbone = random_backbone(ARCH, seed=0)
+    save_file(backbone.model.state_dict(), str(root / "vit_b16.safetensors"))
+    data = image_folder(root / "images", {"a": 4, "b": 4, "c": 4}, size=40)
+    refs = {}
+    for method, scale, seed in (("convpass", 10.0, 1), ("repadapter", 1.0, 2)):
+        ref = timm.create_model(ARCH, num_classes=CLASSES)
+        ref.load_state_dict(backbone.model.state_dict(), strict=False)
+        sls_reference.attach(ref, method, dim=8, s=scale)
+        _nonzero(ref, seed)
+        ref.eval()
+        torch.save(sls_reference.saved(ref), root / f"{method}.pt")
+        (root / f"{method}.yaml").write_text(f"name: images\nclass_num: {CLASSES}\nscale: {scale}\nxavier_init: False\n")
+        pruned = copy.deepcopy(ref)
+        pruned.blocks = pruned.blocks[:1]
+        torch.save(sls_reference.saved(pruned), root / f"images_1blocks_{method}.pt")
+        refs[method] = (ref, pruned)
+    return root, refs
+
+
+def _selection(root, method, **kw) -> Selection:
+    return Selection(model=ARCH, checkpoint=str(root / "vit_b16.safetensors"), task=str(root / f"{method}.pt"),
+                     task_config=str(root / f"{method}.yaml"), data=str(root / "images"), device="cpu", **kw)
+
+
+@pytest.mark.parametrize("method", ["convpass", "repadapter"])
+def test_an_official_checkpoint_gives_the_official_logits(world, method):
+    root, refs = world
+    loaded = load_task_for(_selection(root, method))
+    assert loaded.method == method and loaded.meta.petl["scale"] == (10.0 if method == "convpass" else 1.0)
+    assert loaded.meta.mean == [0.485, 0.456, 0.406] and loaded.meta.img_size == 224
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ours, theirs = loaded.model.eval()(x), refs[method][0](x)
+    assert float(theirs.abs().max()) > 0.1  # the adapters and head are not silent
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["convpass", "repadapter"])
+def test_a_pruned_official_checkpoint_opens_at_its_depth(world, method):
+    root, refs = world
+    selection = _selection(root, method)
+    loaded = load_task_for(Selection(**{**selection.to_dict(), "task": str(root / f"images_1blocks_{method}.pt")}))
+    assert len(loaded.model.blocks) == 1 and loaded.meta.depth == 1
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.model.eval()(x), refs[method][1](x), atol=1e-4, rtol=0)
+
+
+def test_evaluate_saves_the_logits_the_official_pipeline_gives(world, tmp_path, capsys):
+    root, refs = world
+    out = tmp_path / "logits.npy"
+    args = ["evaluate", "--model", ARCH, "--checkpoint", str(root / "vit_b16.safetensors"),
+            "--task", str(root / "convpass.pt"), "--task-config", str(root / "convpass.yaml"),
+            "--data", str(root / "images"), "--split", "train", "--save-logits", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    logits = np.load(out)
+    # The official data pipeline: Resize((224, 224), bicubic), ToTensor, Normalize(ImageNet mean/std).
+    official = T.Compose([T.Resize((224, 224), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
+                          T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    data = load_dataset(str(root / "images"))
+    images = torch.stack([official(Image.open(data.paths[i]).convert("RGB")) for i in data.indices("train")])
+    with torch.inference_mode():
+        expected = refs["convpass"][0](images).numpy()
+    assert logits.shape == (len(data.indices("train")), CLASSES) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+    assert result["num_images"] == len(logits) and result["logits"] == str(out)
+
+
+def test_without_a_scale_the_reason_names_the_yaml(world):
+    root, _ = world
+    with pytest.raises(SlsvizError, match="--task-config configs/<method>/<dataset>.yaml"):
+        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task_config": None}))
+    loaded = load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task_config": None, "scale": 10.0}))
+    assert loaded.meta.petl["scale"] == 10.0
+
+
+def test_a_backbone_the_official_convpass_cannot_take_is_named_with_the_checkpoint(world, tmp_path):
+    root, _ = world
+    small = tmp_path / "small.safetensors"
+    save_file(random_backbone("vit_small_patch16_224").model.state_dict(), str(small))
+    with pytest.raises(CheckpointError, match="768-wide adapters; the backbone is vit_small_patch16_224 \\(384 wide"):
+        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "model": "vit_small_patch16_224",
+                                   "checkpoint": str(small)}))
+    with pytest.raises(CheckpointError, match="14x14 grid of a 768-wide ViT"):
+        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "img_size": 112}))
+
+
+def test_the_config_must_be_this_tasks_and_the_data_must_be_named(world, tmp_path):
+    root, _ = world
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("name: cifar\nclass_num: 100\nscale: 10\n")
+    with pytest.raises(SlsvizError, match="says 100 classes but the head"):
+        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task_config": str(wrong)}))
+    with pytest.raises(SlsvizError, match="give the dataset"):
+        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "data": None}))
+
+
+def test_a_torch_file_that_is_not_a_task_is_refused(world, tmp_path):
+    root, _ = world
+    other = tmp_path / "weights.pth"
+    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="not a task checkpoint slsviz opens"):
+        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task": str(other)}))
+
+
+def test_inspect_says_what_each_file_is_and_what_is_missing(world, capsys):
+    root, _ = world
+    paths = [root / "convpass.pt", root / "images_1blocks_repadapter.pt", root / "vit_b16.safetensors"]
+    assert main(["inspect", *map(str, paths)]) == 0
+    convpass, repadapter, weights = json.loads(capsys.readouterr().out)["files"]
+    assert (convpass["format"], convpass["method"], convpass["bottleneck"], convpass["num_classes"], convpass["depth"]) == (
+        "official SLS checkpoint", "convpass", 8, CLASSES, 12)
+    assert any("--task-config" in m for m in convpass["missing"]) and convpass["preprocessing"]["img_size"] == 224
+    assert (repadapter["method"], repadapter["groups"], repadapter["depth"]) == ("repadapter", 2, 1)
+    assert (weights["format"], weights["blocks"], weights["width"], weights["head_classes"]) == (
+        "weights (state dict)", 12, 768, None)
+    assert main(["inspect", str(root / "no-such.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
