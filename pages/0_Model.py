@@ -31,7 +31,13 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
                              key="slsviz.home.task")
         uploaded_ckpt = st.file_uploader("...or upload the backbone checkpoint", key="slsviz.home.upload_backbone",
                                          type=["npz", "pth", "pt", "safetensors"])
-        uploaded_task = st.file_uploader("...or upload a task checkpoint", key="slsviz.home.upload_task", type=["safetensors"])
+        uploaded_task = st.file_uploader("...or upload a task checkpoint (slsviz .safetensors, or the official SLS code's .pt)",
+                                         key="slsviz.home.upload_task", type=["safetensors", "pt", "pth"])
+        c1, c2 = st.columns([3, 1])
+        task_config = c1.text_input("Official SLS task config (configs/<method>/<dataset>.yaml), for an official .pt",
+                                    key="slsviz.home.task_config")
+        scale = c2.number_input("...or its scale s (0: from the config)", min_value=0.0, value=0.0,
+                                key="slsviz.home.scale")
         data = st.selectbox("Dataset", ["the task's own", *BUILTIN_DATASETS, "an image folder or VTAB-1k root"],
                             key="slsviz.home.data")
         folder = st.text_input("Folder path (for an image folder or VTAB-1k root)", key="slsviz.home.folder")
@@ -54,6 +60,8 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
                 img_size=int(img_size) or None,
                 device=device,
                 limit=int(limit) or None,
+                task_config=task_config.strip() or None,
+                scale=float(scale) or None,
             ))
 
     with st.form("slsviz.home.train"):

@@ -166,7 +166,8 @@ def load_task_for(selection: Selection) -> LoadedTask:
         model, meta = official.open_official(*found, backbone, task_config=selection.task_config, scale=selection.scale)
         if selection.data is None:
             raise SlsvizError(f"{task} is an official SLS checkpoint, which does not record its images: give the "
-                              f"dataset (--data, e.g. the VTAB-1k folder of {meta.dataset.removeprefix('official:')}).")
+                              f"dataset (--data, or the app's Dataset field; e.g. the VTAB-1k folder of "
+                              f"{meta.dataset.removeprefix('official:')}).")
         dataset = selection.data
     elif meta is not None:
         model, meta = load_task(task, backbone)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import sls_reference
 import timm
 import torch
 import torchvision.transforms as T
@@ -14,7 +15,6 @@ from helpers import image_folder, random_backbone
 from PIL import Image
 from safetensors.torch import save_file
 
-import sls_reference
 from slsviz.cli import main
 from slsviz.data import load_dataset
 from slsviz.errors import CheckpointError, SlsvizError
@@ -38,7 +38,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("official")
     backbone = random_backbone(ARCH, seed=0)
     save_file(backbone.model.state_dict(), str(root / "vit_b16.safetensors"))
-    data = image_folder(root / "images", {"a": 4, "b": 4, "c": 4}, size=40)
+    image_folder(root / "images", {"a": 4, "b": 4, "c": 4}, size=40)
     refs = {}
     for method, scale, seed in (("convpass", 10.0, 1), ("repadapter", 1.0, 2)):
         ref = timm.create_model(ARCH, num_classes=CLASSES)
@@ -155,3 +155,26 @@ def test_inspect_says_what_each_file_is_and_what_is_missing(world, capsys):
         "weights (state dict)", 12, 768, None)
     assert main(["inspect", str(root / "no-such.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_model_page_opens_an_official_checkpoint_or_says_what_it_lacks(world):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from slsviz.app import ui
+
+    root, _ = world
+    app = str(Path(__file__).resolve().parents[1] / "app.py")
+    at = AppTest.from_file(app, default_timeout=300)
+    at.session_state[ui.SELECTION] = _selection(root, "repadapter")
+    at.run()
+    assert not at.exception and not at.error
+    card = next(m.value for m in at.markdown if "**Backbone**" in m.value)
+    assert "repadapter" in card and "vit_base_patch16_224" in card
+    assert next(m.value for m in at.metric if m.label == "Blocks") == "12"
+    assert "numbers its 3 outputs without names" in at.info[-1].value
+    at = AppTest.from_file(app, default_timeout=300)
+    at.session_state[ui.SELECTION] = Selection(**{**_selection(root, "convpass").to_dict(), "task_config": None})
+    at.run()
+    assert not at.exception and "task config or scale fields of the Model page" in at.error[0].value

@@ -184,7 +184,7 @@ def open_official(
     if scale is None and "scale" not in config:
         raise SlsvizError(f"{checkpoint.path} is an official SLS {checkpoint.method} checkpoint, which does not store "
                           "the adapter scale s: give --task-config configs/<method>/<dataset>.yaml (from the SLS "
-                          "repository) or --scale.")
+                          "repository) or --scale (in the app: the task config or scale fields of the Model page).")
     if scale is not None and "scale" in config and float(config["scale"]) != float(scale):
         raise SlsvizError(f"--scale {scale} disagrees with the scale {config['scale']} in {task_config}: give one.")
     s = float(scale if scale is not None else config["scale"])
