@@ -43,7 +43,7 @@ from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
 from slsviz.layers.features import FeatureBank, feature_bank
 from slsviz.layers.projection import default_workers
 from slsviz.layers.rule import SLSRule
-from slsviz.models import official
+from slsviz.models import official, peft_lora
 from slsviz.models.backbones import Backbone, file_checksum, load_backbone
 from slsviz.models.depth import check_depth, depth_views, prune_to_depth
 from slsviz.models.petl import PetlConfig, count_params
@@ -145,14 +145,15 @@ def load_task_for(selection: Selection) -> LoadedTask:
     model_name, checkpoint = selection.model, selection.checkpoint
     if task is None and model_name == defaults.BACKBONE:
         task = defaults.TASK_PATH
-    meta, found, seed = None, None, defaults.SEED
+    meta, found, lora, seed = None, None, None, defaults.SEED
     if task == defaults.TASK_PATH and not defaults.TASK_PATH.is_file():
         raise SlsvizError(f"The shipped default task {task} is missing: run `make default-task` to create it.")
     if task is not None and str(task) != "none":
         found = official.detect(task)
+        lora = peft_lora.detect(task) if found is None else None
         if found is not None:
             img_size = img_size or official.IMG_SIZE
-        else:
+        elif lora is None:
             meta = read_task_meta(task)
             if img_size is not None and img_size != meta.img_size:
                 raise SlsvizError(f"The task was trained at {meta.img_size} px; --img-size {img_size} does not fit it.")
@@ -162,12 +163,15 @@ def load_task_for(selection: Selection) -> LoadedTask:
                 if weights != meta.backbone_id and Path(weights).is_file():
                     model_name, checkpoint = meta.backbone_arch, weights
     backbone = load_backbone(model_name, checkpoint, img_size=img_size, hub=selection.hub, device=dev)
-    if found is not None:
-        model, meta = official.open_official(*found, backbone, task_config=selection.task_config, scale=selection.scale)
+    if found is not None or lora is not None:
+        if found is not None:
+            model, meta = official.open_official(*found, backbone, task_config=selection.task_config,
+                                                 scale=selection.scale)
+        else:
+            model, meta = peft_lora.open_peft(*lora, backbone)
         if selection.data is None:
-            raise SlsvizError(f"{task} is an official SLS checkpoint, which does not record its images: give the "
-                              f"dataset (--data, or the app's Dataset field; e.g. the VTAB-1k folder of "
-                              f"{meta.dataset.removeprefix('official:')}).")
+            raise SlsvizError(f"{task} does not record the images it was trained on: give the dataset (--data, or the "
+                              f"app's Dataset field; e.g. the VTAB-1k folder of {meta.dataset.split(':', 1)[1]}).")
         dataset = selection.data
     elif meta is not None:
         model, meta = load_task(task, backbone)

@@ -1,4 +1,5 @@
-"""What a file is, before anything is loaded: slsviz's own task, an official SLS task, or backbone weights."""
+"""What a file is, before anything is loaded: slsviz's own task, an official SLS task, a PEFT LoRA folder,
+or backbone weights."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 
 from safetensors import safe_open
 
-from slsviz.errors import CheckpointError
-from slsviz.models import official
+from slsviz.errors import CheckpointError, SlsvizError
+from slsviz.models import official, peft_lora
 from slsviz.models.task import read_task_meta
 
 _BLOCK = re.compile(r"^(?:module\.)?blocks\.(\d+)\.")
@@ -27,6 +28,13 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"{path} does not exist.")
     if path.is_dir():
+        try:
+            lora = peft_lora.detect(path)
+        except SlsvizError as exc:  # a PEFT folder slsviz cannot open yet: say why
+            return {"path": str(path), "format": "PEFT adapter", "opens": False, "reason": str(exc)}
+        if lora is not None:
+            return {"path": str(path), **lora[0].describe(), "opens": True,
+                    "missing": ["the backbone it adapts: --model and --checkpoint", "the dataset: --data"]}
         return {"path": str(path), "format": "folder", "note": "give a file (task or weights), or use the folder as --data"}
     if path.suffix.lower() == ".safetensors":
         return _safetensors(path)
