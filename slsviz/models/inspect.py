@@ -11,7 +11,7 @@ from typing import Any
 from safetensors import safe_open
 
 from slsviz.errors import CheckpointError, SlsvizError
-from slsviz.models import official, peft_lora
+from slsviz.models import hf_vit, official, peft_lora
 from slsviz.models.task import read_task_meta
 
 _BLOCK = re.compile(r"^(?:module\.)?blocks\.(\d+)\.")
@@ -32,6 +32,15 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
             lora = peft_lora.detect(path)
         except SlsvizError as exc:  # a PEFT folder slsviz cannot open yet: say why
             return {"path": str(path), "format": "PEFT adapter", "opens": False, "reason": str(exc)}
+        if hf_vit.is_folder(path):
+            info = hf_vit.read_folder(path)
+            kw = info["kwargs"]
+            head = info["classifier"]
+            return {"path": str(path), "format": "transformers ViT folder", "arch": info["arch"],
+                    "blocks": kw["depth"], "width": kw["embed_dim"], "img_size": info["img_size"],
+                    "mean": list(info["mean"]), "std": list(info["std"]),
+                    "head_classes": int(head["weight"].shape[0]) if head else None,
+                    "opens": "as a backbone: --checkpoint (its classifier is not opened as a task yet)"}
         if lora is not None:
             return {"path": str(path), **lora[0].describe(), "opens": True,
                     "missing": ["the backbone it adapts: --model and --checkpoint", "the dataset: --data"]}
