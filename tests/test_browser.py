@@ -174,6 +174,28 @@ def _settled(page) -> None:
     page.wait_for_timeout(300)
 
 
+def _choose(page, label: str, option: str) -> None:
+    """Pick ``option`` in the select box ``label``: open it, type to filter, take the match; checked after the
+    box loses focus (an unmatched text reverts), tried again if the list was not ready."""
+    box = page.get_by_test_id("stSelectbox").filter(has_text=label).locator("input")
+    for _ in range(3):
+        box.click()
+        page.keyboard.press("ArrowDown")  # open the list
+        page.wait_for_timeout(300)
+        box.fill(option)
+        try:
+            page.get_by_role("option", name=option, exact=True).wait_for(timeout=10_000)
+        except Exception:  # the list closed while typing: open it again
+            continue
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Tab")
+        page.wait_for_timeout(300)
+        if box.input_value() == option:
+            return
+    raise AssertionError(f"could not choose {option!r} in {label!r}: it shows {box.input_value()!r}")
+
+
 def _go(page, title: str) -> None:
     """Follow the sidebar link, as a user does (a new URL would start a new session)."""
     page.get_by_test_id("stSidebarNavLink").filter(has_text=title).first.click()
@@ -201,17 +223,10 @@ def test_5_four_sessions_at_once_each_see_their_own(app_url, browser, tmp_path):
         if dataset != "mnist5k":
             _settled(page)
             page.get_by_text("Load another backbone, task or dataset").click()
-            choose = page.get_by_test_id("stSelectbox").filter(has_text="Dataset").locator("input")
-            choose.click()
-            page.keyboard.press("ArrowDown")  # open the list, then type to filter it
-            page.wait_for_timeout(500)
-            choose.fill(dataset)
-            page.wait_for_timeout(500)
-            page.keyboard.press("Enter")
-            assert choose.input_value() == dataset
+            _choose(page, "Dataset", dataset)
             box = page.get_by_label("Images per split (0: all)").first
             box.fill(str(limit))
-            box.press("Enter")
+            box.press("Tab")  # commit the value without submitting the form (Enter would)
             page.get_by_test_id("stFormSubmitButton").filter(has_text="Load").click()
     for page, (dataset, _) in zip(pages, plans):
         page.get_by_text(f"**Dataset** {dataset}".replace("**", "")).first.wait_for(timeout=LONG)
