@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import warnings
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
@@ -27,6 +26,7 @@ from slsviz.device import free_memory_bytes, resolve_device
 from slsviz.errors import CheckpointError, OfflineError, SlsvizError, key_mismatch
 from slsviz.models import hf_vit
 from slsviz.models.petl import count_params
+from slsviz.models.weights import read_state_dict
 from slsviz.storage import atomic_path, cache_dir
 
 DEFAULT_ARCH = "vit_small_patch14_dinov2"
@@ -281,7 +281,7 @@ def _load_local(arch: str, path: Path, img_size: int | None) -> Backbone:
     if suffix == ".npz":
         _load_npz(model, path)
     else:
-        _load_state_dict(model, _read_state_dict(path), str(path))
+        _load_state_dict(model, read_state_dict(path), str(path))
     return _wrap(model, f"{arch}:{path}", arch, file_checksum(path), f"local file {path}", model.patch_embed.img_size[0])
 
 
@@ -294,35 +294,6 @@ def _load_hf(path: Path, img_size: int | None) -> Backbone:
     _load_state_dict(model, info["state_dict"], str(path))
     return Backbone(model=model, id=f"{info['arch']}:{path}", arch=info["arch"], checksum=weights_checksum(model.state_dict()),
                     source=info["source"], img_size=int(size), mean=info["mean"], std=info["std"])
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """timm's reader: safetensors, or ``torch.load(weights_only=True)`` (no pickled code runs), with a
-    training script's ``state_dict``/``model`` wrapper unwrapped and ``module.`` prefixes removed.
-    EMA weights are not preferred (as timm's own validate.py by default)."""
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing; the reason follows
-            warnings.simplefilter("ignore", UserWarning)
-            sd = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
-    except Exception as exc:
-        if _refused_pickled_objects(exc):
-            raise CheckpointError(
-                f"Checkpoint {path} cannot be read: it holds pickled objects besides tensors (they could run code), "
-                "and slsviz only reads weights: save a state dict of tensors (torch.save(model.state_dict(), ...)) or a .safetensors file."
-            ) from None
-        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(exc).__name__}): is the file complete and of the type its name says?") from exc
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"Checkpoint {path} does not hold a state dict of tensors.")
-    return dict(sd)
-
-
-def _refused_pickled_objects(exc: BaseException) -> bool:
-    """Whether torch's weights-only unpickler refused a global (a class or a function) in the file."""
-    while exc is not None:
-        if "unsupported global" in str(exc).lower():
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _load_state_dict(model: VisionTransformer, state_dict: dict[str, torch.Tensor], where: str) -> None:

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file
 
 from slsviz.errors import CheckpointError, SlsvizError
+from slsviz.models.weights import read_state_dict
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # Sizes timm has names for: (hidden, layers, heads) -> name part.
@@ -124,13 +124,8 @@ def _to_timm(path: Path, tensors: dict[str, torch.Tensor], layers: int) -> tuple
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     for name in WEIGHTS:
-        file = path / name
-        if file.is_file():
-            try:
-                return load_file(str(file)) if name.endswith(".safetensors") else torch.load(
-                    file, map_location="cpu", weights_only=True)
-            except Exception as exc:  # damaged files raise many types
-                raise CheckpointError(f"{file} cannot be read ({type(exc).__name__}).") from None
+        if (path / name).is_file():
+            return read_state_dict(path / name)
     raise CheckpointError(f"{path} has a config.json but no {' or '.join(WEIGHTS)}.")
 
 

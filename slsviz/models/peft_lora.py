@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file
 
 from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.models.backbones import Backbone
 from slsviz.models.petl import PetlConfig
 from slsviz.models.task import TaskMeta, build_task_model
+from slsviz.models.weights import read_state_dict
 
 CONFIG = "adapter_config.json"
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -158,12 +158,6 @@ def _check_config(path: Path, config: dict[str, Any]) -> None:
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     for name in WEIGHTS:
-        file = path / name
-        if file.is_file():
-            try:
-                if name.endswith(".safetensors"):
-                    return load_file(str(file))
-                return torch.load(file, map_location="cpu", weights_only=True)
-            except Exception as exc:  # damaged files raise many types
-                raise CheckpointError(f"{file} cannot be read ({type(exc).__name__}).") from None
+        if (path / name).is_file():
+            return read_state_dict(path / name)
     raise CheckpointError(f"{path} has {CONFIG} but no {' or '.join(WEIGHTS)}.")

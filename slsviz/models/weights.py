@@ -1,0 +1,40 @@
+"""Reading a file of weights (safetensors or a torch file) without ever running pickled code."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import timm
+import torch
+
+from slsviz.errors import CheckpointError
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """timm's reader: safetensors, or ``torch.load(weights_only=True)`` (no pickled code runs), with a
+    training script's ``state_dict``/``model`` wrapper unwrapped and ``module.`` prefixes removed.
+    EMA weights are not preferred (as timm's own validate.py by default)."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing; the reason follows
+            warnings.simplefilter("ignore", UserWarning)
+            sd = timm.models.load_state_dict(str(path), use_ema=False, weights_only=True)
+    except Exception as exc:
+        if _refused_pickled_objects(exc):
+            raise CheckpointError(
+                f"Checkpoint {path} cannot be read: it holds pickled objects besides tensors (they could run code), "
+                "and slsviz only reads weights: save a state dict of tensors (torch.save(model.state_dict(), ...)) or a .safetensors file."
+            ) from None
+        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(exc).__name__}): is the file complete and of the type its name says?") from exc
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"Checkpoint {path} does not hold a state dict of tensors.")
+    return dict(sd)
+
+
+def _refused_pickled_objects(exc: BaseException) -> bool:
+    """Whether torch's weights-only unpickler refused a global (a class or a function) in the file."""
+    while exc is not None:
+        if "unsupported global" in str(exc).lower():
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
