@@ -16,4 +16,4 @@ SPACES = ("2d", "raw")
 METRICS = {"silhouette": True, "calinski_harabasz": True, "davies_bouldin": False, "probe_accuracy": True}
 # Dataset splits a task is evaluated on.
 SPLITS = ("train", "val", "test")
-PETL_METHODS = ("convpass", "repadapter", "lora", "adaptformer", "linear")
+PETL_METHODS = ("convpass", "repadapter", "lora", "adaptformer", "linear", "full")

@@ -35,7 +35,7 @@ ARCHS = {
     "tiny": (TINY, 32, {}),
     "dino": (DINO, 28, {"init_values": 0.5}),
 }
-ADAPTERS = tuple(m for m in METHODS if m != "linear")
+ADAPTERS = tuple(m for m in METHODS if m not in ("linear", "full"))
 MERGEABLE = ("repadapter", "lora")
 
 
@@ -99,7 +99,7 @@ def test_backbone_keys_unchanged_and_petl_names_marked(backbone, method):
     assert [k for k in keys if not is_petl_param(k)] == base_keys  # same names, same order
     petl_keys = [k for k in keys if k not in base_keys]
     assert all(is_petl_param(k) for k in petl_keys)
-    assert bool(petl_keys) == (method != "linear")
+    assert bool(petl_keys) == (method in ADAPTERS)
     result = model.load_state_dict(base.state_dict(), strict=False)  # a backbone checkpoint still loads
     assert sorted(result.missing_keys) == sorted(petl_keys) and not result.unexpected_keys
 
@@ -296,7 +296,7 @@ def test_repadapter_affine_form():
 
 def test_lora_layer_keeps_the_base_tensors():
     base = nn.Linear(6, 9)
-    layer = LoraLinear(base, rank=2, alpha=4.0, dropout=0.0)
+    layer = LoraLinear(base, rank=2, scaling=2.0, dropout=0.0)
     assert layer.weight is base.weight and layer.bias is base.bias and layer.scaling == 2.0
     assert list(dict(layer.named_parameters())) == ["weight", "bias", "lora_A", "lora_B"]
     assert not layer.lora_B.any() and layer.lora_A.abs().sum() > 0
@@ -308,10 +308,61 @@ def test_lora_layer_keeps_the_base_tensors():
         assert torch.allclose(layer(x), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("parts", [(0,), (0, 2), (0, 1, 2), (1,)])
+def test_lora_on_slices_of_a_fused_layer_equals_separate_layers(parts):
+    """LoRA on query and value of a transformers ViT is LoRA on thirds of timm's fused qkv: the same
+    numbers as three Linear layers, each with its own LoRA, and merged the same."""
+    base = nn.Linear(6, 12)
+    layer = LoraLinear(base, rank=2, scaling=1.5, dropout=0.0, parts=parts)
+    assert layer.lora_A.shape == (2 * len(parts), 6) and layer.lora_B.shape == (4 * len(parts), 2)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+        x = torch.randn(3, 5, 6)
+        expected = base(x).clone()
+        for j, p in enumerate(parts):
+            a, b = layer.lora_A[2 * j:2 * j + 2], layer.lora_B[4 * j:4 * j + 4]
+            expected[..., 4 * p:4 * p + 4] += 1.5 * x @ a.T @ b.T
+        assert torch.allclose(layer(x), expected, atol=1e-5)
+        merged = copy.deepcopy(layer).merged()
+        assert torch.allclose(merged(x), expected, atol=1e-5)
+
+
+def test_lora_targets_layers_and_biases_choose_what_the_task_owns(backbone):
+    base, x = backbone
+    config = PetlConfig("lora", bottleneck=2, targets=("q", "v", "proj", "fc1", "fc2"), layers=(1,), bias="lora_only")
+    model = randomise(adapted(base, config.method, **{k: v for k, v in config.to_dict().items() if k != "method"}))
+    assert not isinstance(model.blocks[0].attn.qkv, LoraLinear)
+    assert all(isinstance(m, LoraLinear) for m in (model.blocks[1].attn.qkv, model.blocks[1].attn.proj,
+                                                    model.blocks[1].mlp.fc1, model.blocks[1].mlp.fc2))
+    assert model.blocks[1].attn.qkv.parts == (0, 2)
+    owned = trainable_names(model)
+    assert {n for n in owned if n.endswith(".bias")} == {f"blocks.1.{m}.bias" for m in ("attn.qkv", "attn.proj",
+                                                                                       "mlp.fc1", "mlp.fc2")}
+    assert set(petl_state_dict(model)) == set(owned)
+    with torch.no_grad():
+        expected = features(model, x)
+        merged = merge_petl(copy.deepcopy(model))
+    assert not any(isinstance(m, LoraLinear) for m in merged.modules())
+    assert (features(merged, x) - expected).abs().max() <= 1e-5
+    everything = adapted(base, "lora", bias="all")
+    assert {n for n in trainable_names(everything) if "lora_" not in n} == {n for n, _ in base.named_parameters()
+                                                                            if "bias" in n}
+    with pytest.raises(SlsvizError, match="do not fit"):
+        adapted(base, "lora", layers=(len(base.blocks),))
+
+
+def test_a_full_fine_tune_owns_every_weight(backbone):
+    base, x = backbone
+    model = adapted(base, "full")
+    assert trainable_names(model) == [n for n, _ in model.named_parameters()]
+    assert all(p.requires_grad for p in model.parameters())
+    assert torch.equal(features(model, x), features(base, x))
+
+
 # --- training aids --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "full"])  # full: see test_a_full_fine_tune_owns_every_weight
 def test_only_petl_params_trainable(backbone, method):
     base, x = backbone
     model = adapted(base, method)
@@ -373,7 +424,7 @@ def test_deepcopy_is_identical_and_independent(backbone, method):
     twin = copy.deepcopy(model)
     assert torch.equal(features(twin, x), features(model, x))
     assert config_of(twin) == config_of(model)
-    if method != "linear":
+    if method in ADAPTERS:
         randomise(twin, seed=1)
         assert not torch.equal(features(twin, x), features(model, x))
 
@@ -410,16 +461,20 @@ def test_config_defaults_and_round_trip():
     for method in METHODS:
         config = PetlConfig(method, bottleneck=4, dropout=0.0)
         d = json.loads(json.dumps(config.to_dict()))
-        assert set(d) == {"method", "bottleneck", "scale", "alpha", "dropout", "groups", "init"}
+        assert set(d) == {"method", "bottleneck", "scale", "alpha", "dropout", "groups", "init", "targets", "layers",
+                          "rslora", "bias"}
         assert PetlConfig.from_dict(d) == config
     assert PetlConfig.from_dict({"method": "convpass", "scale": 10}).scale == 10.0
     assert PetlConfig.from_dict({}) == PetlConfig()
+    lora = PetlConfig("lora", bottleneck=4, targets=("fc2", "v", "q"), layers=(1, 0), rslora=True, bias="lora_only")
+    assert lora.targets == ("q", "v", "fc2") and lora.layers == (0, 1) and lora.scale == 8.0 / 2.0
+    assert PetlConfig.from_dict(json.loads(json.dumps(lora.to_dict()))) == lora
 
 
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"method": "vpt"}, "convpass, repadapter, lora, adaptformer, linear"),
+        ({"method": "vpt"}, "convpass, repadapter, lora, adaptformer, linear, full"),
         ({"bottleneck": 0}, "bottleneck"),
         ({"bottleneck": 2.5}, "bottleneck"),
         ({"scale": 0.0}, "scale"),
@@ -431,6 +486,14 @@ def test_config_defaults_and_round_trip():
         ({"method": "lora", "scale": 3.0}, "alpha"),
         ({"method": "linear", "scale": 1.0}, "scale"),
         ({"method": "lora", "init": "xavier"}, "init"),
+        ({"method": "full", "scale": 1.0}, "scale"),
+        ({"method": "lora", "targets": ("qkv", "q")}, "parts"),
+        ({"method": "lora", "targets": ("query",)}, "qkv, q, k, v, proj, fc1, fc2"),
+        ({"method": "lora", "targets": ()}, "once"),
+        ({"method": "lora", "layers": (1, 1)}, "once"),
+        ({"method": "lora", "layers": (-1,)}, "at least 0"),
+        ({"method": "lora", "bias": "some"}, "none, lora_only, all"),
+        ({"method": "convpass", "bias": "all"}, "LoRA's settings"),
     ],
 )
 def test_config_validation(kwargs, match):

@@ -3,6 +3,8 @@
 SLS keeps the shared backbone untouched, so per task it stores only the kept blocks' adapters, the
 head and ONE integer (the depth). A structurally (channel-) pruned model instead needs its own
 pruned backbone per task; we count that alternative as the depth-d backbone plus adapters and head.
+What is the task's comes from its PETL config: LoRA's trained biases are, and a full fine-tune's
+every backbone weight is (per task: the whole backbone).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from slsviz.models.depth import check_depth
-from slsviz.models.petl import is_petl_param
+from slsviz.models.petl import config_of, trainable_names
 
 DEPTH_INTEGER_BYTES = 8  # one int64
 
@@ -18,6 +20,7 @@ DEPTH_INTEGER_BYTES = 8  # one int64
 def _split_params(model: nn.Module, depth: int) -> dict[str, int]:
     """Parameter counts: backbone and PETL of the first ``depth`` blocks, the rest, and the head."""
     counts = {"backbone_kept": 0, "petl_kept": 0, "petl_all": 0, "head": 0}
+    owned = set(trainable_names(model))
     for name, p in model.named_parameters():
         n = p.numel()
         if name.startswith("head."):
@@ -25,7 +28,7 @@ def _split_params(model: nn.Module, depth: int) -> dict[str, int]:
             continue
         block = int(name.split(".")[1]) if name.startswith("blocks.") else None
         kept = block is None or block < depth
-        if is_petl_param(name):
+        if name in owned:
             counts["petl_all"] += n
             counts["petl_kept"] += n if kept else 0
         elif kept:
@@ -43,9 +46,12 @@ def storage_per_task(model: nn.Module, depth: int, *, bytes_per_param: int = 4) 
     """
     depth = check_depth(depth, len(model.blocks))
     c = _split_params(model, depth)
+    config = config_of(model)
+    full = config is not None and config.method == "full"
+    own = "the fine-tuned backbone" if full else "adapters"
     rows = [
-        ("full PETL", "adapters of all blocks + head", c["petl_all"] + c["head"], 0),
-        ("SLS", f"adapters of blocks 1..{depth} + head + the depth", c["petl_kept"] + c["head"], DEPTH_INTEGER_BYTES),
+        ("full PETL", f"{own} of all blocks + head", c["petl_all"] + c["head"], 0),
+        ("SLS", f"{own} of blocks 1..{depth} + head + the depth", c["petl_kept"] + c["head"], DEPTH_INTEGER_BYTES),
         ("structurally pruned", f"a pruned backbone ({depth} blocks) + adapters + head, per task",
          c["backbone_kept"] + c["petl_kept"] + c["head"], 0),
     ]

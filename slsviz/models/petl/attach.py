@@ -12,18 +12,17 @@ from slsviz.models.petl.block import check_block
 from slsviz.models.petl.config import PetlConfig
 from slsviz.models.petl.convpass import ConvpassBlock
 from slsviz.models.petl.lora import attach_lora, merge_lora
-from slsviz.models.petl.params import mark_trainable
+from slsviz.models.petl.params import CONFIG_ATTR, mark_trainable
 from slsviz.models.petl.repadapter import RepAdapterBlock
-
-CONFIG_ATTR = "petl_config"
 
 
 def attach_petl(model: VisionTransformer, config: PetlConfig | str = PetlConfig()) -> VisionTransformer:
-    """Add ``config``'s PETL modules to every block of ``model``, in place, and return it.
+    """Add ``config``'s PETL modules to every block of ``model`` (LoRA: to its layers), in place, and return it.
 
     The backbone's state-dict keys do not change, so a backbone checkpoint still loads (with
-    ``strict=False``, missing only the PETL keys). Afterwards only PETL parameters and the head's
-    (``head.*``, if the model has one yet) require grad. The config is kept on the model, see
+    ``strict=False``, missing only the PETL keys). Afterwards only the task's parameters require
+    grad: PETL parameters, the head's (``head.*``, if the model has one yet), the biases LoRA's
+    ``bias`` names, and for ``"full"`` all of them. The config is kept on the model, see
     :func:`config_of`. ``model.blocks[:d]``, ``forward_features`` and ``forward_intermediates``
     work as before. Copy the model first to keep the original.
 
@@ -47,9 +46,13 @@ def attach_petl(model: VisionTransformer, config: PetlConfig | str = PetlConfig(
         raise SlsvizError(f"RepAdapter needs groups ({config.groups}) to divide the width {model.embed_dim}.")
 
     if config.method == "lora":
-        for block in model.blocks:
-            attach_lora(block.attn, rank=config.bottleneck, alpha=config.alpha, dropout=config.dropout)
-    elif config.method != "linear":
+        layers = range(len(model.blocks)) if config.layers is None else config.layers
+        if max(layers) >= len(model.blocks):
+            raise SlsvizError(f"LoRA layers {list(layers)} do not fit a model of {len(model.blocks)} blocks (0-based).")
+        for i in layers:
+            attach_lora(model.blocks[i], config.targets, rank=config.bottleneck, scaling=config.scale,
+                        dropout=config.dropout)
+    elif config.method not in ("linear", "full"):
         adapted = [_adapted_block(model, block, config) for block in model.blocks]
         for i, block in enumerate(adapted):
             model.blocks[i] = block
@@ -80,13 +83,13 @@ def merge_petl(model: VisionTransformer) -> VisionTransformer:
 
     The merged model computes what the adapted one computes in eval mode, with the backbone's
     parameter names only (plus ``attn.qkv.bias`` where RepAdapter merges into a bias-free qkv).
-    Convpass, AdaptFormer and linear models, and merged ones, are returned unchanged.
+    Convpass, AdaptFormer, linear and full models, and merged ones, are returned unchanged.
     """
     for block in model.blocks:
         if isinstance(block, RepAdapterBlock):
             block.merge()
-        elif hasattr(block, "attn"):
-            merge_lora(block.attn)
+        else:
+            merge_lora(block)
     return model
 
 
