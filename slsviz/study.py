@@ -43,7 +43,7 @@ from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
 from slsviz.layers.features import FeatureBank, feature_bank
 from slsviz.layers.projection import default_workers
 from slsviz.layers.rule import SLSRule
-from slsviz.models import official, peft_lora
+from slsviz.models import formats, hf_vit
 from slsviz.models.backbones import Backbone, file_checksum, load_backbone
 from slsviz.models.depth import check_depth, depth_views, prune_to_depth
 from slsviz.models.petl import PetlConfig, count_params
@@ -136,7 +136,8 @@ def load_task_for(selection: Selection) -> LoadedTask:
 
     A task fixes the input size and the dataset (unless ``selection.data`` overrides it). A bare
     backbone (``task="none"``) is analysed without a task head: its as-is accuracy is not defined.
-    Task checkpoints are slsviz's own or the official SLS code's (:mod:`slsviz.models.official`).
+    Task checkpoints are slsviz's own or other tools' (:mod:`slsviz.models.formats`: official SLS,
+    PEFT LoRA, full fine-tunes; a full fine-tune is its own backbone).
     With no backbone named, a task's own is loaded: the default, or the local checkpoint the task
     records (its checksum is checked).
     """
@@ -145,15 +146,19 @@ def load_task_for(selection: Selection) -> LoadedTask:
     model_name, checkpoint = selection.model, selection.checkpoint
     if task is None and model_name == defaults.BACKBONE:
         task = defaults.TASK_PATH
-    meta, found, lora, seed = None, None, None, defaults.SEED
+    meta, foreign, seed = None, None, defaults.SEED
     if task == defaults.TASK_PATH and not defaults.TASK_PATH.is_file():
         raise SlsvizError(f"The shipped default task {task} is missing: run `make default-task` to create it.")
     if task is not None and str(task) != "none":
-        found = official.detect(task)
-        lora = peft_lora.detect(task) if found is None else None
-        if found is not None:
-            img_size = img_size or official.IMG_SIZE
-        elif lora is None:
+        foreign = formats.detect(task)
+        if foreign is not None:
+            img_size = img_size or foreign.img_size
+            if foreign.is_its_own_backbone and checkpoint is None:
+                checkpoint = str(task)
+                if model_name == defaults.BACKBONE and not hf_vit.is_folder(task):
+                    raise SlsvizError(f"{task} is a full fine-tune of a timm ViT: name its architecture with --model "
+                                      "(in the app: the Backbone field), e.g. vit_base_patch16_224.")
+        else:
             meta = read_task_meta(task)
             if img_size is not None and img_size != meta.img_size:
                 raise SlsvizError(f"The task was trained at {meta.img_size} px; --img-size {img_size} does not fit it.")
@@ -163,12 +168,8 @@ def load_task_for(selection: Selection) -> LoadedTask:
                 if weights != meta.backbone_id and Path(weights).exists():
                     model_name, checkpoint = meta.backbone_arch, weights
     backbone = load_backbone(model_name, checkpoint, img_size=img_size, hub=selection.hub, device=dev)
-    if found is not None or lora is not None:
-        if found is not None:
-            model, meta = official.open_official(*found, backbone, task_config=selection.task_config,
-                                                 scale=selection.scale)
-        else:
-            model, meta = peft_lora.open_peft(*lora, backbone)
+    if foreign is not None:
+        model, meta = formats.open_task(foreign, backbone, task_config=selection.task_config, scale=selection.scale)
         if selection.data is None:
             raise SlsvizError(f"{task} does not record the images it was trained on: give the dataset (--data, or the "
                               f"app's Dataset field; e.g. the VTAB-1k folder of {meta.dataset.split(':', 1)[1]}).")

@@ -286,12 +286,14 @@ def _load_local(arch: str, path: Path, img_size: int | None) -> Backbone:
 
 
 def _load_hf(path: Path, img_size: int | None) -> Backbone:
-    """A transformers ViT folder as a timm ViT (see :mod:`slsviz.models.hf_vit`); its classifier is not loaded."""
+    """A transformers ViT or DINOv2 folder as a timm ViT (see :mod:`slsviz.models.hf_vit`); its classifier is
+    not loaded (a task: :mod:`slsviz.models.full`)."""
     info = hf_vit.read_folder(path)
     size = img_size or info["img_size"]
     check_img_size(info["arch"], size, torch.device("cpu"))
     model = _create(info["arch"], size, **info["kwargs"])
-    _load_state_dict(model, info["state_dict"], str(path))
+    grid = int(model.patch_embed.grid_size[0])
+    _load_state_dict(model, hf_vit.resample_positions(info["state_dict"], grid), str(path))
     return Backbone(model=model, id=f"{info['arch']}:{path}", arch=info["arch"], checksum=weights_checksum(model.state_dict()),
                     source=info["source"], img_size=int(size), mean=info["mean"], std=info["std"])
 
@@ -303,6 +305,11 @@ def _load_state_dict(model: VisionTransformer, state_dict: dict[str, torch.Tenso
         state_dict = checkpoint_filter_fn(state_dict, model)  # timm's own pos-embed resampling
     except Exception as exc:
         raise CheckpointError(f"Checkpoint {where} does not fit {type(model).__name__}: {exc}") from exc
+    blocks = {k.split(".")[1] for k in state_dict if k.startswith("blocks.")}
+    if blocks and len(blocks) != len(model.blocks):
+        raise CheckpointError(f"Checkpoint {where} has {len(blocks)} blocks; {type(model).__name__} "
+                              f"{model.pretrained_cfg.get('architecture', '')} has {len(model.blocks)}: is it for this "
+                              "architecture?")
     mismatch = key_mismatch(model.state_dict(), state_dict)
     if mismatch:
         raise CheckpointError(f"Checkpoint {where} does not match the model: {mismatch}. Is it for this architecture?")

@@ -1,11 +1,15 @@
-"""Hugging Face transformers ViT folders (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``,
-optional ``preprocessor_config.json``) as timm ViT backbones.
+"""Hugging Face transformers ViT and DINOv2 folders (``config.json`` + ``model.safetensors`` or
+``pytorch_model.bin``, optional ``preprocessor_config.json``) as timm ViT backbones.
 
-``ViTModel`` and ``ViTForImageClassification`` map onto timm's ``VisionTransformer`` tensor by tensor:
-query, key and value are stacked into timm's fused ``qkv``; the layer-norm epsilon (1e-12 in
-transformers, 1e-6 in timm), the input size and the normalisation come from the folder. Files written
-by transformers 4 and 5 use the same names on disk (``encoder.layer.<i>.attention.attention.query``);
-transformers 5's in-memory names (``layers.<i>.attention.q_proj``) are read too.
+``ViTModel`` / ``ViTForImageClassification`` and ``Dinov2Model`` / ``Dinov2ForImageClassification``
+map onto timm's ``VisionTransformer`` tensor by tensor: query, key and value are stacked into timm's
+fused ``qkv``, DINOv2's layer scales become ``ls1``/``ls2``; the layer-norm epsilon (1e-12 in
+transformers' ViT, 1e-6 in timm), the input size and the normalisation come from the folder. At
+another input size the position embeddings are resampled as transformers does (bicubic, no
+antialiasing). Files written by transformers 4 and 5 use the same names on disk
+(``encoder.layer.<i>.attention.attention.query``); transformers 5's in-memory names
+(``layers.<i>.attention.q_proj``) are read too. The same names map PEFT adapters on these models
+(:func:`timm_name`).
 """
 
 from __future__ import annotations
@@ -24,23 +28,41 @@ from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.models.weights import read_state_dict
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+MODEL_TYPES = ("vit", "dinov2")
 # Sizes timm has names for: (hidden, layers, heads) -> name part.
 _SIZES = {(192, 12, 3): "tiny", (384, 12, 6): "small", (768, 12, 12): "base", (1024, 24, 16): "large",
-          (1280, 32, 16): "huge"}
-_RENAMES = [  # (transformers pattern, timm name); {i} is the layer
+          (1280, 32, 16): "huge", (1536, 40, 24): "giant"}
+_LAYER = r"(?:encoder\.layer|layers)\.(\d+)"
+_RENAMES = [  # (transformers pattern, timm name); \1 is the layer
     (r"embeddings\.cls_token", "cls_token"),
     (r"embeddings\.position_embeddings", "pos_embed"),
     (r"embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.layernorm_before\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.layernorm_after\.(weight|bias)", r"blocks.\1.norm2.\2"),
-    (r"(?:encoder\.layer\.(\d+)\.attention\.output\.dense|layers\.(\d+)\.attention\.o_proj)\.(weight|bias)",
-     r"blocks.\1\2.attn.proj.\3"),
-    (r"(?:encoder\.layer\.(\d+)\.intermediate\.dense|layers\.(\d+)\.mlp\.fc1)\.(weight|bias)", r"blocks.\1\2.mlp.fc1.\3"),
-    (r"(?:encoder\.layer\.(\d+)\.output\.dense|layers\.(\d+)\.mlp\.fc2)\.(weight|bias)", r"blocks.\1\2.mlp.fc2.\3"),
+    (rf"{_LAYER}\.(?:layernorm_before|norm1)\.(weight|bias)", r"blocks.\1.norm1.\2"),
+    (rf"{_LAYER}\.(?:layernorm_after|norm2)\.(weight|bias)", r"blocks.\1.norm2.\2"),
+    (rf"{_LAYER}\.attention\.(?:output\.dense|o_proj)\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+    (rf"{_LAYER}\.(?:intermediate\.dense|mlp\.fc1)\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
+    (rf"{_LAYER}\.(?:output\.dense|mlp\.fc2)\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
+    (rf"{_LAYER}\.layer_scale1\.lambda1", r"blocks.\1.ls1.gamma"),
+    (rf"{_LAYER}\.layer_scale2\.lambda1", r"blocks.\1.ls2.gamma"),
     (r"layernorm\.(weight|bias)", r"norm.\1"),
+    (r"classifier\.(weight|bias)", r"head.\1"),
 ]
-_QKV = re.compile(r"^(?:encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)|layers\.(\d+)\.attention\.([qkv])_proj)"
-                  r"\.(weight|bias)$")
+_QKV = re.compile(rf"^{_LAYER}\.attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(weight|bias)$")
+_SKIPPED = ("pooler.", "embeddings.mask_token")  # ViTModel's pooler, the masked-image token: not in a timm ViT
+
+
+def timm_name(name: str) -> tuple[str, str | None] | None:
+    """timm's name for a transformers ViT / DINOv2 tensor name (the ``vit.``/``dinov2.`` prefix removed),
+    and for query/key/value the third of timm's fused ``qkv`` it is (``"q"``, ``"k"``, ``"v"``);
+    ``None`` where it has no place in a timm ViT. The classifier maps to ``head``."""
+    name = re.sub(r"^(?:vit|dinov2)\.", "", name)
+    m = _QKV.match(name)
+    if m:
+        return f"blocks.{m.group(1)}.attn.qkv.{m.group(4)}", (m.group(2) or m.group(3))[0]
+    for pattern, target in _RENAMES:
+        if re.fullmatch(pattern, name):
+            return re.sub(pattern, target, name), None
+    return None
 
 
 def is_folder(path: str | os.PathLike) -> bool:
@@ -49,77 +71,108 @@ def is_folder(path: str | os.PathLike) -> bool:
     return path.is_dir() and (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHTS)
 
 
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The folder's ``config.json``.
+
+    Raises:
+        CheckpointError: unreadable.
+    """
+    return _read_json(Path(path) / "config.json", required=True)
+
+
 def read_folder(path: str | os.PathLike) -> dict[str, Any]:
-    """The timm side of a transformers ViT folder.
+    """The timm side of a transformers ViT or DINOv2 folder.
 
     Returns:
         ``{"arch", "kwargs" (for timm.create_model), "img_size", "mean", "std", "state_dict" (timm names,
-        no head), "classifier" (the folder's head, or None), "source"}``.
+        no head), "classifier" (the folder's head under timm's names ``weight``/``bias``, or None),
+        "class_names" (from ``id2label``, or None when they are transformers' ``LABEL_<i>``),
+        "head_note" (why the classifier is not timm's CLS head, or None), "model_type", "source"}``.
 
     Raises:
-        SlsvizError: a model type slsviz does not convert yet.
+        SlsvizError: a model type or variant slsviz does not convert yet.
         CheckpointError: unreadable files, or tensors that do not map.
     """
     path = Path(path)
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path / 'config.json'} cannot be read ({type(exc).__name__}).") from None
+    config = read_config(path)
     kind = config.get("model_type")
-    if kind != "vit":
+    if kind not in MODEL_TYPES:
         raise SlsvizError(f"{path} holds a transformers {kind!r} model; slsviz converts ViT (ViTModel, "
-                          "ViTForImageClassification) folders so far.")
+                          "ViTForImageClassification) and DINOv2 (Dinov2Model) folders so far.")
     hidden, layers, heads = int(config["hidden_size"]), int(config["num_hidden_layers"]), int(config["num_attention_heads"])
     patch, size = int(config["patch_size"]), int(config["image_size"])
     if config.get("hidden_act", "gelu") != "gelu" or int(config.get("num_channels", 3)) != 3:
         raise SlsvizError(f"{path}: slsviz converts ViTs with GELU and 3 input channels.")
+    if kind == "dinov2" and config.get("use_swiglu_ffn"):
+        raise SlsvizError(f"{path}: a DINOv2 with a SwiGLU MLP (giant) is not converted yet; the small, base and "
+                          "large DINOv2 are.")
     named = _SIZES.get((hidden, layers, heads))
-    arch = f"vit_{named}_patch{patch}_{size}" if named else None
+    arch = f"vit_{named}_patch{patch}_{'dinov2' if kind == 'dinov2' else size}" if named else None
     import timm
 
     if arch not in timm.list_models():
         arch = "vit_base_patch16_224"  # the constructor; the sizes below make the model
-    kwargs = {"patch_size": patch, "embed_dim": hidden, "depth": layers, "num_heads": heads,
-              "mlp_ratio": int(config["intermediate_size"]) / hidden, "qkv_bias": bool(config.get("qkv_bias", True)),
-              "norm_layer": functools.partial(nn.LayerNorm, eps=float(config.get("layer_norm_eps", 1e-12)))}
-    tensors = _read_weights(path)
-    state_dict, classifier = _to_timm(path, tensors, layers)
+    if kind == "dinov2":
+        mlp_ratio, eps = float(config.get("mlp_ratio", 4)), float(config.get("layer_norm_eps", 1e-6))
+        extra = {"init_values": float(config.get("layerscale_value", 1.0))}
+    else:
+        mlp_ratio, eps = int(config["intermediate_size"]) / hidden, float(config.get("layer_norm_eps", 1e-12))
+        extra = {}
+    kwargs = {"patch_size": patch, "embed_dim": hidden, "depth": layers, "num_heads": heads, "mlp_ratio": mlp_ratio,
+              "qkv_bias": bool(config.get("qkv_bias", True)), "norm_layer": functools.partial(nn.LayerNorm, eps=eps),
+              **extra}
+    state_dict = _to_timm(path, _read_weights(path))
+    classifier = {k.removeprefix("head."): state_dict.pop(k) for k in list(state_dict) if k.startswith("head.")} or None
+    head_note = None
+    if classifier is not None and classifier["weight"].shape[1] != hidden:
+        head_note = (f"its classifier reads {classifier['weight'].shape[1]} features (DINOv2's CLS token and mean patch "
+                     f"token side by side), not the {hidden} of the CLS token that a timm head reads")
     pre = _read_json(path / "preprocessor_config.json")
-    mean = tuple(float(x) for x in pre.get("image_mean", (0.5, 0.5, 0.5)))
-    std = tuple(float(x) for x in pre.get("image_std", (0.5, 0.5, 0.5)))
-    source = f"transformers ViT folder {path} ({hidden} wide, {layers} blocks, {heads} heads, patch {patch})"
+    default_norm = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if kind == "dinov2" else ((0.5,) * 3, (0.5,) * 3)
+    mean = tuple(float(x) for x in pre.get("image_mean", default_norm[0]))
+    std = tuple(float(x) for x in pre.get("image_std", default_norm[1]))
+    labels = config.get("id2label") or {}
+    names = [str(labels.get(str(i), labels.get(i, ""))) for i in range(len(labels))]
+    generic = not names or all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    title = "DINOv2" if kind == "dinov2" else "ViT"
+    source = f"transformers {title} folder {path} ({hidden} wide, {layers} blocks, {heads} heads, patch {patch})"
     return {"arch": arch, "kwargs": kwargs, "img_size": size, "mean": mean, "std": std, "state_dict": state_dict,
-            "classifier": classifier, "source": source}
+            "classifier": classifier, "class_names": None if generic else names, "head_note": head_note,
+            "model_type": kind, "source": source}
 
 
-def _to_timm(path: Path, tensors: dict[str, torch.Tensor], layers: int) -> tuple[dict, dict | None]:
+def resample_positions(state_dict: dict[str, torch.Tensor], grid: int) -> dict[str, torch.Tensor]:
+    """``pos_embed`` for a ``grid`` x ``grid`` patch grid, resampled as transformers does (bicubic, no
+    antialiasing; timm antialiases when it shrinks), so the numbers equal transformers' at any size."""
+    from timm.layers import resample_abs_pos_embed
+
+    pos = state_dict["pos_embed"]
+    if pos.shape[1] - 1 == grid * grid:
+        return state_dict
+    resampled = resample_abs_pos_embed(pos, (grid, grid), num_prefix_tokens=1, interpolation="bicubic", antialias=False)
+    return {**state_dict, "pos_embed": resampled}
+
+
+def _to_timm(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
-    classifier: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
-        name = key.removeprefix("vit.")
-        if name.startswith("classifier."):
-            classifier[name.removeprefix("classifier.")] = value
+        name = re.sub(r"^(?:vit|dinov2)\.", "", key)
+        if name.startswith(_SKIPPED):
             continue
-        if name.startswith("pooler.") or name == "embeddings.mask_token":
-            continue  # ViTModel's pooler and masked-image token: not part of the timm backbone
-        m = _QKV.match(name)
-        if m:
-            layer = int(m.group(1) or m.group(3))
-            which = (m.group(2) or m.group(4))[0]  # q, k or v
-            qkv.setdefault((layer, m.group(5)), {})[which] = value
-            continue
-        for pattern, target in _RENAMES:
-            if re.fullmatch(pattern, name):
-                out[re.sub(pattern, target, name)] = value
-                break
-        else:
+        mapped = timm_name(name)
+        if mapped is None:
             raise CheckpointError(f"{path}: tensor {key} has no place in a timm ViT.")
-    for (layer, kind), parts in qkv.items():
+        target, part = mapped
+        if part is None:
+            out[target] = value
+        else:
+            qkv.setdefault(target, {})[part] = value
+    for target, parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
-            raise CheckpointError(f"{path}: layer {layer} lacks one of query, key, value ({kind}).")
-        out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    return out, (classifier or None)
+            raise CheckpointError(f"{path}: {target} lacks one of query, key, value.")
+        out[target] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -129,10 +182,13 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path} has a config.json but no {' or '.join(WEIGHTS)}.")
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
+def _read_json(path: Path, *, required: bool = False) -> dict:
+    if not path.is_file() and not required:
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}).") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object.")
+    return data

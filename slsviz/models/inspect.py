@@ -1,5 +1,5 @@
-"""What a file is, before anything is loaded: slsviz's own task, an official SLS task, a PEFT LoRA folder,
-or backbone weights."""
+"""What a file is, before anything is loaded: slsviz's own task, another tool's task (official SLS,
+PEFT LoRA, a full fine-tune), a transformers backbone folder, or backbone weights."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from typing import Any
 from safetensors import safe_open
 
 from slsviz.errors import CheckpointError, SlsvizError
-from slsviz.models import hf_vit, official, peft_lora
+from slsviz.models import formats, hf_vit, official, peft_lora
 from slsviz.models.task import read_task_meta
 
 _BLOCK = re.compile(r"^(?:module\.)?blocks\.(\d+)\.")
 
 
 def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON-ready summary of ``path``: its format and what it says (method, bottleneck, scale,
-    classes, depth, the backbone it expects) and what is missing to open it.
+    """A JSON-ready summary of ``path``: its format and what it says (method, rank or bottleneck, scale,
+    classes, depth, the backbone it expects), whether it opens, and what is missing to open it.
 
     Raises:
         CheckpointError: the path does not exist.
@@ -27,44 +27,49 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist.")
+    try:
+        foreign = formats.detect(path)
+    except SlsvizError as exc:  # a recognised file slsviz cannot open: say why
+        kind = "PEFT adapter" if (path / peft_lora.CONFIG).is_file() else "transformers folder" if path.is_dir() else "file"
+        return {"path": str(path), "format": kind, "opens": False, "reason": str(exc)}
+    if foreign is not None:
+        return {"path": str(path), **foreign.found.describe(), "opens": True, "missing": _missing(foreign),
+                **({"preprocessing": {"img_size": official.IMG_SIZE, "mean": list(official.MEAN),
+                                      "std": list(official.STD)}} if foreign.kind == "official" else {})}
+    if hf_vit.is_folder(path):
+        info = hf_vit.read_folder(path)
+        kw = info["kwargs"]
+        head = info["classifier"]
+        return {"path": str(path), "format": f"transformers {info['model_type']} folder", "arch": info["arch"],
+                "blocks": kw["depth"], "width": kw["embed_dim"], "img_size": info["img_size"],
+                "mean": list(info["mean"]), "std": list(info["std"]),
+                "head_classes": int(head["weight"].shape[0]) if head else None, "opens": True,
+                "as": "a backbone: --checkpoint" + (f" (not as a task: {info['head_note']})" if info["head_note"] else ""),
+                "missing": []}
     if path.is_dir():
-        try:
-            lora = peft_lora.detect(path)
-        except SlsvizError as exc:  # a PEFT folder slsviz cannot open yet: say why
-            return {"path": str(path), "format": "PEFT adapter", "opens": False, "reason": str(exc)}
-        if hf_vit.is_folder(path):
-            info = hf_vit.read_folder(path)
-            kw = info["kwargs"]
-            head = info["classifier"]
-            return {"path": str(path), "format": "transformers ViT folder", "arch": info["arch"],
-                    "blocks": kw["depth"], "width": kw["embed_dim"], "img_size": info["img_size"],
-                    "mean": list(info["mean"]), "std": list(info["std"]),
-                    "head_classes": int(head["weight"].shape[0]) if head else None,
-                    "opens": "as a backbone: --checkpoint (its classifier is not opened as a task yet)"}
-        if lora is not None:
-            return {"path": str(path), **lora[0].describe(), "opens": True,
-                    "missing": ["the backbone it adapts: --model and --checkpoint", "the dataset: --data"]}
-        return {"path": str(path), "format": "folder", "note": "give a file (task or weights), or use the folder as --data"}
+        return {"path": str(path), "format": "folder", "opens": False,
+                "note": "give a file (task or weights) or a transformers or PEFT folder, or use the folder as --data"}
     if path.suffix.lower() == ".safetensors":
         return _safetensors(path)
-    found = _official_or_none(path)
-    if found is not None:
-        return {"path": str(path), **found.describe(),
-                "missing": ["the adapter scale s: --task-config configs/<method>/<dataset>.yaml or --scale",
-                            "the dataset: --data"],
-                "preprocessing": {"img_size": official.IMG_SIZE, "mean": list(official.MEAN), "std": list(official.STD)}}
     state_dict = official.read_state_dict(path)
     if state_dict is not None:
         return {"path": str(path), **_weights(state_dict)}
-    return {"path": str(path), "format": "unknown", "note": "not a safetensors file, nor a torch file of tensors"}
+    return {"path": str(path), "format": "unknown", "opens": False,
+            "note": "not a safetensors file, nor a torch file of tensors"}
 
 
-def _official_or_none(path: Path) -> official.OfficialCheckpoint | None:
-    try:
-        found = official.detect(path)
-    except CheckpointError:
-        return None
-    return found[0] if found else None
+def _missing(task: formats.ForeignTask) -> list[str]:
+    """What the file does not say and must be given to open it."""
+    data = "the dataset: --data (the app: the Dataset field)"
+    if task.kind == "official":
+        return ["the adapter scale s: --task-config configs/<method>/<dataset>.yaml or --scale (the app: the Model "
+                "page's task config or scale)", data]
+    if task.kind == "peft":
+        backbone = ("the transformers folder it adapts: --checkpoint" if task.found.naming == "transformers"
+                    else "the timm backbone it adapts: --model and --checkpoint")
+        return [backbone, data]
+    own = [] if task.found.kind == "transformers folder" else ["its timm architecture: --model"]
+    return [*own, data]
 
 
 def _safetensors(path: Path) -> dict[str, Any]:

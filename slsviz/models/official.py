@@ -92,19 +92,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor] | None:
 
 
 def detect(path: str | os.PathLike) -> tuple[OfficialCheckpoint, dict[str, torch.Tensor]] | None:
-    """``(what it is, its tensors)`` when ``path`` is an official SLS checkpoint, else ``None``.
-
-    Raises:
-        CheckpointError: a torch file (``.pt``, ``.pth``) that holds something else.
-    """
+    """``(what it is, its tensors)`` when ``path`` is an official SLS checkpoint, else ``None``."""
     path = Path(path)
     if path.suffix.lower() not in (".pt", ".pth", ".bin") or not path.is_file():
         return None
     state_dict = read_state_dict(path)
     if state_dict is None or not is_official(state_dict):
-        raise CheckpointError(
-            f"{path} is not a task checkpoint slsviz opens: a torch file must hold only adapter and head tensors, as "
-            "the official SLS code saves them (blocks.<i>.adapter_attn..., head.weight); slsviz's own are .safetensors.")
+        return None
     return inspect(path, state_dict), state_dict
 
 

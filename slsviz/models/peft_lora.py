@@ -1,11 +1,16 @@
-"""LoRA adapters that Hugging Face PEFT saved (``save_pretrained``) for a timm ViT, opened as slsviz tasks.
+"""LoRA adapters that Hugging Face PEFT saved (``save_pretrained``), opened as slsviz tasks.
 
 A PEFT folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` (or ``.bin``) with keys
-``base_model.model.<module>.lora_A.weight`` (r x in) and ``lora_B.weight`` (out x r), and the head
-under its own name when it is in ``modules_to_save``. slsviz's LoRA adapts timm's fused ``qkv`` with
-the update ``scaling * B A``, ``scaling = lora_alpha / r`` (PEFT's; ``lora_alpha / sqrt(r)`` with
-``use_rslora``), so such an adapter loads as it is. What slsviz's LoRA does not do yet is refused with
-its reason: other target modules, per-layer subsets or patterns, trained biases, DoRA and other PEFT types.
+``base_model.model.<module>.lora_A.weight`` (r x in) and ``lora_B.weight`` (out x r), the head under its
+own name when it is in ``modules_to_save``, and trained biases (``bias="lora_only"`` / ``"all"``) under
+the module's name (``<module>.base_layer.bias`` for a LoRA layer's own). Modules are a timm ViT's
+(``blocks.<i>.attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``; head ``head``) or a transformers
+ViT's or DINOv2's (``query``/``key``/``value`` or transformers 5's ``q_proj``/``k_proj``/``v_proj``,
+which become thirds of timm's fused ``qkv``, the ``dense`` layers, ``fc1``/``fc2``; head
+``classifier``). The update is PEFT's ``scaling * B A`` with ``scaling = lora_alpha / r`` (rsLoRA:
+``lora_alpha / sqrt(r)``), on the blocks the keys name (``layers_to_transform``). What slsviz's LoRA
+does not compute is refused with its reason: per-module ranks or alphas, LoRA biases, DoRA, other
+PEFT types.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +27,20 @@ import torch
 import torch.nn as nn
 
 from slsviz.errors import CheckpointError, SlsvizError
+from slsviz.models import hf_vit
 from slsviz.models.backbones import Backbone
-from slsviz.models.petl import PetlConfig
+from slsviz.models.petl import PetlConfig, petl_state_dict
+from slsviz.models.petl.config import LORA_TARGETS
 from slsviz.models.task import TaskMeta, build_task_model
 from slsviz.models.weights import read_state_dict
 
 CONFIG = "adapter_config.json"
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _PREFIX = "base_model.model."
-_LORA = re.compile(r"^blocks\.(\d+)\.attn\.qkv\.lora_([AB])\.weight$")
-_TARGETS = {"qkv"}
+_LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+# timm module -> LoRA target of slsviz (see slsviz.models.petl.lora.TARGETS)
+_TIMM_TARGET = re.compile(r"^blocks\.(\d+)\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)$")
+_TARGET_OF = {"attn.qkv": "qkv", "attn.proj": "proj", "mlp.fc1": "fc1", "mlp.fc2": "fc2"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,11 @@ class PeftLora:
         rslora: ``use_rslora`` (scaling ``lora_alpha / sqrt(r)``).
         dropout: ``lora_dropout``.
         num_classes: rows of the saved head.
-        depth: blocks with LoRA.
+        targets: slsviz's LoRA targets (timm names; q, k, v are thirds of qkv).
+        layers: the blocks with LoRA (0-based).
+        bias: PEFT's ``bias`` (``"none"``, ``"lora_only"``, ``"all"``).
+        naming: ``"timm"`` or ``"transformers"``: whose module names the keys use.
+        width: the token width the LoRA factors expect.
     """
 
     path: Path
@@ -54,7 +67,11 @@ class PeftLora:
     rslora: bool
     dropout: float
     num_classes: int
-    depth: int
+    targets: tuple[str, ...]
+    layers: tuple[int, ...]
+    bias: str
+    naming: str
+    width: int
 
     @property
     def scaling(self) -> float:
@@ -63,15 +80,20 @@ class PeftLora:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"format": "PEFT LoRA adapter", **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()},
-                "scaling": self.scaling}
+        return {"format": "PEFT LoRA adapter", "method": "lora", "path": str(self.path), "rank": self.rank,
+                "lora_alpha": self.lora_alpha, "rslora": self.rslora, "scaling": self.scaling, "dropout": self.dropout,
+                "classes": self.num_classes, "targets": list(self.targets), "layers": list(self.layers),
+                "bias": self.bias, "module_names": self.naming, "width": self.width}
 
 
 def detect(path: str | os.PathLike) -> tuple[PeftLora, dict[str, torch.Tensor]] | None:
     """``(what it is, its tensors under slsviz's names)`` when ``path`` is a PEFT adapter folder, else ``None``.
 
+    q/k/v tensors of a transformers model keep a ``#q``/``#k``/``#v`` suffix for :func:`open_peft` to
+    place; LoRA factors are named ``<module>.lora_A`` / ``lora_B`` per target, e.g. ``blocks.0.attn.q.lora_A``.
+
     Raises:
-        SlsvizError: a PEFT folder slsviz cannot open yet, with the reason.
+        SlsvizError: a PEFT folder slsviz cannot open, with the reason.
         CheckpointError: unreadable files, or tensors that disagree with the config.
     """
     path = Path(path)
@@ -82,56 +104,139 @@ def detect(path: str | os.PathLike) -> tuple[PeftLora, dict[str, torch.Tensor]] 
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path / CONFIG} cannot be read ({type(exc).__name__}).") from None
     _check_config(path, config)
-    tensors = _read_weights(path)
-    ours: dict[str, torch.Tensor] = {}
-    for key, value in tensors.items():
-        name = key.removeprefix(_PREFIX)
-        name = name.replace(".modules_to_save.default.", ".")  # older PEFT kept the wrapper's names
-        if _LORA.match(name):
-            ours[name.removesuffix(".weight")] = value
-        elif name in ("head.weight", "head.bias"):
-            ours[name] = value
-        else:
-            raise CheckpointError(f"{path}: tensor {key} is neither LoRA on blocks.<i>.attn.qkv nor the head.")
-    if "head.weight" not in ours:
-        raise SlsvizError(f"{path} saves no head: train with modules_to_save=['head'] so the task's classifier is saved.")
-    blocks = sorted({int(_LORA.match(k + ".weight").group(1)) for k in ours if "lora_" in k})
     rank = int(config["r"])
-    if any(ours[f"blocks.{i}.attn.qkv.lora_A"].shape[0] != rank for i in blocks):
-        raise CheckpointError(f"{path}: lora_A has another rank than r = {rank} in adapter_config.json.")
-    return PeftLora(path=path, rank=rank, lora_alpha=float(config["lora_alpha"]), rslora=bool(config.get("use_rslora")),
-                    dropout=float(config.get("lora_dropout") or 0.0), num_classes=int(ours["head.weight"].shape[0]),
-                    depth=len(blocks)), ours
+    ours: dict[str, torch.Tensor] = {}
+    per_block: dict[int, set[str]] = {}
+    naming = "timm"  # becomes "transformers" at the first transformers module name
+    for key, value in _read_weights(path).items():
+        if ".original_module." in key:
+            continue  # the frozen head PEFT keeps beside the trained copy (saved with bias="all")
+        name = re.sub(r"\.modules_to_save(?:\.default)?\.", ".", key.removeprefix(_PREFIX)).replace(".base_layer.", ".")
+        lora = _LORA.match(name)
+        if lora:
+            block, target, names = _target(path, key, lora.group("module"))
+            naming = "transformers" if names == "transformers" else naming
+            if lora.group("ab") == "A" and value.shape[0] != rank:
+                raise CheckpointError(f"{path}: {key} has rank {value.shape[0]}, not r = {rank} of {CONFIG}.")
+            per_block.setdefault(block, set()).add(target)
+            ours[f"blocks.{block}.{target}.lora_{lora.group('ab')}"] = value
+            continue
+        mapped = (name, None) if _is_timm(name) else hf_vit.timm_name(name)
+        if mapped is None or not (mapped[0].endswith(".bias") or mapped[0].startswith("head.")):
+            raise CheckpointError(f"{path}: tensor {key} is neither a LoRA factor, a bias nor the head of a timm or "
+                                  "transformers ViT.")
+        if mapped[0] != name:
+            naming = "transformers"
+        ours[mapped[0] + (f"#{mapped[1]}" if mapped[1] else "")] = value
+    if not per_block:
+        raise CheckpointError(f"{path} holds no LoRA factors.")
+    targets = set.union(*per_block.values())
+    uneven = sorted(b for b, t in per_block.items() if t != targets)
+    if uneven:
+        raise SlsvizError(f"{path} adapts other modules in block {uneven[0]} than in the others; slsviz's LoRA adapts "
+                          f"the same modules ({', '.join(sorted(targets))}) in every adapted block.")
+    if "head.weight" not in ours:
+        head = "classifier" if naming == "transformers" else "head"
+        raise SlsvizError(f"{path} saves no head: train with modules_to_save=['{head}'] so the task's classifier is saved.")
+    a = next(v for k, v in ours.items() if k.endswith("lora_A"))
+    found = PeftLora(path=path, rank=rank, lora_alpha=float(config["lora_alpha"]), rslora=bool(config.get("use_rslora")),
+                     dropout=float(config.get("lora_dropout") or 0.0), num_classes=int(ours["head.weight"].shape[0]),
+                     targets=tuple(t for t in LORA_TARGETS if t in targets), layers=tuple(sorted(per_block)),
+                     bias=str(config.get("bias", "none")), naming=naming, width=int(a.shape[1]))
+    return found, ours
 
 
 def open_peft(adapter: PeftLora, tensors: dict[str, torch.Tensor], backbone: Backbone) -> tuple[nn.Module, TaskMeta]:
     """The task model of a PEFT LoRA adapter on ``backbone``, and its meta.
 
     Raises:
-        CheckpointError: an adapter for another backbone (width, depth), named on both sides.
+        CheckpointError: an adapter for another backbone (width, blocks), named on both sides.
     """
-    if adapter.depth != backbone.num_layers:
-        raise CheckpointError(f"{adapter.path} adapts {adapter.depth} blocks; the backbone {backbone.arch} has "
-                              f"{backbone.num_layers}: slsviz's LoRA adapts every block (load the adapter's backbone).")
-    # slsviz scales by alpha / r; PEFT's rsLoRA by lora_alpha / sqrt(r): the same factor with alpha = scaling * r.
-    petl = PetlConfig("lora", bottleneck=adapter.rank, alpha=adapter.scaling * adapter.rank, dropout=adapter.dropout)
+    side = f"the backbone {backbone.arch} is {backbone.embed_dim} wide with {backbone.num_layers} blocks"
+    if adapter.width != backbone.embed_dim or max(adapter.layers) >= backbone.num_layers:
+        raise CheckpointError(f"{adapter.path} adapts a {adapter.width}-wide ViT in blocks "
+                              f"{_ranges(adapter.layers)} (0-based); {side}: load the backbone it was trained on.")
+    every = adapter.layers == tuple(range(backbone.num_layers))
+    petl = PetlConfig("lora", bottleneck=adapter.rank, alpha=adapter.lora_alpha, rslora=adapter.rslora,
+                      dropout=adapter.dropout, targets=adapter.targets, layers=None if every else adapter.layers,
+                      bias=adapter.bias)
     model = build_task_model(backbone, petl, adapter.num_classes)
-    expected = {k: v for k, v in model.state_dict().items() if "lora_" in k or k.startswith("head.")}
-    wrong = sorted(k for k in expected if k not in tensors or tuple(tensors[k].shape) != tuple(expected[k].shape))
+    expected = petl_state_dict(model)
+    loaded = _place(adapter, tensors, expected)
+    lora = {k for k in expected if "lora_" in k}
+    wrong = sorted(k for k in lora | {"head.weight"} if k not in loaded or loaded[k].shape != expected[k].shape)
     if wrong:
         shown = wrong[0]
-        got = tuple(tensors[shown].shape) if shown in tensors else "absent"
+        got = tuple(loaded[shown].shape) if shown in loaded else "absent"
         raise CheckpointError(f"{adapter.path} does not fit LoRA on {backbone.arch} ({backbone.embed_dim} wide): "
                               f"{shown} is {got}, the model needs {tuple(expected[shown].shape)}.")
-    model.load_state_dict(tensors, strict=False)
+    strays = sorted(set(loaded) - set(expected))
+    if strays:
+        raise CheckpointError(f"{adapter.path}: {strays[0]} is not among what bias={adapter.bias!r} trains.")
+    model.load_state_dict(loaded, strict=False)
     meta = TaskMeta(
         backbone_id=backbone.id, backbone_arch=backbone.arch, backbone_checksum=backbone.checksum, petl=petl.to_dict(),
         class_names=[str(c) for c in range(adapter.num_classes)], img_size=backbone.img_size,
         mean=list(backbone.mean), std=list(backbone.std), dataset=f"peft:{adapter.path.name}", split_seed=None,
         num_layers=backbone.num_layers,
         recipe={"source": f"PEFT LoRA adapter {adapter.path}", "class_names": "label indices",
-                "peft": {"r": adapter.rank, "lora_alpha": adapter.lora_alpha, "use_rslora": adapter.rslora}})
+                "peft": {"r": adapter.rank, "lora_alpha": adapter.lora_alpha, "use_rslora": adapter.rslora,
+                         "bias": adapter.bias, "module_names": adapter.naming}})
     return model.eval(), meta
+
+
+def _place(adapter: PeftLora, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The adapter's tensors under the task model's names: per-target factors stacked into the fused
+    qkv's (q, k, v in that order), q/k/v biases written into a copy of the backbone's qkv bias."""
+    out: dict[str, torch.Tensor] = {}
+    for name, value in tensors.items():
+        m = re.match(r"^(blocks\.\d+)\.([qkv])\.(lora_[AB])$", name)
+        if m or "#" in name:
+            continue
+        out[re.sub(r"^(blocks\.\d+)\.(qkv|proj|fc1|fc2)\.", lambda g: f"{g.group(1)}.{_MODULE[g.group(2)]}.", name)] = value
+    for block in adapter.layers:
+        parts = [p for p in "qkv" if p in adapter.targets]
+        if parts:
+            for ab in ("A", "B"):
+                out[f"blocks.{block}.attn.qkv.lora_{ab}"] = torch.cat(
+                    [tensors[f"blocks.{block}.{p}.lora_{ab}"] for p in parts if f"blocks.{block}.{p}.lora_{ab}" in tensors])
+    for name, value in tensors.items():
+        if "#" in name:
+            target, part = name.split("#")
+            fused = out.setdefault(target, expected[target].clone()) if target in expected else None
+            if fused is None:
+                raise CheckpointError(f"{adapter.path}: the {part} bias of {target} is not among what "
+                                      f"bias={adapter.bias!r} trains.")
+            width = fused.shape[0] // 3
+            index = "qkv".index(part)
+            fused[index * width:(index + 1) * width] = value
+    return out
+
+
+_MODULE = {"qkv": "attn.qkv", "proj": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+
+
+def _target(path: Path, key: str, module: str) -> tuple[int, str, str]:
+    """``(block, slsviz target, naming)`` of a LoRA module name, timm's or transformers'."""
+    m = _TIMM_TARGET.match(module)
+    if m:
+        return int(m.group(1)), _TARGET_OF[m.group(2)], "timm"
+    mapped = hf_vit.timm_name(module + ".weight")
+    if mapped is not None:
+        t = _TIMM_TARGET.match(mapped[0].removesuffix(".weight"))
+        if t:
+            target = mapped[1] or _TARGET_OF[t.group(2)]
+            return int(t.group(1)), target, "transformers"
+    raise SlsvizError(f"{path}: {key} adapts {module}; slsviz's LoRA adapts a ViT block's attention (qkv or query/key/"
+                      "value, output projection) and MLP layers only.")
+
+
+def _is_timm(name: str) -> bool:
+    return name.startswith(("blocks.", "head.", "norm.", "patch_embed.", "fc_norm."))
+
+
+def _ranges(layers: tuple[int, ...]) -> str:
+    return ", ".join(map(str, layers)) if len(layers) < 6 else f"{layers[0]}..{layers[-1]}"
 
 
 def _check_config(path: Path, config: dict[str, Any]) -> None:
@@ -141,19 +246,16 @@ def _check_config(path: Path, config: dict[str, Any]) -> None:
     if config.get("use_dora"):
         raise SlsvizError(f"{path} is a DoRA adapter (use_dora): its magnitude vectors change the weights in a way "
                           "slsviz's LoRA does not compute.")
-    targets = config.get("target_modules")
-    targets = {targets} if isinstance(targets, str) else set(targets or [])
-    if targets != _TARGETS:
-        raise SlsvizError(f"{path} targets {sorted(targets)}; slsviz's LoRA adapts timm's fused attention qkv only "
-                          "(target_modules=['qkv']): other modules are not opened yet.")
-    unsupported = {"bias": config.get("bias", "none") != "none", "lora_bias": bool(config.get("lora_bias")),
-                   "layers_to_transform": config.get("layers_to_transform") is not None,
-                   "rank_pattern": bool(config.get("rank_pattern")), "alpha_pattern": bool(config.get("alpha_pattern")),
-                   "fan_in_fan_out": bool(config.get("fan_in_fan_out"))}
+    unsupported = {"lora_bias": bool(config.get("lora_bias")), "rank_pattern": bool(config.get("rank_pattern")),
+                   "alpha_pattern": bool(config.get("alpha_pattern")), "fan_in_fan_out": bool(config.get("fan_in_fan_out")),
+                   "layer_replication": bool(config.get("layer_replication")),
+                   "target_parameters": bool(config.get("target_parameters"))}
     named = [k for k, on in unsupported.items() if on]
     if named:
         raise SlsvizError(f"{path} sets {', '.join(named)} in {CONFIG}; slsviz's LoRA has one rank and alpha for every "
-                          "block and no trained biases, so it does not open this adapter yet.")
+                          "module and no bias of its own on lora_B, so it does not open this adapter.")
+    if config.get("bias", "none") not in ("none", "lora_only", "all"):
+        raise SlsvizError(f"{path}: bias {config.get('bias')!r} in {CONFIG} is not one of PEFT's none, lora_only, all.")
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
