@@ -12,7 +12,9 @@ from slsviz.app import ui
 from slsviz.choices import PETL_METHODS as METHODS
 from slsviz.data import BUILTIN_DATASETS
 from slsviz.device import describe_device
-from slsviz.storage import keep_upload
+from slsviz.errors import SlsvizError
+from slsviz.models.inspect import inspect_path
+from slsviz.storage import keep_upload, keep_upload_folder
 from slsviz.study import Selection
 
 st.title("slsviz")
@@ -20,6 +22,56 @@ st.caption(
     "Straightforward Layer-wise Pruning (SLS, Han & Tang, ECCV 2024) for parameter-efficient vision "
     "transformers: see how each block clusters the classes, get the recommended depth, measure the pruned model."
 )
+
+
+
+@st.fragment
+def open_your_own() -> None:
+    """What a file or folder is (the CLI's `slsviz inspect`), and the fields it leaves open, to load it."""
+    path = st.text_input("Path of a task, PEFT adapter folder, fine-tune or transformers folder",
+                         key="slsviz.home.own_path").strip()
+    uploads = st.file_uploader("...or upload it (a folder: select all of its files)", accept_multiple_files=True,
+                               key="slsviz.home.own_upload")
+    if uploads:
+        files = [(f.name, f.getvalue()) for f in uploads]
+        path = str(keep_upload(*files[0]) if len(files) == 1 else keep_upload_folder(files))
+    if not path:
+        return
+    try:
+        summary = inspect_path(path)
+    except SlsvizError as exc:
+        st.error(str(exc))
+        return
+    shown = {k: v for k, v in summary.items() if k not in ("missing", "needs", "reason", "note", "path")}
+    st.dataframe(pd.DataFrame({"what": list(shown), "value": [str(v) for v in shown.values()]}).set_index("what"))
+    if summary.get("opens") is False:
+        st.error(summary.get("reason") or summary.get("note"))
+        return
+    needs = summary.get("needs", [])
+    if summary.get("missing"):
+        st.info("It does not say: " + "; ".join(summary["missing"]) + ". Give them below.")
+    with st.form("slsviz.home.own"):
+        arch = st.text_input("timm architecture", value="vit_base_patch16_224",
+                             key="slsviz.home.own_arch") if "model" in needs else None
+        backbone = st.text_input("Backbone checkpoint it adapts (file or transformers folder)",
+                                 key="slsviz.home.own_checkpoint") if "checkpoint" in needs else ""
+        c1, c2 = st.columns([3, 1]) if "scale" in needs else (None, None)
+        task_config = c1.text_input("Official SLS task config (configs/<method>/<dataset>.yaml)",
+                                    key="slsviz.home.own_task_config") if c1 else ""
+        scale = c2.number_input("...or the scale s", min_value=0.0, value=0.0, key="slsviz.home.own_scale") if c2 else 0.0
+        data = st.text_input(f"Dataset ({', '.join(BUILTIN_DATASETS)}, or an image folder or VTAB-1k root)",
+                             key="slsviz.home.own_data") if "data" in needs else ""
+        if st.form_submit_button("Open it", type="primary"):
+            as_backbone = summary.get("opens_as") == "backbone"
+            ui.load(Selection(model=arch.strip() if arch else defaults.BACKBONE,
+                              checkpoint=path if as_backbone else (backbone.strip() or None),
+                              task="none" if as_backbone else path, data=data.strip() or None,
+                              task_config=task_config.strip() or None, scale=float(scale) or None))
+            st.rerun()
+
+
+with st.expander("Open your own model (official SLS checkpoint, PEFT LoRA, full fine-tune, transformers folder)"):
+    open_your_own()
 
 with st.expander("Load another backbone, task or dataset", expanded=False):
     with st.form("slsviz.home.load"):
@@ -88,12 +140,15 @@ st.info(f"Computing on **{describe_device(device)}**" + (" (GPU)" if device.type
 cols = st.columns(5)
 cols[0].metric("Blocks", card["depth"])
 cols[1].metric("Parameters", f"{card['params'] / 1e6:.1f} M")
-cols[2].metric("Trainable (adapters + head)", f"{card['trainable_params'] / 1e3:.1f} k")
+cols[2].metric("Trainable (every weight)" if card["method"] == "full" else "Trainable (adapters + head)",
+               f"{card['trainable_params'] / 1e3:.1f} k")
 cols[3].metric("Val accuracy", "-" if card["val_accuracy"] is None else f"{100 * card['val_accuracy']:.2f}%")
 cols[4].metric("Test accuracy", "-" if card["test_accuracy"] is None else f"{100 * card['test_accuracy']:.2f}%")
 st.markdown(
     f"**Backbone** `{card['arch']}` ({card['source']}, weights `{card['weights']}`), input {card['img_size']} px.  \n"
-    f"**PETL method** {card['method']}.  \n"
+    f"**PETL method** {card['method']}"
+    + (f", opened from a {card['task_source']['format']} (`{card['task_source']['path']}`)" if card["task_source"] else "")
+    + ".  \n"
     f"**Dataset** {card['dataset']}: {card['num_classes']} classes, "
     + ", ".join(f"{k} {v}" for k, v in card["splits"].items())
     + (f" (first {card['limit']} images per split used)" if card["limit"] else "") + "."

@@ -122,6 +122,7 @@ def build_config(
             "split_seed": _plain(meta.split_seed, "task.split_seed"),
             "val_accuracy": _plain(meta.val_accuracy, "task.val_accuracy"),
             "test_accuracy": _plain(meta.test_accuracy, "task.test_accuracy"),
+            "source": _plain(meta.source, "task.source"),
         },
         "depth": depth,
         "num_layers": int(meta.num_layers),

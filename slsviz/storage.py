@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,13 +97,39 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def keep_upload_folder(files: list[tuple[str, bytes]]) -> Path:
+    """Store uploaded files together in one folder of the cache (named by their names and contents) and
+    return it: a folder format (a PEFT adapter, a transformers model) arrives as several files.
+
+    The folder is written beside its final place and renamed there whole, so no reader sees half of it.
+    """
+    digest = hashlib.sha256()
+    named = sorted((_safe_name(name), data) for name, data in files)
+    for name, data in named:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    target = cache_dir() / "uploads" / f"{digest.hexdigest()[:16]}-folder"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".folder-", dir=target.parent))
+        for name, data in named:
+            (scratch / name).write_bytes(data)
+        try:
+            scratch.rename(target)
+        except OSError:  # another session stored the same folder first
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name) or "upload"
+
+
 def keep_upload(name: str, data: bytes) -> Path:
     """Store an uploaded file's bytes in the cache (named by content) and return its path.
 
     Uploads arrive as bytes; the loaders read files. The same content is stored only once.
     """
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name) or "upload"
-    target = cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}-{safe}"
+    target = cache_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}-{_safe_name(name)}"
     if not target.exists():
         with atomic_path(target) as tmp:
             tmp.write_bytes(data)

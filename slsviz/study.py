@@ -251,6 +251,7 @@ class Study:
             "trainable_params": count_params(model, trainable_only=True),
             "method": self.loaded.method,
             "petl": {k: v for k, v in meta.petl.items() if k != "method"} if meta else {},
+            "task_source": meta.source if meta else None,
             "img_size": backbone.img_size,
             "dataset": self.loaded.data.name,
             "splits": {k: int(len(v)) for k, v in self.loaded.data.splits.items()},

@@ -116,3 +116,43 @@ def test_dinov2_folders_open_as_backbones_equal_to_transformers_and_their_head_i
     assert (vit["format"], vit["method"], vit["classes"], vit["missing"]) == (
         "full fine-tune (transformers folder)", "full", 10, ["the dataset: --data (the app: the Dataset field)"])
     assert tuned["format"] == "full fine-tune (timm state dict)" and tuned["missing"][0].startswith("its timm architecture")
+
+
+def test_the_model_page_says_what_a_folder_is_asks_what_it_lacks_and_opens_it(world):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from slsviz.app import ui
+
+    root, _, _, _ = world
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=300)
+    at.session_state[ui.SELECTION] = Selection(checkpoint=str(root / "hf-classifier"), task="none", data="digits",
+                                               limit=20, device="cpu")
+    at.run()
+    at.text_input(key="slsviz.home.own_path").input(str(root / "tuned.pth")).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table.loc["format", "value"] == "full fine-tune (timm state dict)" and table.loc["classes", "value"] == "10"
+    assert "its timm architecture: --model" in at.info[0].value
+    at.text_input(key="slsviz.home.own_arch").input(TINY)
+    at.text_input(key="slsviz.home.own_data").input("digits")
+    next(b for b in at.button if b.label == "Open it").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state[ui.SELECTION].task == str(root / "tuned.pth")
+    card = next(m.value for m in at.markdown if "**Backbone**" in m.value)
+    assert "**PETL method** full" in card and TINY in card
+
+
+def test_an_imported_task_exports_a_config_that_records_its_source_and_imports_again(world):
+    from slsviz.layers.analysis import AnalysisSettings
+
+    root, _, _, _ = world
+    folder = str(root / "hf-classifier")
+    study = Study.open(Selection(task=folder, data="digits", limit=40, device="cpu"), workers=1, use_cache=False)
+    settings = AnalysisSettings(projection="pca")
+    config = study.config(settings, 2)
+    assert config["task"]["source"] == {"format": "full fine-tune (transformers folder)", "path": folder}
+    assert config["petl"]["method"] == "full" and config["depth"] == 2
+    imported, same = study.check_import(json.dumps(config), study.task_checkpoint(2))
+    assert same and imported["task"]["source"]["path"] == folder

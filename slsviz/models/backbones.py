@@ -305,14 +305,12 @@ def _load_state_dict(model: VisionTransformer, state_dict: dict[str, torch.Tenso
         state_dict = checkpoint_filter_fn(state_dict, model)  # timm's own pos-embed resampling
     except Exception as exc:
         raise CheckpointError(f"Checkpoint {where} does not fit {type(model).__name__}: {exc}") from exc
-    blocks = {k.split(".")[1] for k in state_dict if k.startswith("blocks.")}
-    if blocks and len(blocks) != len(model.blocks):
-        raise CheckpointError(f"Checkpoint {where} has {len(blocks)} blocks; {type(model).__name__} "
-                              f"{model.pretrained_cfg.get('architecture', '')} has {len(model.blocks)}: is it for this "
-                              "architecture?")
     mismatch = key_mismatch(model.state_dict(), state_dict)
     if mismatch:
-        raise CheckpointError(f"Checkpoint {where} does not match the model: {mismatch}. Is it for this architecture?")
+        blocks = {k.split(".")[1] for k in state_dict if k.startswith("blocks.")}
+        depth = (f" It has {len(blocks)} blocks; {model.pretrained_cfg.get('architecture', type(model).__name__)} "
+                 f"has {len(model.blocks)}." if blocks and len(blocks) != len(model.blocks) else "")
+        raise CheckpointError(f"Checkpoint {where} does not match the model: {mismatch}.{depth} Is it for this architecture?")
     model.load_state_dict(state_dict, strict=True)
 
 

@@ -34,6 +34,7 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
         return {"path": str(path), "format": kind, "opens": False, "reason": str(exc)}
     if foreign is not None:
         return {"path": str(path), **foreign.found.describe(), "opens": True, "missing": _missing(foreign),
+                "needs": _needs(foreign),
                 **({"preprocessing": {"img_size": official.IMG_SIZE, "mean": list(official.MEAN),
                                       "std": list(official.STD)}} if foreign.kind == "official" else {})}
     if hf_vit.is_folder(path):
@@ -45,7 +46,7 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
                 "mean": list(info["mean"]), "std": list(info["std"]),
                 "head_classes": int(head["weight"].shape[0]) if head else None, "opens": True,
                 "as": "a backbone: --checkpoint" + (f" (not as a task: {info['head_note']})" if info["head_note"] else ""),
-                "missing": []}
+                "missing": ["the dataset: --data (the app: the Dataset field)"], "needs": ["data"], "opens_as": "backbone"}
     if path.is_dir():
         return {"path": str(path), "format": "folder", "opens": False,
                 "note": "give a file (task or weights) or a transformers or PEFT folder, or use the folder as --data"}
@@ -56,6 +57,15 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
         return {"path": str(path), **_weights(state_dict)}
     return {"path": str(path), "format": "unknown", "opens": False,
             "note": "not a safetensors file, nor a torch file of tensors"}
+
+
+def _needs(task: formats.ForeignTask) -> list[str]:
+    """The :class:`~slsviz.study.Selection` fields the file leaves open (what the app asks for)."""
+    if task.kind == "official":
+        return ["scale", "data"]
+    if task.kind == "peft":
+        return (["checkpoint"] if task.found.naming == "transformers" else ["model", "checkpoint"]) + ["data"]
+    return (["data"] if task.found.kind == "transformers folder" else ["model", "data"])
 
 
 def _missing(task: formats.ForeignTask) -> list[str]:
@@ -95,5 +105,6 @@ def _weights(tensors: dict) -> dict[str, Any]:
     width = shape.get("cls_token", shape.get("pos_embed", (0, 0, 0)))[-1] or None
     head = shape.get("head.weight")
     return {"format": "weights (state dict)", "tensors": len(shape), "blocks": len(blocks) or None, "width": width,
-            "head_classes": head[0] if head else None,
+            "head_classes": head[0] if head else None, "opens": True, "opens_as": "backbone", "needs": ["model", "data"],
+            "missing": ["the timm architecture they belong to: --model", "the dataset: --data"],
             "note": "backbone weights: give them as --checkpoint with the timm --model they belong to"}

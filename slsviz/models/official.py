@@ -208,7 +208,9 @@ def open_official(
         mean=list(MEAN), std=list(STD), dataset=f"official:{name}", split_seed=None, num_layers=backbone.num_layers,
         recipe={"source": f"official SLS checkpoint {checkpoint.path}", "class_names": "label indices",
                 "task_config": str(task_config) if task_config is not None else None},
-        depth=checkpoint.depth if checkpoint.depth < backbone.num_layers else None)
+        depth=checkpoint.depth if checkpoint.depth < backbone.num_layers else None,
+        source={"format": "official SLS checkpoint", "path": str(checkpoint.path),
+                "task_config": str(task_config) if task_config is not None else None, "scale": s})
     return model.eval(), meta
 
 

@@ -181,7 +181,8 @@ def open_peft(adapter: PeftLora, tensors: dict[str, torch.Tensor], backbone: Bac
         num_layers=backbone.num_layers,
         recipe={"source": f"PEFT LoRA adapter {adapter.path}", "class_names": "label indices",
                 "peft": {"r": adapter.rank, "lora_alpha": adapter.lora_alpha, "use_rslora": adapter.rslora,
-                         "bias": adapter.bias, "module_names": adapter.naming}})
+                         "bias": adapter.bias, "module_names": adapter.naming}},
+        source={"format": "PEFT LoRA adapter", "path": str(adapter.path), "backbone": backbone.id})
     return model.eval(), meta
 
 

@@ -51,6 +51,8 @@ class TaskMeta:
         val_accuracy: accuracy on the val split of the kept checkpoint (chosen on val).
         test_accuracy: accuracy on the test split.
         depth: blocks kept (``None`` = all).
+        source: where a task another tool wrote came from (``format``, ``path`` and what was given
+            beside it, e.g. ``task_config`` or ``scale``); ``None`` for slsviz's own.
     """
 
     backbone_id: str
@@ -68,6 +70,7 @@ class TaskMeta:
     val_accuracy: float | None = None
     test_accuracy: float | None = None
     depth: int | None = None
+    source: dict[str, Any] | None = None
     schema: str = TASK_SCHEMA
 
     @property
