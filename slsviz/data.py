@@ -119,18 +119,26 @@ class LabelledImages:
         return _read_image(self.paths[i])
 
 
+# PIL's filters by name; PIL's numbers for them are what transformers' preprocessor configs store.
+RESAMPLING = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
+              "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+              "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Turns a PIL image into a normalised float tensor of shape (3, img_size, img_size).
 
-    Any mode (grayscale, palette, RGBA, ...) becomes RGB; the image is resized with bicubic
-    interpolation (as the SLS code's ``Resize((224, 224), interpolation=3)``), scaled to [0, 1]
-    and normalised per channel with ``mean`` and ``std``.
+    Any mode (grayscale, palette, RGBA, ...) becomes RGB; the image is resized by PIL with
+    ``resample`` (bicubic by default, as the SLS code's ``Resize((224, 224), interpolation=3)``;
+    bilinear as transformers' ViT image processor), scaled to [0, 1] and normalised per channel
+    with ``mean`` and ``std``.
     """
 
     img_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resample: str = "bicubic"
 
     def __post_init__(self) -> None:
         if int(self.img_size) != self.img_size or self.img_size < 1:
@@ -139,9 +147,11 @@ class Preprocess:
             raise ValueError("mean and std need one value per RGB channel (3 each).")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be positive, got {self.std!r}.")
+        if self.resample not in RESAMPLING:
+            raise ValueError(f"resample must be one of {', '.join(RESAMPLING)}, got {self.resample!r}.")
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        rgb = _to_rgb(image).resize((self.img_size, self.img_size), Image.Resampling.BICUBIC)
+        rgb = _to_rgb(image).resize((self.img_size, self.img_size), RESAMPLING[self.resample])
         array = np.asarray(rgb, dtype=np.float32) / 255.0
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)

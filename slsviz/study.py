@@ -115,8 +115,8 @@ class LoadedTask:
     def preprocess(self) -> Preprocess:
         """The preprocessing the task was trained with (a bare backbone: its own input size, mean and std)."""
         if self.meta is None:
-            return Preprocess(self.backbone.img_size, self.backbone.mean, self.backbone.std)
-        return Preprocess(self.meta.img_size, tuple(self.meta.mean), tuple(self.meta.std))
+            return Preprocess(self.backbone.img_size, self.backbone.mean, self.backbone.std, self.backbone.resample)
+        return Preprocess(self.meta.img_size, tuple(self.meta.mean), tuple(self.meta.std), self.meta.resample)
 
     @property
     def head(self) -> tuple[bool, str | None]:

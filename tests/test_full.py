@@ -33,6 +33,7 @@ def world(tmp_path_factory):
                                     label2id={v: k for k, v in DIGITS.items()})
     hf = transformers.ViTForImageClassification(config).eval()
     hf.save_pretrained(root / "hf-classifier")
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "hf-classifier")
     dino = transformers.Dinov2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=56,
                                      patch_size=14, num_labels=10, layerscale_value=0.5)
     dino_model = transformers.Dinov2ForImageClassification(dino).eval()
@@ -90,6 +91,16 @@ def test_a_transformers_classifier_folder_is_a_full_task_with_its_class_names(wo
                  "--limit", "8", "--save-logits", str(out)]) == 0
     logits = np.load(out)
     assert logits.shape == (8, 10) and logits.dtype == np.float32
+    # transformers' own pipeline on the same images: its ViT image processor (bilinear, from the folder's
+    # preprocessor config) and the classifier.
+    from slsviz.data import load_dataset
+
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    data = load_dataset("digits")
+    images = [data.image(int(i)).convert("RGB") for i in data.splits["test"][:8]]
+    with torch.inference_mode():
+        theirs = hf(**processor(images=images, return_tensors="pt")).logits.numpy()
+    np.testing.assert_allclose(logits, theirs, atol=1e-4, rtol=0)
 
 
 def test_dinov2_folders_open_as_backbones_equal_to_transformers_and_their_head_is_refused(world, capsys):

@@ -185,3 +185,41 @@ def test_a_peft_adapter_on_a_transformers_vit_gives_peft_logits(hf_world, config
     assert float(expected.abs().max()) > 0.1
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(merged, expected, atol=1e-4, rtol=0)
+
+
+def test_a_transformers_adapter_opens_in_the_app_and_runs_everything(hf_world):
+    """The Model page asks for the backbone folder and the dataset it lacks; the opened task retrains and
+    exports a config that records its source and imports again."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from slsviz.app import ui
+    from slsviz.layers.analysis import AnalysisSettings
+    from slsviz.study import Study
+
+    root, transformers = hf_world
+    model = transformers.ViTForImageClassification.from_pretrained(root / "vit")
+    settings = {"r": 2, "lora_alpha": 4, "modules_to_save": ["classifier"], "target_modules": ["q_proj", "v_proj"]}
+    _trained(peft.get_peft_model(model, peft.LoraConfig(**settings))).save_pretrained(root / "app-adapter")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=300)
+    at.session_state[ui.SELECTION] = Selection(checkpoint=str(root / "vit"), task="none", data="digits", limit=20,
+                                               device="cpu")
+    at.run()
+    at.text_input(key="slsviz.home.own_path").input(str(root / "app-adapter")).run()
+    assert at.dataframe[0].value.loc["targets", "value"] == "['q', 'v']"
+    at.text_input(key="slsviz.home.own_checkpoint").input(str(root / "vit"))
+    at.text_input(key="slsviz.home.own_data").input("digits")
+    next(b for b in at.button if b.label == "Open it").click().run()
+    assert not at.exception and not at.error
+    card = next(m.value for m in at.markdown if "**Backbone**" in m.value)
+    assert "**PETL method** lora, opened from a PEFT LoRA adapter" in card
+
+    study = Study.open(Selection(checkpoint=str(root / "vit"), task=str(root / "app-adapter"), data="digits", limit=30,
+                                 device="cpu"), workers=1, use_cache=False)
+    retrained = study.retrain(2, 1)
+    assert 0.0 <= retrained["accuracy_retrained"] <= 1.0
+    config = study.config(AnalysisSettings(projection="pca"), 2)
+    assert config["task"]["source"]["format"] == "PEFT LoRA adapter" and config["petl"]["hyperparameters"]["targets"] == ["q", "v"]
+    _, same = study.check_import(json.dumps(config), study.task_checkpoint(2))
+    assert same

@@ -217,6 +217,7 @@ def feature_bank(
         "mean": list(preprocess.mean),
         "std": list(preprocess.std),
         "token": token,
+        **({"resample": preprocess.resample} if preprocess.resample != "bicubic" else {}),  # older keys stay valid
     }
     key = cache_key(meta)
     if use_cache and (cached := load_cached(key)) is not None:

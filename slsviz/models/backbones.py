@@ -50,6 +50,7 @@ class Backbone:
         img_size: the input size the model is set up for.
         mean: per-channel normalisation mean the weights were trained with.
         std: per-channel normalisation std.
+        resample: the resize filter of its preprocessing (``bicubic``; a transformers folder's own).
     """
 
     model: VisionTransformer
@@ -60,6 +61,7 @@ class Backbone:
     img_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resample: str = "bicubic"
 
     @property
     def num_layers(self) -> int:
@@ -94,6 +96,7 @@ class Backbone:
             "num_params": self.num_params,
             "mean": list(self.mean),
             "std": list(self.std),
+            "resample": self.resample,
         }
 
 
@@ -295,7 +298,8 @@ def _load_hf(path: Path, img_size: int | None) -> Backbone:
     grid = int(model.patch_embed.grid_size[0])
     _load_state_dict(model, hf_vit.resample_positions(info["state_dict"], grid), str(path))
     return Backbone(model=model, id=f"{info['arch']}:{path}", arch=info["arch"], checksum=weights_checksum(model.state_dict()),
-                    source=info["source"], img_size=int(size), mean=info["mean"], std=info["std"])
+                    source=info["source"], img_size=int(size), mean=info["mean"], std=info["std"],
+                    resample=info["resample"])
 
 
 def _load_state_dict(model: VisionTransformer, state_dict: dict[str, torch.Tensor], where: str) -> None:

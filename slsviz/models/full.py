@@ -113,7 +113,7 @@ def open_full(found: FullFineTune, head: dict[str, torch.Tensor], backbone: Back
     meta = TaskMeta(
         backbone_id=backbone.id, backbone_arch=backbone.arch, backbone_checksum=backbone.checksum,
         petl=PetlConfig("full").to_dict(), class_names=names, img_size=backbone.img_size, mean=list(backbone.mean),
-        std=list(backbone.std), dataset=f"full:{found.path.name}", split_seed=None, num_layers=backbone.num_layers,
+        std=list(backbone.std), resample=backbone.resample, dataset=f"full:{found.path.name}", split_seed=None, num_layers=backbone.num_layers,
         recipe={"source": f"full fine-tune ({found.kind}) {found.path}",
                 **({} if found.class_names else {"class_names": "label indices"})},
         source={"format": f"full fine-tune ({found.kind})", "path": str(found.path)})

@@ -48,6 +48,7 @@ _RENAMES = [  # (transformers pattern, timm name); \1 is the layer
     (r"classifier\.(weight|bias)", r"head.\1"),
 ]
 _QKV = re.compile(rf"^{_LAYER}\.attention\.(?:attention\.(query|key|value)|([qkv])_proj)\.(weight|bias)$")
+_PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 _SKIPPED = ("pooler.", "embeddings.mask_token")  # ViTModel's pooler, the masked-image token: not in a timm ViT
 
 
@@ -87,7 +88,10 @@ def read_folder(path: str | os.PathLike) -> dict[str, Any]:
         ``{"arch", "kwargs" (for timm.create_model), "img_size", "mean", "std", "state_dict" (timm names,
         no head), "classifier" (the folder's head under timm's names ``weight``/``bias``, or None),
         "class_names" (from ``id2label``, or None when they are transformers' ``LABEL_<i>``),
-        "head_note" (why the classifier is not timm's CLS head, or None), "model_type", "source"}``.
+        "head_note" (why the classifier is not timm's CLS head, or None), "model_type", "source",
+        "resample" (the preprocessor's resize filter: transformers' ViT default bilinear)}``. A
+        preprocessor that crops (DINOv2's resize to 256, crop 224) is read for its filter, mean and
+        std; slsviz resizes the whole image to the input size.
 
     Raises:
         SlsvizError: a model type or variant slsviz does not convert yet.
@@ -96,6 +100,10 @@ def read_folder(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     config = read_config(path)
     kind = config.get("model_type")
+    if kind == "deit":
+        raise SlsvizError(f"{path} holds a distilled DeiT (model_type 'deit'): its distillation token and second "
+                          "head have no place in slsviz's tasks, so it is not converted. Non-distilled DeiT checkpoints "
+                          "are ViT folders (model_type 'vit') and open.")
     if kind not in MODEL_TYPES:
         raise SlsvizError(f"{path} holds a transformers {kind!r} model; slsviz converts ViT (ViTModel, "
                           "ViTForImageClassification) and DINOv2 (Dinov2Model) folders so far.")
@@ -131,6 +139,7 @@ def read_folder(path: str | os.PathLike) -> dict[str, Any]:
     default_norm = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if kind == "dinov2" else ((0.5,) * 3, (0.5,) * 3)
     mean = tuple(float(x) for x in pre.get("image_mean", default_norm[0]))
     std = tuple(float(x) for x in pre.get("image_std", default_norm[1]))
+    resample = _PIL_FILTERS.get(pre.get("resample", 3 if kind == "dinov2" else 2), "bicubic")
     labels = config.get("id2label") or {}
     names = [str(labels.get(str(i), labels.get(i, ""))) for i in range(len(labels))]
     generic = not names or all(n == f"LABEL_{i}" for i, n in enumerate(names))
@@ -138,7 +147,7 @@ def read_folder(path: str | os.PathLike) -> dict[str, Any]:
     source = f"transformers {title} folder {path} ({hidden} wide, {layers} blocks, {heads} heads, patch {patch})"
     return {"arch": arch, "kwargs": kwargs, "img_size": size, "mean": mean, "std": std, "state_dict": state_dict,
             "classifier": classifier, "class_names": None if generic else names, "head_note": head_note,
-            "model_type": kind, "source": source}
+            "model_type": kind, "source": source, "resample": resample}
 
 
 def resample_positions(state_dict: dict[str, torch.Tensor], grid: int) -> dict[str, torch.Tensor]:

@@ -177,7 +177,8 @@ def open_peft(adapter: PeftLora, tensors: dict[str, torch.Tensor], backbone: Bac
     meta = TaskMeta(
         backbone_id=backbone.id, backbone_arch=backbone.arch, backbone_checksum=backbone.checksum, petl=petl.to_dict(),
         class_names=[str(c) for c in range(adapter.num_classes)], img_size=backbone.img_size,
-        mean=list(backbone.mean), std=list(backbone.std), dataset=f"peft:{adapter.path.name}", split_seed=None,
+        mean=list(backbone.mean), std=list(backbone.std), resample=backbone.resample,
+        dataset=f"peft:{adapter.path.name}", split_seed=None,
         num_layers=backbone.num_layers,
         recipe={"source": f"PEFT LoRA adapter {adapter.path}", "class_names": "label indices",
                 "peft": {"r": adapter.rank, "lora_alpha": adapter.lora_alpha, "use_rslora": adapter.rslora,

@@ -51,6 +51,7 @@ class TaskMeta:
         val_accuracy: accuracy on the val split of the kept checkpoint (chosen on val).
         test_accuracy: accuracy on the test split.
         depth: blocks kept (``None`` = all).
+        resample: the resize filter of the preprocessing (``Preprocess.resample``).
         source: where a task another tool wrote came from (``format``, ``path`` and what was given
             beside it, e.g. ``task_config`` or ``scale``); ``None`` for slsviz's own.
     """
@@ -71,6 +72,7 @@ class TaskMeta:
     test_accuracy: float | None = None
     depth: int | None = None
     source: dict[str, Any] | None = None
+    resample: str = "bicubic"
     schema: str = TASK_SCHEMA
 
     @property
@@ -230,7 +232,7 @@ def fit_task(
     Returns:
         The trained model (on ``device``), its metadata ready for :func:`save_task`, and the run.
     """
-    preprocess = Preprocess(backbone.img_size, backbone.mean, backbone.std)
+    preprocess = Preprocess(backbone.img_size, backbone.mean, backbone.std, backbone.resample)
     model = build_task_model(backbone, petl, data.num_classes, seed=recipe.seed)
     result = train_task(model, data, preprocess, recipe, device=device, progress=progress, limit=limit)
     test_acc = evaluate(model, make_loader(data, "test", preprocess, 256, limit=limit), torch.device(device))
@@ -249,5 +251,6 @@ def fit_task(
         recipe={**recipe.to_dict(), "best_epoch": result.best_epoch, "limit": limit},
         val_accuracy=result.val_accuracy,
         test_accuracy=test_acc,
+        resample=backbone.resample,
     )
     return model, meta, result
