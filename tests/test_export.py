@@ -99,7 +99,8 @@ def test_config_has_exactly_the_documented_keys(backbone, convpass):
     assert "method" not in config["petl"]["hyperparameters"]
     assert config["task"]["classes"] == ["c0", "c1", "c2", "c3"] and config["task"]["num_classes"] == 4
     assert set(config["task"]) == {"classes", "num_classes", "img_size", "mean", "std", "dataset", "split_seed",
-                                   "val_accuracy", "test_accuracy"}
+                                   "val_accuracy", "test_accuracy", "source"}
+    assert config["task"]["source"] is None  # slsviz's own task; another tool's records where it came from
     assert (config["depth"], config["num_layers"]) == (2, 3)
     assert type(config["results"]["accuracy"]["pruned"]) is float  # numpy scalars become plain numbers
     assert "torch" in config["environment"]

@@ -123,7 +123,7 @@ def test_dinov2_folders_open_as_backbones_equal_to_transformers_and_their_head_i
         load_task_for(Selection(task=str(folder), data="digits", device="cpu"))
     assert main(["inspect", str(folder), str(root / "hf-classifier"), str(root / "tuned.pth")]) == 0
     dinov2, vit, tuned = json.loads(capsys.readouterr().out)["files"]
-    assert not dinov2["opens"] and "head re-fit" in dinov2["reason"]
+    assert dinov2["opens"] and dinov2["opens_as"] == "backbone" and "head re-fit" in dinov2["as"]
     assert (vit["format"], vit["method"], vit["classes"], vit["missing"]) == (
         "full fine-tune (transformers folder)", "full", 10, ["the dataset: --data (the app: the Dataset field)"])
     assert tuned["format"] == "full fine-tune (timm state dict)" and tuned["missing"][0].startswith("its timm architecture")

@@ -65,8 +65,9 @@ def test_a_folder_is_analysed_without_naming_the_model(hf, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["num_layers"] == 3
     assert main(["inspect", str(root / "v4-names")]) == 0
     (summary,) = json.loads(capsys.readouterr().out)["files"]
-    assert (summary["format"], summary["blocks"], summary["width"], summary["head_classes"]) == (
-        "transformers ViT folder", 3, 192, 10)
+    # A classifier folder is a full fine-tune (the backbone and its head); its backbone alone opens too.
+    assert (summary["format"], summary["blocks"], summary["width"], summary["classes"]) == (
+        "full fine-tune (transformers folder)", 3, 192, 10)
 
 
 def test_other_transformers_models_are_refused_with_the_reason(tmp_path):

@@ -178,3 +178,12 @@ def test_the_model_page_opens_an_official_checkpoint_or_says_what_it_lacks(world
     at.session_state[ui.SELECTION] = Selection(**{**_selection(root, "convpass").to_dict(), "task_config": None})
     at.run()
     assert not at.exception and "task config or scale fields of the Model page" in at.error[0].value
+
+
+def test_the_attention_only_mode_is_refused_with_the_reason(world, tmp_path):
+    root, _ = world
+    tensors = torch.load(root / "convpass.pt", weights_only=True)
+    attn_only = tmp_path / "attn.pt"
+    torch.save({k: v for k, v in tensors.items() if "adapter_mlp" not in k}, attn_only)
+    with pytest.raises(SlsvizError, match="adapters beside attention only .* timm 0.9.10"):
+        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task": str(attn_only)}))

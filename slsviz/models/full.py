@@ -57,7 +57,8 @@ class FullFineTune:
         """JSON-ready."""
         return {"format": f"full fine-tune ({self.kind})", "method": "full", "path": str(self.path),
                 "classes": self.num_classes, "class_names": list(self.class_names) if self.class_names else None,
-                "blocks": self.depth, "width": self.width, "img_size": self.img_size}
+                "blocks": self.depth, "width": self.width, "img_size": self.img_size,
+                "expects": "no other backbone: its own weights are the backbone"}
 
 
 def detect(path: str | os.PathLike) -> tuple[FullFineTune, dict[str, torch.Tensor]] | None:

@@ -29,9 +29,11 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} does not exist.")
     try:
         foreign = formats.detect(path)
-    except SlsvizError as exc:  # a recognised file slsviz cannot open: say why
-        kind = "PEFT adapter" if (path / peft_lora.CONFIG).is_file() else "transformers folder" if path.is_dir() else "file"
-        return {"path": str(path), "format": kind, "opens": False, "reason": str(exc)}
+    except SlsvizError as exc:  # a recognised file slsviz cannot open as a task: say why
+        if not hf_vit.is_folder(path) or (path / peft_lora.CONFIG).is_file():
+            kind = "PEFT adapter" if (path / peft_lora.CONFIG).is_file() else "file"
+            return {"path": str(path), "format": kind, "opens": False, "reason": str(exc)}
+        foreign = None  # a transformers classifier whose head is not timm's: its backbone still opens
     if foreign is not None:
         return {"path": str(path), **foreign.found.describe(), "opens": True, "missing": _missing(foreign),
                 "needs": _needs(foreign),
@@ -45,7 +47,8 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
                 "blocks": kw["depth"], "width": kw["embed_dim"], "img_size": info["img_size"],
                 "mean": list(info["mean"]), "std": list(info["std"]),
                 "head_classes": int(head["weight"].shape[0]) if head else None, "opens": True,
-                "as": "a backbone: --checkpoint" + (f" (not as a task: {info['head_note']})" if info["head_note"] else ""),
+                "as": "a backbone: --checkpoint" + (f" (not as a task: {info['head_note']}; use the head re-fit)"
+                                                     if info["head_note"] else ""),
                 "missing": ["the dataset: --data (the app: the Dataset field)"], "needs": ["data"], "opens_as": "backbone"}
     if path.is_dir():
         return {"path": str(path), "format": "folder", "opens": False,

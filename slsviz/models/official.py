@@ -73,8 +73,11 @@ class OfficialCheckpoint:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready."""
+        grid = (f", a {CONVPASS_GRID[0]}x{CONVPASS_GRID[1]} patch grid ({IMG_SIZE} px)" if self.method == "convpass"
+                else "")
         return {"format": "official SLS checkpoint", **{k: (str(v) if isinstance(v, Path) else v)
-                                                       for k, v in dataclasses.asdict(self).items()}}
+                                                       for k, v in dataclasses.asdict(self).items()},
+                "expects": f"a {self.width}-wide timm ViT with at least {self.depth} blocks{grid} (the paper: ViT-B/16)"}
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor] | None:
@@ -188,7 +191,9 @@ def open_official(
     _check_fits(checkpoint, backbone)
     if not checkpoint.both_adapters:
         raise SlsvizError(f"{checkpoint.path} has adapters beside attention only (the official code's 'attn' mode); "
-                          "slsviz opens the block mode (adapters beside attention and MLP).")
+                          "slsviz opens the block mode the paper uses (adapters beside attention and MLP). That "
+                          "mode's forward (forward_block_attn / forward_vit_attn_adapter) calls timm 0.4's "
+                          "block.drop_path, which the timm 0.9.10 the code names does not have.")
     petl = PetlConfig(checkpoint.method, bottleneck=checkpoint.bottleneck, scale=s,
                       groups=checkpoint.groups if checkpoint.method == "repadapter" else 2,
                       init="xavier" if config.get("xavier_init") and checkpoint.method == "convpass" else "default")

@@ -59,6 +59,7 @@ class PeftLora:
         bias: PEFT's ``bias`` (``"none"``, ``"lora_only"``, ``"all"``).
         naming: ``"timm"`` or ``"transformers"``: whose module names the keys use.
         width: the token width the LoRA factors expect.
+        base_model: ``base_model_name_or_path`` of the config (the model it was trained on), if set.
     """
 
     path: Path
@@ -72,6 +73,7 @@ class PeftLora:
     bias: str
     naming: str
     width: int
+    base_model: str | None = None
 
     @property
     def scaling(self) -> float:
@@ -83,7 +85,8 @@ class PeftLora:
         return {"format": "PEFT LoRA adapter", "method": "lora", "path": str(self.path), "rank": self.rank,
                 "lora_alpha": self.lora_alpha, "rslora": self.rslora, "scaling": self.scaling, "dropout": self.dropout,
                 "classes": self.num_classes, "targets": list(self.targets), "layers": list(self.layers),
-                "bias": self.bias, "module_names": self.naming, "width": self.width}
+                "bias": self.bias, "module_names": self.naming, "width": self.width, "base_model": self.base_model,
+                "expects": f"a {self.width}-wide {self.naming} ViT with at least {max(self.layers) + 1} blocks"}
 
 
 def detect(path: str | os.PathLike) -> tuple[PeftLora, dict[str, torch.Tensor]] | None:
@@ -142,7 +145,8 @@ def detect(path: str | os.PathLike) -> tuple[PeftLora, dict[str, torch.Tensor]] 
     found = PeftLora(path=path, rank=rank, lora_alpha=float(config["lora_alpha"]), rslora=bool(config.get("use_rslora")),
                      dropout=float(config.get("lora_dropout") or 0.0), num_classes=int(ours["head.weight"].shape[0]),
                      targets=tuple(t for t in LORA_TARGETS if t in targets), layers=tuple(sorted(per_block)),
-                     bias=str(config.get("bias", "none")), naming=naming, width=int(a.shape[1]))
+                     bias=str(config.get("bias", "none")), naming=naming, width=int(a.shape[1]),
+                     base_model=config.get("base_model_name_or_path"))
     return found, ours
 
 
