@@ -1,0 +1,137 @@
+"""P6/P7: a new user's first visit, timed in a real headless Chromium from `make run` with an empty cache.
+
+The app is started exactly as the README starts it (`make run`), with a brand-new slsviz cache (so the
+default backbone is converted and every feature and map is computed). The browser is launched first, so
+its own start is not counted. The clock starts when `make run` is launched; the user then:
+
+1. opens the app (home: the model card);
+2. follows the sidebar link to Layers as soon as the card is shown, and reads "SLS recommends ..." (P6);
+3. follows the link to Prune & benchmark as soon as the recommendation is shown, and waits until every
+   read-out is there: accuracy as is and re-fit, throughput, latency, the accuracy/throughput chart (P7);
+4. moves the depth slider one step at a time: each move is timed until the read-outs show the new depth.
+
+Targets (2-core CPU): P6 <= 30 s, P7 <= 60 s, a slider move < 0.2 s.
+
+Run: .venv/bin/python benchmarks/first_visit.py [--moves 10] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+from report import ROOT, write_section
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LONG_MS = 900_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _metric(page, label: str) -> str:
+    box = page.locator("[data-testid='stMetric']", has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text()
+
+
+def _go(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNavLink").filter(has_text=title).first.click()
+
+
+def visit(page, url: str, started: float, moves: int) -> dict[str, float | list[float]]:
+    """Seconds since ``started`` at each moment of the visit, and the slider moves' seconds."""
+    def now() -> float:
+        return time.perf_counter() - started
+
+    out: dict[str, float | list[float]] = {}
+    page.goto(url, timeout=LONG_MS)
+    page.get_by_text("Trainable (adapters + head)").wait_for(timeout=LONG_MS)
+    out["home"] = now()
+    _go(page, "Layers")
+    page.get_by_text("SLS recommends keeping").wait_for(timeout=LONG_MS)
+    out["recommendation"] = now()
+    _go(page, "Prune & benchmark")
+    page.get_by_text("Accuracy against throughput, every depth").wait_for(timeout=LONG_MS)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=LONG_MS)
+    for label in ("Accuracy as is (task head)", "Accuracy, head re-fit", "Throughput (batch 1)", "Latency (batch 1)"):
+        _metric(page, label)
+    out["prune_ready"] = now()
+    slider = page.locator("[data-testid='stSlider'] input[type='range']").first
+    slider.focus()
+    times = []
+    for i in range(moves):
+        before = _metric(page, "GFLOPs / image")
+        key = "ArrowLeft" if (i // 3) % 2 == 0 else "ArrowRight"
+        t = time.perf_counter()
+        page.keyboard.press(key)
+        page.wait_for_function(
+            "([label, old]) => { const m = [...document.querySelectorAll(\"[data-testid='stMetric']\")]"
+            ".find(e => e.innerText.includes(label)); return m && !m.innerText.includes(old); }",
+            arg=["GFLOPs / image", before], timeout=60_000)
+        times.append(time.perf_counter() - t)
+    out["slider_moves"] = times
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--moves", type=int, default=10, help="slider moves to time")
+    parser.add_argument("--limit", type=int, help="SLSVIZ_LIMIT: images per split (default: all, as a user gets)")
+    args = parser.parse_args()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("Debian chromium is needed: `make chromium` (or apt-get install chromium).")
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="slsviz-first-visit-") as cache, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        env = {**os.environ, "SLSVIZ_CACHE_DIR": cache}
+        if args.limit:
+            env["SLSVIZ_LIMIT"] = str(args.limit)
+        started = time.perf_counter()
+        server = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            health = time.perf_counter() - started
+            out = visit(page, url, started, args.moves)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+            browser.close()
+
+    moves = out["slider_moves"]
+    rows = [("server answers (health)", health, ""), ("home: model card shown", out["home"], ""),
+            ("P6: \"SLS recommends ...\" on Layers", out["recommendation"], "<= 30 s"),
+            ("P7: Prune page with every read-out", out["prune_ready"], "<= 60 s")]
+    body = ("Fresh slsviz cache, `make run`, headless Chromium; the user follows each sidebar link as soon as the "
+            f"page shows what it is for (images per split: {args.limit or 'all'}).\n\n"
+            "| moment | seconds since `make run` | target |\n|---|---|---|\n"
+            + "\n".join(f"| {name} | {s:.1f} | {target} |" for name, s, target in rows)
+            + f"\n\nSlider moves ({len(moves)}): mean **{1000 * sum(moves) / len(moves):.0f} ms**, "
+            f"max **{1000 * max(moves):.0f} ms** (target < 200 ms; a browser round trip included).")
+    command = "python benchmarks/first_visit.py" + (f" --limit {args.limit}" if args.limit else "")
+    write_section("first_visit", "P6/P7 - first visit in a browser, cold cache", command, body)
+
+
+if __name__ == "__main__":
+    main()
