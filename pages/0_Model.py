@@ -133,6 +133,7 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
             st.success(f"Trained: val {100 * meta.val_accuracy:.2f}%, test {100 * meta.test_accuracy:.2f}%; saved to {path}.")
 
 study = ui.current_study()
+ui.prefetch(study, "layers")  # while the user reads this page
 card = study.model_card()
 device = study.loaded.backbone.device
 st.info(f"Computing on **{describe_device(device)}**" + (" (GPU)" if device.type == "cuda" else ""))

@@ -59,6 +59,7 @@ with right:
     else:
         st.caption("Click or lasso points to see their images.")
 
+ui.prefetch(study, "prune")  # every map is there: prepare the next page while the user reads this one
 st.subheader("Scores")
 st.dataframe(table, hide_index=True, width="stretch")
 d1, d2 = st.columns(2)

@@ -9,13 +9,19 @@ from slsviz.app import charts, ui
 
 st.title("Prune & benchmark")
 
-study = ui.current_study(splits=("train", "val", "test"))
+study = ui.current_study(splits=("train",))
 L = study.num_layers
 with ui.user_errors():
-    table = study.depth_table()
+    # Exact when ready; until then from the first test images, while the rest are read in the background.
+    table, exact = study.depth_table_soon(progress=ui.ProgressBar("Features of the test split"))
     ui.chosen_depth(study)  # the recommendation, when the Layers page has not made it yet
     # Every depth timed together, in rounds, so that the speedups hold on a machine whose speed drifts.
     timed = study.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"))
+if not exact:
+    study.finish()  # after the timing: a measurement has the machine alone
+    read, total = table.attrs["images"]
+    st.info(f"Provisional accuracies, from the first {read} of {total} test images (± the 95% interval); the "
+            "exact figures replace them by themselves when the rest of the test split is read.")
 recommended = int(st.session_state[ui.DEPTH])
 applies, note = study.loaded.head
 if note:
@@ -24,13 +30,17 @@ full = timed[L]
 device = full.device
 
 
-def fmt_pct(x: float) -> str:
-    return "-" if pd.isna(x) else f"{100 * x:.2f}%"
+def fmt_pct(x: float, pm: float | None = None) -> str:
+    if pd.isna(x):
+        return "-"
+    return f"{100 * x:.2f}%" + ("" if pm is None or pd.isna(pm) else f" ±{100 * pm:.1f}")
 
 
-@st.fragment
 def depth_panel() -> None:
-    """Reruns alone when the slider moves: every number is already measured or cached."""
+    """Reruns alone when the slider moves: every number is already measured or cached. While the
+    accuracies are provisional it also reruns every 2 s, and reloads the page once the exact ones are in."""
+    if not exact and study.depth_table_ready():
+        st.rerun()
     depth = st.slider("Blocks kept", 1, L, recommended, key=ui.PRUNE_DEPTH,
                       help=f"starts at the SLS recommendation ({recommended})")
     st.session_state[ui.CHOSEN] = depth
@@ -38,10 +48,10 @@ def depth_panel() -> None:
     cut = timed[depth]
     storage = {r["storage"]: r for r in study.storage(depth)}
     a = st.columns(4)
-    a[0].metric("Accuracy as is (task head)", fmt_pct(row["accuracy_as_is"]),
+    a[0].metric("Accuracy as is (task head)", fmt_pct(row["accuracy_as_is"], row.get("accuracy_as_is_pm")),
                 delta=None if pd.isna(row["accuracy_as_is"]) else f"{100 * (row['accuracy_as_is'] - full_row['accuracy_as_is']):+.2f} pts",
                 help=f"full model: {fmt_pct(full_row['accuracy_as_is'])}")
-    a[1].metric("Accuracy, head re-fit", fmt_pct(row["accuracy_head_refit"]),
+    a[1].metric("Accuracy, head re-fit", fmt_pct(row["accuracy_head_refit"], row.get("accuracy_head_refit_pm")),
                 delta=f"{100 * (row['accuracy_head_refit'] - full_row['accuracy_head_refit']):+.2f} pts",
                 help=f"full model: {fmt_pct(full_row['accuracy_head_refit'])}")
     a[2].metric("Throughput (batch 1)", f"{cut.images_per_s:.1f} img/s",
@@ -64,7 +74,7 @@ def depth_panel() -> None:
     st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=depth), width="stretch", key="slsviz.prune.chart")
 
 
-depth_panel()
+st.fragment(depth_panel, run_every=None if exact else 2.0)()
 
 st.subheader("Retrain the pruned model")
 st.caption("The paper's FT: adapters and head of the pruned model trained further at a constant lr 1e-5.")

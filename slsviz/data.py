@@ -191,6 +191,7 @@ def make_loader(
     shuffle: bool = False,
     num_workers: int = 0,
     limit: int | None = None,
+    start: int = 0,
 ) -> DataLoader:
     """A DataLoader over one split, yielding ``(images float32 [B, 3, S, S], labels int64 [B])``.
 
@@ -203,6 +204,7 @@ def make_loader(
         num_workers: Worker processes for reading images (0 reads in this process).
         limit: Use only the first ``limit`` indices of the split, for quick runs. Split orders are
             seeded permutations, so the first indices are a random sample, not one class.
+        start: Skip the first ``start`` of those indices (the rest of a split whose head was read).
 
     Raises:
         DataError: unknown split, or a ``limit`` that leaves nothing.
@@ -212,6 +214,7 @@ def make_loader(
         if limit < 1:
             raise DataError(f"limit must be at least 1 image, got {limit}.")
         indices = indices[:limit]
+    indices = indices[start:]
     return DataLoader(
         SplitDataset(data, indices, preprocess),
         batch_size=batch_size,

@@ -39,6 +39,9 @@ METRIC = "silhouette"
 SPACE = "2d"
 ALPHA = 0.3
 SEED = 0
+# Test images behind the provisional accuracies shown while the whole test split is read (rounded
+# up to whole batches, so those batches are the ones the whole pass makes).
+PREVIEW_TEST_IMAGES = 512
 
 # UMAP, when it is chosen (umap-learn's own defaults).
 UMAP_N_NEIGHBORS = 15

@@ -30,6 +30,11 @@ class OncePerKey(Generic[V]):
         self._values: dict[Hashable, V] = {}
         self._computing: dict[Hashable, threading.Lock] = {}
 
+    def peek(self, key: Hashable) -> V | None:
+        """The value of ``key`` if it is computed, else ``None``; never waits, never computes."""
+        with self._lock:
+            return self._values.get(key)
+
     def get(self, key: Hashable, compute: Callable[[], V]) -> V:
         """The value of ``key``, computing it with ``compute()`` if no one has."""
         with self._lock:

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +60,12 @@ from slsviz.models.task import (
 )
 from slsviz.models.train import Recipe
 from slsviz.progress import EpochProgress, Progress, StageProgress
-from slsviz.pruning.accuracy import accuracy_retrained, depth_accuracy_table
+from slsviz.pruning.accuracy import (
+    accuracy_retrained,
+    depth_accuracy_table,
+    fit_heads,
+    interval,
+)
 from slsviz.pruning.bench import BenchmarkResult, benchmark_models, prepare_for_timing
 from slsviz.pruning.footprint import storage_per_task
 from slsviz.sharing import OncePerKey
@@ -221,6 +229,11 @@ class Study:
         self._banks: OncePerKey[FeatureBank] = OncePerKey()
         self._analyses: OncePerKey[LayerAnalysis] = OncePerKey()
         self._depth_tables: OncePerKey[pd.DataFrame] = OncePerKey()
+        self._heads: OncePerKey[list] = OncePerKey()
+        self._previews: OncePerKey[FeatureBank] = OncePerKey()
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slsviz-study")
+        self._started: set[Hashable] = set()
+        self._lock = threading.Lock()
         self._benchmarks: OncePerKey[dict[int, BenchmarkResult]] = OncePerKey()
         self._task_files: OncePerKey[bytes] = OncePerKey()
         self._onnx_files: OncePerKey[bytes] = OncePerKey()
@@ -265,12 +278,33 @@ class Study:
     # --- features and the layer analysis ---------------------------------------------------------
 
     def bank(self, split: str, progress: Progress | None = None) -> FeatureBank:
-        """Features of every block for ``split`` (disk-cached across runs, memoised here)."""
+        """Features of every block for ``split`` (disk-cached across runs, memoised here); the images
+        :meth:`bank_head` read already are not read again."""
+        return self._banks.get(split, lambda: self._feature_bank(split, self.limit, progress,
+                                                                 head=self._previews.peek(split)))
+
+    def bank_head(self, split: str, progress: Progress | None = None) -> FeatureBank:
+        """The first :meth:`preview_size` images' features of ``split``: read alone (whole batches)
+        unless the whole split is there already."""
+        whole = self._banks.peek(split)
+        if whole is not None:
+            return whole.head(self.preview_size(split) or whole.num_samples)
+        return self._previews.get(split, lambda: self._feature_bank(split, self.preview_size(split), progress))
+
+    def preview_size(self, split: str) -> int | None:
+        """Images a provisional figure of ``split`` is read from (``defaults.PREVIEW_TEST_IMAGES`` in
+        whole batches), or ``None`` when the split is not much bigger, so the exact figure is as quick."""
+        n = -(-defaults.PREVIEW_TEST_IMAGES // self.batch_size) * self.batch_size
+        total = len(self.loaded.data.indices(split))
+        total = min(total, self.limit) if self.limit is not None else total
+        return n if total >= 2 * n else None
+
+    def _feature_bank(self, split: str, limit: int | None, progress: Progress | None,
+                      head: FeatureBank | None = None) -> FeatureBank:
         loaded = self.loaded
-        return self._banks.get(split, lambda: feature_bank(
-            loaded.model, loaded.data, split, loaded.preprocess, backbone_checksum=loaded.backbone.checksum,
-            token=self.token, batch_size=self.batch_size, limit=self.limit, device=loaded.backbone.device,
-            use_cache=self.use_cache, progress=progress))
+        return feature_bank(loaded.model, loaded.data, split, loaded.preprocess, backbone_checksum=loaded.backbone.checksum,
+                            token=self.token, batch_size=self.batch_size, limit=limit, device=loaded.backbone.device,
+                            use_cache=self.use_cache, progress=progress, head=head)
 
     def analysis(self, settings: AnalysisSettings) -> LayerAnalysis:
         """The analysis SLS makes, under ``settings``: train + val features scored together
@@ -301,10 +335,62 @@ class Study:
 
     # --- the pruned model ------------------------------------------------------------------------
 
-    def depth_table(self, seed: int = defaults.SEED) -> pd.DataFrame:
+    def depth_table(self, seed: int = defaults.SEED, progress: Progress | None = None) -> pd.DataFrame:
         """Test accuracy at every depth, as is and with a head re-fit on train, from cached features."""
         return self._depth_tables.get(seed, lambda: depth_accuracy_table(
-            self.loaded.model, self.bank("train"), self.bank("test"), seed=seed, as_is=self.loaded.head[0]))
+            self.loaded.model, self.bank("train"), self.bank("test", progress), seed=seed, as_is=self.loaded.head[0],
+            heads=self._fitted_heads(seed)))
+
+    def depth_table_soon(self, seed: int = defaults.SEED, progress: Progress | None = None) -> tuple[pd.DataFrame, bool]:
+        """``(table, exact)``: the exact :meth:`depth_table` when it is there or as quick to make;
+        otherwise a provisional one from the first :meth:`preview_size` test images, with the 95%
+        interval of each accuracy (``accuracy_as_is_pm``, ``accuracy_head_refit_pm``) and
+        ``table.attrs["images"] = (read, of)``. :meth:`finish` makes the exact one in the background."""
+        exact = self._depth_tables.peek(seed)
+        n = self.preview_size("test")
+        if exact is not None or n is None:
+            return exact if exact is not None else self.depth_table(seed, progress), True
+        head = self.bank_head("test", progress)
+        table = depth_accuracy_table(self.loaded.model, self.bank("train"), head, seed=seed,
+                                     as_is=self.loaded.head[0], heads=self._fitted_heads(seed))
+        table["accuracy_as_is_pm"] = interval(table["accuracy_as_is"].to_numpy(), head.num_samples)
+        table["accuracy_head_refit_pm"] = interval(table["accuracy_head_refit"].to_numpy(), head.num_samples)
+        total = len(self.loaded.data.indices("test"))
+        table.attrs["images"] = (head.num_samples, min(total, self.limit) if self.limit is not None else total)
+        return table, False
+
+    def finish(self, seed: int = defaults.SEED) -> None:
+        """Make the exact :meth:`depth_table` in the background, once (the rest of the test split
+        read after what a provisional table read); :meth:`depth_table_ready` says when it is there."""
+        with self._lock:
+            if ("table", seed) in self._started:
+                return
+            self._started.add(("table", seed))
+        self._background.submit(self.depth_table, seed)
+
+    def prefetch(self, page: str, settings: AnalysisSettings = AnalysisSettings()) -> None:
+        """Start, in the background, the heaviest part of what ``page`` will ask for, while the user
+        reads the page before it: ``"layers"`` the train and val features and the recommendation under
+        ``settings``; ``"prune"`` the first test images' features and the re-fit heads. Each is
+        started once; a page that asks for it meanwhile waits for it rather than computing it again."""
+        jobs = {"layers": lambda: self.recommend(settings),
+                "prune": lambda: (self.bank_head("test") if self.preview_size("test") else self.bank("test"),
+                                  self._fitted_heads(defaults.SEED))}
+        if page not in jobs:
+            raise SlsvizError(f"Nothing to prefetch for {page!r}: use one of {', '.join(jobs)}.")
+        with self._lock:
+            if (page, settings) in self._started:
+                return
+            self._started.add((page, settings))
+        self._background.submit(jobs[page])
+
+    def depth_table_ready(self, seed: int = defaults.SEED) -> bool:
+        """Whether the exact :meth:`depth_table` is computed."""
+        return self._depth_tables.peek(seed) is not None
+
+    def _fitted_heads(self, seed: int) -> list:
+        """A re-fit head per depth on the train features: fit once, scored on a preview and the whole test split."""
+        return self._heads.get(seed, lambda: fit_heads(self.loaded.model, self.bank("train"), seed=seed))
 
     def benchmarks(self, batch_size: int = 1, time_budget_s: float = 1.0,
                    progress: Progress | None = None) -> dict[int, BenchmarkResult]:

@@ -8,6 +8,9 @@ import tempfile
 # Before slsviz is imported anywhere: a private cache for this test session, and no hub access.
 os.environ["SLSVIZ_CACHE_DIR"] = tempfile.mkdtemp(prefix="slsviz-test-cache-")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Pages start no background prefetch: a page test must not leave work running behind it (the
+# prefetch has its own test, which turns it on).
+os.environ["SLSVIZ_PREFETCH"] = "0"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

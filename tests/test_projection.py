@@ -331,3 +331,30 @@ def test_project_layers_n_jobs_minus_one_and_bad_values():
     assert list(project_layers(features, "pca", n_jobs=-1)) == [1, 2]
     with pytest.raises(SlsvizError, match="n_jobs"):
         project_layers(features, "pca", n_jobs=0)
+
+
+def test_a_stopped_caller_leaves_unstarted_maps_undone_and_keeps_finished_ones(tmp_path, monkeypatch):
+    """The app user left the page: the maps not started are not computed (the machine is free at once);
+    those under way are kept in the disk cache for the next caller."""
+    monkeypatch.setenv("SLSVIZ_CACHE_DIR", str(tmp_path))
+    started, real = [], projection.project
+
+    def slow(features, *args, **kwargs):
+        started.append(1)
+        threading.Event().wait(0.2)
+        return real(features, *args, **kwargs)
+
+    monkeypatch.setattr(projection, "project", slow)
+    stack = np.random.default_rng(0).normal(size=(8, 40, 6)).astype(np.float32)
+
+    def leave(done, total):
+        raise KeyboardInterrupt  # what Streamlit's StopException does: a BaseException from the callback
+
+    with pytest.raises(KeyboardInterrupt):
+        project_layers(stack, "pca", n_jobs=2, cache_key="k", progress=leave)
+    assert len(started) <= 4  # two under way when the first one ended, perhaps two more; not all eight
+    kept = len(list((tmp_path / "maps").glob("*.npy")))
+    assert kept >= 1
+    started.clear()
+    project_layers(stack, "pca", n_jobs=2, cache_key="k")
+    assert len(started) == 8 - kept  # the kept ones are read back, the rest computed now

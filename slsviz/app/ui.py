@@ -89,6 +89,14 @@ class ProgressBar:
             self.bar.empty()
 
 
+def prefetch(current: Study, page: str) -> None:
+    """Start ``page``'s heaviest work in the background while the user reads this one
+    (:meth:`Study.prefetch`); ``SLSVIZ_PREFETCH=0`` turns it off (the test suite does, so that no
+    page test leaves work running behind it)."""
+    if os.environ.get("SLSVIZ_PREFETCH", "1") != "0":
+        current.prefetch(page, settings())
+
+
 def current_study(splits: tuple[str, ...] = ()) -> Study:
     """The study of this session's selection, with ``splits``' features ready (progress shown)."""
     with user_errors():

@@ -82,6 +82,11 @@ class FeatureBank:
         """All features as one float32 (L, N, D) array in memory."""
         return np.asarray(self.features, dtype=np.float32)
 
+    def head(self, n: int) -> FeatureBank:
+        """The first ``n`` images' features (a view), e.g. the part of a split read so far."""
+        return FeatureBank(features=self.features[:, :n], labels=self.labels[:n], indices=self.indices[:n],
+                           split=self.split, token=self.token, key=f"{self.key}[:{n}]", meta={**self.meta, "head": n})
+
 
 @torch.inference_mode()
 @WORKLOAD.heavy()
@@ -196,8 +201,13 @@ def feature_bank(
     use_autocast: bool = False,
     use_cache: bool = True,
     progress: Progress | None = None,
+    head: FeatureBank | None = None,
 ) -> FeatureBank:
     """Features of every block of ``model`` for one split, from the disk cache when already computed.
+
+    ``head``: the features of the split's first images, already extracted with the same settings (a
+    :func:`feature_bank` with a smaller ``limit``); only the rest is extracted. With a head of whole
+    batches the batches are the ones one pass makes, so the bank is the one a single pass gives.
 
     The cache key covers the backbone checksum, the task's trainable tensors (adapters + head),
     the depth, the dataset and its split seed, the split and ``limit``, the input size and the token.
@@ -224,9 +234,17 @@ def feature_bank(
         if progress is not None:
             progress(cached.num_samples, cached.num_samples)
         return cached
-    loader = make_loader(data, split, preprocess, batch_size, limit=limit)
-    features, labels = extract_features(model, loader, token=token, device=device,
-                                        use_autocast=use_autocast, progress=progress)
-    bank = FeatureBank(features=features, labels=labels, indices=np.asarray(loader.dataset.indices),
-                       split=split, token=token, key=key, meta=meta)
+    skip = head.num_samples if head is not None else 0
+    loader = make_loader(data, split, preprocess, batch_size, limit=limit, start=skip)
+    if skip and len(loader.dataset) == 0:
+        features, labels = head.as_float32(), head.labels
+    else:
+        shown = progress if not skip or progress is None else (lambda done, total: progress(skip + done, skip + total))
+        features, labels = extract_features(model, loader, token=token, device=device,
+                                            use_autocast=use_autocast, progress=shown)
+        if skip:
+            features = np.concatenate([head.as_float32(), features], axis=1)
+            labels = np.concatenate([head.labels, labels])
+    indices = np.asarray(make_loader(data, split, preprocess, batch_size, limit=limit).dataset.indices)
+    bank = FeatureBank(features=features, labels=labels, indices=indices, split=split, token=token, key=key, meta=meta)
     return store(bank) if use_cache else bank

@@ -11,6 +11,7 @@ method and settings.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -299,14 +300,14 @@ def project_layers(
 
     todo = [layer for layer in wanted if layer not in maps]
 
-    def finish(layer: int, result: np.ndarray) -> None:
+    def finish(layer: int, result: np.ndarray, report: bool = True) -> None:
         nonlocal done
         maps[layer] = result
         if layer in paths:
             with atomic_path(paths[layer]) as tmp, open(tmp, "wb") as handle:
                 np.save(handle, result)
         done += 1
-        if progress is not None:
+        if progress is not None and report:
             progress(done, total)
 
     if todo:
@@ -325,8 +326,19 @@ def project_layers(
         else:
             with ThreadPoolExecutor(min(workers, len(todo)), thread_name_prefix="slsviz-map") as pool:
                 futures = [pool.submit(project, stack[layer - 1], method, seed=seed, **params) for layer in todo]
-                for layer, future in zip(todo, futures):  # in layer order, so progress and files are orderly
-                    finish(layer, future.result())
+                try:
+                    for layer, future in zip(todo, futures):  # in layer order, so progress and files are orderly
+                        finish(layer, future.result())
+                except BaseException:
+                    # Stopped (e.g. the app user left the page): maps not started are left for whoever asks
+                    # next, so the machine is free at once; those under way end and are kept in the cache.
+                    for future in futures:
+                        future.cancel()
+                    for layer, future in zip(todo, futures):
+                        if layer not in maps and not future.cancelled():
+                            with contextlib.suppress(Exception):
+                                finish(layer, future.result(), report=False)
+                    raise
     return {layer: maps[layer] for layer in wanted}
 
 

@@ -65,14 +65,27 @@ def fit_head(model: nn.Module, train: FeatureBank, layer: int, *, seed: int = 0,
     return linear_probe(seed=seed, max_iter=max_iter).fit(normed(model, train.layer(layer)), train.labels)
 
 
-def accuracy_head_refit(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0) -> np.ndarray:
-    """Accuracy on ``evaluate_on`` of a head re-fit on ``train``'s block-d features, for every depth."""
+def fit_heads(model: nn.Module, train: FeatureBank, *, seed: int = 0) -> list[Pipeline]:
+    """A re-fit head for every depth (index d-1): the costly part of the re-fit accuracies, which
+    depends on the train split only, so it serves a provisional and the exact test score alike."""
+    return [fit_head(model, train, d, seed=seed) for d in range(1, train.num_layers + 1)]
+
+
+def accuracy_head_refit(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0,
+                        heads: list[Pipeline] | None = None) -> np.ndarray:
+    """Accuracy on ``evaluate_on`` of a head re-fit on ``train``'s block-d features, for every depth
+    (``heads``: those :func:`fit_heads` returned for ``train``, to fit none here)."""
     _check_cls_head(model, evaluate_on)
-    out = np.empty(evaluate_on.num_layers)
-    for d in range(1, evaluate_on.num_layers + 1):
-        clf = fit_head(model, train, d, seed=seed)
-        out[d - 1] = clf.score(normed(model, evaluate_on.layer(d)), evaluate_on.labels)
-    return out
+    heads = heads if heads is not None else fit_heads(model, train, seed=seed)
+    return np.array([heads[d - 1].score(normed(model, evaluate_on.layer(d)), evaluate_on.labels)
+                     for d in range(1, evaluate_on.num_layers + 1)])
+
+
+def interval(accuracy: np.ndarray, n: int, z: float = 1.96) -> np.ndarray:
+    """Half-width of the normal-approximation confidence interval (95% at ``z`` 1.96) of accuracies
+    measured on ``n`` images: how far a figure from part of a split may be from the whole split's."""
+    p = np.asarray(accuracy, dtype=np.float64)
+    return z * np.sqrt(np.clip(p * (1 - p), 0.0, None) / n)
 
 
 def accuracy_at_depth(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, depth: int, *,
@@ -85,18 +98,19 @@ def accuracy_at_depth(model: nn.Module, train: FeatureBank, evaluate_on: Feature
 
 
 def depth_accuracy_table(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0,
-                         as_is: bool = True) -> pd.DataFrame:
+                         as_is: bool = True, heads: list[Pipeline] | None = None) -> pd.DataFrame:
     """Both cache-only kinds for every depth: columns ``depth, accuracy_as_is, accuracy_head_refit``.
 
     A bare backbone has no task head, and a head trained on other classes (``as_is=False``) cannot
-    classify this data: their as-is accuracy is NaN (not defined), not a guess.
+    classify this data: their as-is accuracy is NaN (not defined), not a guess. ``heads``: see
+    :func:`accuracy_head_refit`.
     """
     as_is = (accuracy_as_is(model, evaluate_on) if as_is and has_task_head(model)
              else np.full(evaluate_on.num_layers, np.nan))
     return pd.DataFrame({
         "depth": np.arange(1, evaluate_on.num_layers + 1),
         "accuracy_as_is": as_is,
-        "accuracy_head_refit": accuracy_head_refit(model, train, evaluate_on, seed=seed),
+        "accuracy_head_refit": accuracy_head_refit(model, train, evaluate_on, seed=seed, heads=heads),
     })
 
 

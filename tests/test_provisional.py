@@ -1,0 +1,100 @@
+"""Provisional accuracies: shown from the first test images while the rest are read, then replaced by
+exact figures equal to those of one whole pass."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import random_backbone
+
+from slsviz import defaults
+from slsviz.data import load_digits
+from slsviz.models.petl import PetlConfig
+from slsviz.models.task import build_task_model
+from slsviz.pruning.accuracy import interval
+from slsviz.study import LoadedTask, Study
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLSVIZ_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(defaults, "PREVIEW_TEST_IMAGES", 100)  # digits: 797 test images, previews of 2 x 64
+
+
+def _study(batch_size: int = 64) -> Study:
+    backbone = random_backbone("vit_tiny_patch16_224", img_size=32, depth=3, seed=0)
+    data = load_digits()
+    model = build_task_model(backbone, PetlConfig("convpass"), data.num_classes)
+    return Study(LoadedTask(backbone, model, None, data), batch_size=batch_size, workers=1)
+
+
+def _wait(study: Study) -> None:
+    deadline = time.monotonic() + 120
+    while not study.depth_table_ready():
+        assert time.monotonic() < deadline, "the exact table never came"
+        time.sleep(0.1)
+
+
+def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypatch):
+    study = _study()
+    assert study.preview_size("test") == 128  # whole batches
+    table, exact = study.depth_table_soon()
+    assert not exact and table.attrs["images"] == (128, 797)
+    np.testing.assert_allclose(table["accuracy_head_refit_pm"], interval(table["accuracy_head_refit"], 128))
+    study.finish()
+    study.finish()  # once
+    _wait(study)
+    final, exact = study.depth_table_soon()
+    assert exact and "accuracy_head_refit_pm" not in final
+    alone = _study()
+    monkeypatch.setattr(defaults, "PREVIEW_TEST_IMAGES", 10_000)  # no preview: one pass over the test split
+    assert alone.preview_size("test") is None
+    np.testing.assert_array_equal(study.bank("test").features, alone.bank("test").features)
+    assert final.equals(alone.depth_table())
+    # The head re-fits are fit once, for the preview and the exact table alike.
+    monkeypatch.setattr("slsviz.study.fit_heads", lambda *a, **k: pytest.fail("heads fit twice"))
+    study._depth_tables = type(study._depth_tables)()
+    assert study.depth_table().equals(final)
+
+
+def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figures():
+    from streamlit.testing.v1 import AppTest
+
+    from slsviz.app import ui
+    from slsviz.study import Selection
+
+    app = str(Path(__file__).resolve().parents[1] / "app.py")
+    selection = Selection(data="digits", device="cpu", limit=300)
+    at = AppTest.from_file(app, default_timeout=600)
+    at.session_state[ui.SELECTION] = selection
+    at.switch_page("pages/2_Prune_and_benchmark.py").run()
+    assert not at.exception and not at.error
+    assert any("Provisional accuracies, from the first 128 of 300 test images" in i.value for i in at.info)
+    refit = next(m for m in at.metric if m.label == "Accuracy, head re-fit")
+    assert "±" in refit.value
+    _wait(ui.study(selection))
+    at.run()
+    assert not at.exception and not any("Provisional" in i.value for i in at.info)
+    assert "±" not in next(m for m in at.metric if m.label == "Accuracy, head re-fit").value
+
+
+def test_prefetch_starts_the_next_pages_work_once_and_a_page_waits_for_it(monkeypatch):
+    from slsviz.layers.analysis import AnalysisSettings
+
+    study = _study()
+    calls = []
+    real = study._feature_bank
+    monkeypatch.setattr(study, "_feature_bank", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    settings = AnalysisSettings(projection="pca")
+    study.prefetch("layers", settings)
+    study.prefetch("layers", settings)  # once
+    rule = study.recommend(settings)  # what the Layers page asks: waits for the prefetch, computes nothing twice
+    study.prefetch("prune")
+    head = study.bank_head("test")
+    assert head.num_samples == 128 and sorted(calls) == ["test", "train", "val"]
+    assert rule.depth_ >= 1
+    with pytest.raises(Exception, match="Nothing to prefetch for 'export'"):
+        study.prefetch("export")
