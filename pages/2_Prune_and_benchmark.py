@@ -36,11 +36,16 @@ def fmt_pct(x: float, pm: float | None = None) -> str:
     return f"{100 * x:.2f}%" + ("" if pm is None or pd.isna(pm) else f" ±{100 * pm:.1f}")
 
 
-def depth_panel() -> None:
-    """Reruns alone when the slider moves: every number is already measured or cached. While the
-    accuracies are provisional it also reruns every 2 s, and reloads the page once the exact ones are in."""
-    if not exact and study.depth_table_ready():
+@st.fragment(run_every=2.0)
+def exact_figures_watch() -> None:
+    """While the accuracies are provisional: looks every 2 s, and reloads the page once the exact ones are in."""
+    if study.depth_table_ready():
         st.rerun()
+
+
+@st.fragment
+def depth_panel() -> None:
+    """Reruns alone when the slider moves: every number is already measured or cached."""
     depth = st.slider("Blocks kept", 1, L, recommended, key=ui.PRUNE_DEPTH,
                       help=f"starts at the SLS recommendation ({recommended})")
     st.session_state[ui.CHOSEN] = depth
@@ -74,7 +79,9 @@ def depth_panel() -> None:
     st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=depth), width="stretch", key="slsviz.prune.chart")
 
 
-st.fragment(depth_panel, run_every=None if exact else 2.0)()
+depth_panel()
+if not exact:
+    exact_figures_watch()
 
 st.subheader("Retrain the pruned model")
 st.caption("The paper's FT: adapters and head of the pruned model trained further at a constant lr 1e-5.")

@@ -11,6 +11,7 @@ computation.
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
@@ -50,6 +51,35 @@ class OncePerKey(Generic[V]):
                 self._values[key] = value
                 self._computing.pop(key, None)
             return value
+
+
+class Background:
+    """Work done one job after another in one daemon thread, started on the first job.
+
+    A daemon thread, unlike a ``ThreadPoolExecutor``'s, never holds the process at exit: stopping
+    the app must not wait for a prefetch. A job's error is kept by no one: whoever needs its result
+    asks for it again and gets the error then.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], object]) -> None:
+        """Queue ``job``."""
+        self._jobs.put(job)
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            with contextlib.suppress(Exception):
+                job()
 
 
 class Workload:

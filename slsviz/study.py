@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +67,7 @@ from slsviz.pruning.accuracy import (
 )
 from slsviz.pruning.bench import BenchmarkResult, benchmark_models, prepare_for_timing
 from slsviz.pruning.footprint import storage_per_task
-from slsviz.sharing import OncePerKey
+from slsviz.sharing import Background, OncePerKey
 from slsviz.storage import atomic_path, cache_dir
 
 
@@ -231,7 +230,7 @@ class Study:
         self._depth_tables: OncePerKey[pd.DataFrame] = OncePerKey()
         self._heads: OncePerKey[list] = OncePerKey()
         self._previews: OncePerKey[FeatureBank] = OncePerKey()
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slsviz-study")
+        self._background = Background("slsviz-study")
         self._started: set[Hashable] = set()
         self._lock = threading.Lock()
         self._benchmarks: OncePerKey[dict[int, BenchmarkResult]] = OncePerKey()
@@ -366,7 +365,7 @@ class Study:
             if ("table", seed) in self._started:
                 return
             self._started.add(("table", seed))
-        self._background.submit(self.depth_table, seed)
+        self._background.submit(lambda: self.depth_table(seed))
 
     def prefetch(self, page: str, settings: AnalysisSettings = AnalysisSettings()) -> None:
         """Start, in the background, the heaviest part of what ``page`` will ask for, while the user
