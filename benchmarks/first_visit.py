@@ -99,7 +99,7 @@ def _move_slider(page, moves: int) -> list[tuple[float, float]]:
         page.wait_for_function(
             "([label, old]) => { const m = [...document.querySelectorAll(\"[data-testid='stMetric']\")]"
             ".find(e => e.innerText.includes(label)); return m && !m.innerText.includes(old); }",
-            arg=["GFLOPs / image", before], timeout=60_000)
+            arg=["GFLOPs / image", before], timeout=60_000, polling=10)  # look every 10 ms
         done = time.perf_counter()
         sent = next((s for s in SENT if t <= s <= done), t)
         times.append((done - t, done - sent))
@@ -149,6 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=10, help="slider moves to time")
     parser.add_argument("--limit", type=int, help="SLSVIZ_LIMIT: images per split (default: all, as a user gets)")
+    parser.add_argument("--print-only", action="store_true", help="print the visit's figures; no floor, no BENCHMARKS.md")
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -203,6 +204,9 @@ def main() -> None:
             + "\n".join(f"| {when} | {_ms([m[0] for m in ms])} | {_ms([m[1] for m in ms])} |"
                         for when, ms in (("exact figures in, the app idle", moves),
                                          ("while the rest of the test split is read", refining))))
+    if args.print_only:
+        print(body)
+        return
     steps = floors()
     names = list(steps)
     p6 = sum(steps[k] for k in names[:4])
