@@ -142,7 +142,23 @@ def floors() -> dict[str, float]:
             t = time.perf_counter()
             work()
             steps[name] = time.perf_counter() - t
+        steps["panel"] = _panel_seconds(study)
     return steps
+
+
+def _panel_seconds(study) -> float:
+    """Mean seconds of what the Prune page's depth panel computes on a slider move (bytes per task, the
+    all-depth chart's figure), over every depth: the app's own share of a move."""
+    from slsviz.app import charts
+
+    table, timed = study.depth_table_soon()[0], study.benchmarks()
+    frame = table.assign(images_per_s=[timed[d].images_per_s for d in range(1, study.num_layers + 1)])
+    charts.accuracy_vs_throughput(frame, chosen=1)  # plotly's first figure builds its templates
+    t = time.perf_counter()
+    for depth in range(1, study.num_layers + 1):
+        study.storage(depth)
+        charts.accuracy_vs_throughput(frame, chosen=depth)
+    return (time.perf_counter() - t) / study.num_layers
 
 
 def main() -> None:
@@ -208,13 +224,17 @@ def main() -> None:
         print(body)
         return
     steps = floors()
+    panel = steps.pop("panel")
     names = list(steps)
     p6 = sum(steps[k] for k in names[:4])
     p7 = p6 + sum(steps[k] for k in names[4:])
     body += ("\n\nThe floor: what must happen before each answer, measured step by step in one process on an empty "
              "cache (nothing else running):\n\n| step | seconds |\n|---|---|\n"
              + "\n".join(f"| {k} | {v:.1f} |" for k, v in steps.items())
-             + f"\n\nFloor of P6: **{p6:.1f} s**; of P7 (with provisional accuracies): **{p7:.1f} s**.")
+             + f"\n\nFloor of P6: **{p6:.1f} s**; of P7 (with provisional accuracies): **{p7:.1f} s**. "
+             f"What the depth panel itself computes on a slider move (bytes per task, the chart's figure): "
+             f"**{1000 * panel:.0f} ms** on average over the depths; the rest of a move is Streamlit's and the "
+             "browser's.")
     command = "python benchmarks/first_visit.py" + (f" --limit {args.limit}" if args.limit else "")
     write_section("first_visit", "P6/P7 - first visit in a browser, cold cache", command, body)
 
