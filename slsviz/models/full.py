@@ -24,7 +24,7 @@ from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.models import hf_vit
 from slsviz.models.backbones import Backbone
 from slsviz.models.petl import PetlConfig
-from slsviz.models.task import TaskMeta, build_task_model
+from slsviz.models.task import TaskMeta, build_task_model, is_task_file
 from slsviz.models.weights import read_state_dict
 
 _SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -85,7 +85,7 @@ def detect(path: str | os.PathLike) -> tuple[FullFineTune, dict[str, torch.Tenso
         return found, {f"head.{k}": v for k, v in head.items()}
     if not (path.is_file() and path.suffix.lower() in _SUFFIXES):
         return None
-    if path.suffix.lower() == ".safetensors" and _is_slsviz_task(path):
+    if path.suffix.lower() == ".safetensors" and is_task_file(path):
         return None
     tensors = read_state_dict(path)
     head = tensors.get("head.weight")
@@ -131,13 +131,3 @@ def _trained_size(tensors: dict[str, torch.Tensor]) -> int | None:
     if side * side != pos.shape[1] - prefix:  # a model without position embeddings for its prefix tokens
         side = math.isqrt(pos.shape[1])
     return side * int(proj.shape[-1]) if side > 0 else None
-
-
-def _is_slsviz_task(path: Path) -> bool:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return "slsviz_task" in (f.metadata() or {})
-    except Exception:  # not readable as safetensors: the weights reader says why
-        return False

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from slsviz.errors import CheckpointError, SlsvizError
-from slsviz.models.weights import read_state_dict
+from slsviz.models.weights import read_folder_weights
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 MODEL_TYPES = ("vit", "dinov2")
@@ -129,7 +129,7 @@ def read_folder(path: str | os.PathLike) -> dict[str, Any]:
     kwargs = {"patch_size": patch, "embed_dim": hidden, "depth": layers, "num_heads": heads, "mlp_ratio": mlp_ratio,
               "qkv_bias": bool(config.get("qkv_bias", True)), "norm_layer": functools.partial(nn.LayerNorm, eps=eps),
               **extra}
-    state_dict = _to_timm(path, _read_weights(path))
+    state_dict = _to_timm(path, read_folder_weights(path, WEIGHTS, "a config.json"))
     classifier = {k.removeprefix("head."): state_dict.pop(k) for k in list(state_dict) if k.startswith("head.")} or None
     head_note = None
     if classifier is not None and classifier["weight"].shape[1] != hidden:
@@ -182,13 +182,6 @@ def _to_timm(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Te
             raise CheckpointError(f"{path}: {target} lacks one of query, key, value.")
         out[target] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return out
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    for name in WEIGHTS:
-        if (path / name).is_file():
-            return read_state_dict(path / name)
-    raise CheckpointError(f"{path} has a config.json but no {' or '.join(WEIGHTS)}.")
 
 
 def _read_json(path: Path, *, required: bool = False) -> dict:

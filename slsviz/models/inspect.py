@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.models import formats, hf_vit, official, peft_lora
-from slsviz.models.task import read_task_meta
+from slsviz.models.task import META_KEY, read_task_meta
 
 _BLOCK = re.compile(r"^(?:module\.)?blocks\.(\d+)\.")
 
@@ -92,7 +92,7 @@ def _safetensors(path: Path) -> dict[str, Any]:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for damaged files
         raise CheckpointError(f"{path} cannot be read as safetensors ({type(exc).__name__}).") from None
-    if "slsviz_task" in metadata:
+    if META_KEY in metadata:
         meta = read_task_meta(path)
         return {"path": str(path), "format": "slsviz task", "method": meta.petl["method"], "petl": meta.petl,
                 "backbone": meta.backbone_id, "backbone_arch": meta.backbone_arch, "classes": meta.class_names,

@@ -32,7 +32,7 @@ from slsviz.models.backbones import Backbone
 from slsviz.models.petl import PetlConfig, petl_state_dict
 from slsviz.models.petl.config import LORA_TARGETS
 from slsviz.models.task import TaskMeta, build_task_model
-from slsviz.models.weights import read_state_dict
+from slsviz.models.weights import read_folder_weights
 
 CONFIG = "adapter_config.json"
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -111,7 +111,7 @@ def detect(path: str | os.PathLike) -> tuple[PeftLora, dict[str, torch.Tensor]] 
     ours: dict[str, torch.Tensor] = {}
     per_block: dict[int, set[str]] = {}
     naming = "timm"  # becomes "transformers" at the first transformers module name
-    for key, value in _read_weights(path).items():
+    for key, value in read_folder_weights(path, WEIGHTS, CONFIG).items():
         if ".original_module." in key:
             continue  # the frozen head PEFT keeps beside the trained copy (saved with bias="all")
         name = re.sub(r"\.modules_to_save(?:\.default)?\.", ".", key.removeprefix(_PREFIX)).replace(".base_layer.", ".")
@@ -262,10 +262,3 @@ def _check_config(path: Path, config: dict[str, Any]) -> None:
                           "module and no bias of its own on lora_B, so it does not open this adapter.")
     if config.get("bias", "none") not in ("none", "lora_only", "all"):
         raise SlsvizError(f"{path}: bias {config.get('bias')!r} in {CONFIG} is not one of PEFT's none, lora_only, all.")
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    for name in WEIGHTS:
-        if (path / name).is_file():
-            return read_state_dict(path / name)
-    raise CheckpointError(f"{path} has {CONFIG} but no {' or '.join(WEIGHTS)}.")

@@ -28,7 +28,7 @@ from slsviz.progress import EpochProgress
 from slsviz.storage import atomic_path
 
 TASK_SCHEMA = "slsviz-task/1"
-_META_KEY = "slsviz_task"
+META_KEY = "slsviz_task"
 
 
 @dataclass
@@ -148,8 +148,17 @@ def save_task(path: str | os.PathLike, model: nn.Module, meta: TaskMeta) -> Path
     if len(model.blocks) < meta.num_layers:
         meta.depth = len(model.blocks)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta.to_dict())})
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta.to_dict())})
     return path
+
+
+def is_task_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a safetensors file with slsviz task metadata (cheap: no tensors are read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return META_KEY in (f.metadata() or {})
+    except Exception:  # not readable as safetensors: not a task file; whoever reads it says why
+        return False
 
 
 def read_task_meta(path: str | os.PathLike) -> TaskMeta:
@@ -159,11 +168,11 @@ def read_task_meta(path: str | os.PathLike) -> TaskMeta:
         raise CheckpointError(f"Task checkpoint {path} does not exist.")
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_META_KEY)
+            raw = (f.metadata() or {}).get(META_KEY)
     except Exception as exc:
         raise CheckpointError(f"Task checkpoint {path} cannot be read: is it a complete .safetensors file written by slsviz?") from exc
     if raw is None:
-        raise CheckpointError(f"{path} is a safetensors file but not an slsviz task checkpoint (no '{_META_KEY}' metadata).")
+        raise CheckpointError(f"{path} is a safetensors file but not an slsviz task checkpoint (no '{META_KEY}' metadata).")
     try:
         meta = TaskMeta.from_dict(json.loads(raw))
     except (json.JSONDecodeError, TypeError) as exc:

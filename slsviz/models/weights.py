@@ -31,6 +31,21 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
+def read_folder_weights(folder: str | os.PathLike, names: tuple[str, ...], config: str) -> dict[str, torch.Tensor]:
+    """The first of ``names`` that ``folder`` holds, read with :func:`read_state_dict` (a folder
+    format's weights: transformers' ``model.safetensors`` or ``pytorch_model.bin``, PEFT's
+    ``adapter_model.*``).
+
+    Raises:
+        CheckpointError: none of them is there (``config``, the file that made it look like the format, is named).
+    """
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return read_state_dict(path)
+    raise CheckpointError(f"{folder} has {config} but no {' or '.join(names)}.")
+
+
 def _refused_pickled_objects(exc: BaseException) -> bool:
     """Whether torch's weights-only unpickler refused a global (a class or a function) in the file."""
     while exc is not None:
