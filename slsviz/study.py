@@ -19,7 +19,7 @@ import json
 import tempfile
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -294,9 +294,12 @@ class Study:
         """Images a provisional figure of ``split`` is read from (``defaults.PREVIEW_TEST_IMAGES`` in
         whole batches), or ``None`` when the split is not much bigger, so the exact figure is as quick."""
         n = -(-defaults.PREVIEW_TEST_IMAGES // self.batch_size) * self.batch_size
+        return n if self._split_size(split) >= 2 * n else None
+
+    def _split_size(self, split: str) -> int:
+        """Images of ``split`` this study reads (``limit`` applied)."""
         total = len(self.loaded.data.indices(split))
-        total = min(total, self.limit) if self.limit is not None else total
-        return n if total >= 2 * n else None
+        return min(total, self.limit) if self.limit is not None else total
 
     def _feature_bank(self, split: str, limit: int | None, progress: Progress | None,
                       head: FeatureBank | None = None) -> FeatureBank:
@@ -354,18 +357,13 @@ class Study:
                                      as_is=self.loaded.head[0], heads=self._fitted_heads(seed))
         table["accuracy_as_is_pm"] = interval(table["accuracy_as_is"].to_numpy(), head.num_samples)
         table["accuracy_head_refit_pm"] = interval(table["accuracy_head_refit"].to_numpy(), head.num_samples)
-        total = len(self.loaded.data.indices("test"))
-        table.attrs["images"] = (head.num_samples, min(total, self.limit) if self.limit is not None else total)
+        table.attrs["images"] = (head.num_samples, self._split_size("test"))
         return table, False
 
     def finish(self, seed: int = defaults.SEED) -> None:
         """Make the exact :meth:`depth_table` in the background, once (the rest of the test split
         read after what a provisional table read); :meth:`depth_table_ready` says when it is there."""
-        with self._lock:
-            if ("table", seed) in self._started:
-                return
-            self._started.add(("table", seed))
-        self._background.submit(lambda: self.depth_table(seed))
+        self._start_once(("table", seed), lambda: self.depth_table(seed))
 
     def prefetch(self, page: str, settings: AnalysisSettings = AnalysisSettings()) -> None:
         """Start, in the background, the heaviest part of what ``page`` will ask for, while the user
@@ -377,11 +375,15 @@ class Study:
                                   self._fitted_heads(defaults.SEED))}
         if page not in jobs:
             raise SlsvizError(f"Nothing to prefetch for {page!r}: use one of {', '.join(jobs)}.")
+        self._start_once((page, settings), jobs[page])
+
+    def _start_once(self, key: Hashable, job: Callable[[], object]) -> None:
+        """Queue ``job`` for the background thread, unless ``key``'s job was queued before."""
         with self._lock:
-            if (page, settings) in self._started:
+            if key in self._started:
                 return
-            self._started.add((page, settings))
-        self._background.submit(jobs[page])
+            self._started.add(key)
+        self._background.submit(job)
 
     def depth_table_ready(self, seed: int = defaults.SEED) -> bool:
         """Whether the exact :meth:`depth_table` is computed."""
