@@ -53,6 +53,7 @@ def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypat
     monkeypatch.setattr(defaults, "PREVIEW_TEST_IMAGES", 10_000)  # no preview: one pass over the test split
     assert alone.preview_size("test") is None
     np.testing.assert_array_equal(study.bank("test").features, alone.bank("test").features)
+    np.testing.assert_array_equal(study.bank("test").indices, alone.bank("test").indices)
     assert final.equals(alone.depth_table())
     # The head re-fits are fit once, for the preview and the exact table alike.
     monkeypatch.setattr("slsviz.study.fit_heads", lambda *a, **k: pytest.fail("heads fit twice"))

@@ -236,6 +236,7 @@ def feature_bank(
         return cached
     skip = head.num_samples if head is not None else 0
     loader = make_loader(data, split, preprocess, batch_size, limit=limit, start=skip)
+    indices = np.asarray(loader.dataset.indices)
     if skip and len(loader.dataset) == 0:
         features, labels = head.as_float32(), head.labels
     else:
@@ -245,6 +246,7 @@ def feature_bank(
         if skip:
             features = np.concatenate([head.as_float32(), features], axis=1)
             labels = np.concatenate([head.labels, labels])
-    indices = np.asarray(make_loader(data, split, preprocess, batch_size, limit=limit).dataset.indices)
+    if skip:
+        indices = np.concatenate([head.indices, indices])
     bank = FeatureBank(features=features, labels=labels, indices=indices, split=split, token=token, key=key, meta=meta)
     return store(bank) if use_cache else bank
