@@ -7,8 +7,9 @@ PORT   ?= 8501
 
 .PHONY: run test install install-test chromium clean default-task
 
+# `streamlit run app.py` that also starts the default's work with the server (slsviz/app/serve.py).
 run: $(VENV)/.installed
-	$(BIN)/streamlit run app.py --server.headless true --server.address 127.0.0.1 \
+	$(BIN)/python -m slsviz.app.serve --server.headless true --server.address 127.0.0.1 \
 		--server.port $(PORT) --browser.gatherUsageStats false
 
 test: $(VENV)/.installed-test chromium

@@ -62,7 +62,7 @@ def visit(page, url: str, started: float, moves: int) -> dict[str, float | list[
     page.get_by_text("SLS recommends keeping").wait_for(timeout=LONG_MS)
     out["recommendation"] = now()
     _go(page, "Prune & benchmark")
-    page.get_by_text("Accuracy against throughput, every depth").wait_for(timeout=LONG_MS)
+    page.get_by_text("Accuracy against throughput, every depth").first.wait_for(timeout=LONG_MS)
     page.locator(".js-plotly-plot").first.wait_for(timeout=LONG_MS)
     for label in ("Accuracy as is (task head)", "Accuracy, head re-fit", "Throughput (batch 1)", "Latency (batch 1)"):
         _metric(page, label)
@@ -71,7 +71,8 @@ def visit(page, url: str, started: float, moves: int) -> dict[str, float | list[
     provisional = page.get_by_text("Provisional accuracies")
     if provisional.count():
         provisional.wait_for(state="detached", timeout=LONG_MS)
-    page.get_by_text("Accuracy against throughput, every depth").wait_for(timeout=LONG_MS)
+    # .first: while the page reloads with the exact figures the old heading may still be there beside the new
+    page.get_by_text("Accuracy against throughput, every depth").first.wait_for(timeout=LONG_MS)
     out["exact"] = now()
     page.wait_for_timeout(2000)
     out["slider_moves"] = _move_slider(page, moves)
@@ -104,6 +105,23 @@ def _move_slider(page, moves: int) -> list[tuple[float, float]]:
         sent = next((s for s in SENT if t <= s <= done), t)
         times.append((done - t, done - sent))
     return times
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """SIGTERM the app's process group (make and the server) and wait until every process in it is gone,
+    so that a lingering server cannot slow the next measurement."""
+    group = server.pid
+    os.killpg(group, signal.SIGTERM)
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline:
+        server.poll()  # reap make, or its zombie would keep the group alive
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(group, signal.SIGKILL)
+    raise SystemExit("the app did not stop within 30 s of SIGTERM")
 
 
 def _ms(seconds: list[float]) -> str:
@@ -166,6 +184,7 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=10, help="slider moves to time")
     parser.add_argument("--limit", type=int, help="SLSVIZ_LIMIT: images per split (default: all, as a user gets)")
     parser.add_argument("--print-only", action="store_true", help="print the visit's figures; no floor, no BENCHMARKS.md")
+    parser.add_argument("--server-log", help="keep the app's output in this file (default: dropped)")
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -182,7 +201,8 @@ def main() -> None:
         if args.limit:
             env["SLSVIZ_LIMIT"] = str(args.limit)
         started = time.perf_counter()
-        server = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        log = open(args.server_log, "w") if args.server_log else subprocess.DEVNULL  # noqa: SIM115
+        server = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
         try:
             while True:
@@ -194,14 +214,8 @@ def main() -> None:
             health = time.perf_counter() - started
             out = visit(page, url, started, args.moves)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                raise SystemExit("the app did not stop within 30 s of SIGTERM") from None
-            finally:
-                browser.close()
+            browser.close()
+            _stop(server)
 
     moves, refining = out["slider_moves"], out["slider_moves_refining"]
     rows = [("server answers (health)", health, ""), ("home: model card shown", out["home"], ""),

@@ -368,11 +368,16 @@ class Study:
     def prefetch(self, page: str, settings: AnalysisSettings = AnalysisSettings()) -> None:
         """Start, in the background, the heaviest part of what ``page`` will ask for, while the user
         reads the page before it: ``"layers"`` the train and val features and the recommendation under
-        ``settings``; ``"prune"`` the first test images' features and the re-fit heads. Each is
-        started once; a page that asks for it meanwhile waits for it rather than computing it again."""
-        jobs = {"layers": lambda: self.recommend(settings),
-                "prune": lambda: (self.bank_head("test") if self.preview_size("test") else self.bank("test"),
-                                  self._fitted_heads(defaults.SEED))}
+        ``settings``; ``"prune"`` the first test images' features, the re-fit heads, the timing of
+        every depth, and then the rest of the test split (:meth:`finish`). Each is started once; a
+        page that asks for it meanwhile waits for it rather than computing it again."""
+        def prune() -> None:
+            self.bank_head("test") if self.preview_size("test") else self.bank("test")
+            self._fitted_heads(defaults.SEED)
+            self.benchmarks()
+            self.finish()  # after the timing: a measurement has the machine alone
+
+        jobs = {"layers": lambda: self.recommend(settings), "prune": prune}
         if page not in jobs:
             raise SlsvizError(f"Nothing to prefetch for {page!r}: use one of {', '.join(jobs)}.")
         self._start_once((page, settings), jobs[page])

@@ -358,3 +358,28 @@ def test_a_stopped_caller_leaves_unstarted_maps_undone_and_keeps_finished_ones(t
     started.clear()
     project_layers(stack, "pca", n_jobs=2, cache_key="k")
     assert len(started) == 8 - kept  # the kept ones are read back, the rest computed now
+
+
+def test_a_caller_that_stops_while_maps_run_hears_of_them_before_any_ends(monkeypatch):
+    """Progress beats while maps run, so a page left mid-way stops at once: no map beyond those under
+    way is started, even when none has ended yet."""
+    started, real = [], projection.project
+    monkeypatch.setattr(projection, "HEARTBEAT_S", 0.05)
+
+    def slow(features, *args, **kwargs):
+        started.append(1)
+        threading.Event().wait(1.0)
+        return real(features, *args, **kwargs)
+
+    monkeypatch.setattr(projection, "project", slow)
+    calls = []
+
+    def leave(done, total):
+        calls.append((done, total))
+        raise KeyboardInterrupt
+
+    stack = np.random.default_rng(0).normal(size=(6, 40, 6)).astype(np.float32)
+    with pytest.raises(KeyboardInterrupt):
+        project_layers(stack, "pca", n_jobs=2, progress=leave)
+    assert calls == [(0, 6)]  # heard before the first map ended
+    assert len(started) == 2

@@ -97,5 +97,8 @@ def test_prefetch_starts_the_next_pages_work_once_and_a_page_waits_for_it(monkey
     head = study.bank_head("test")
     assert head.num_samples == 128 and sorted(calls) == ["test", "train", "val"]
     assert rule.depth_ >= 1
+    _wait(study)  # the prune prefetch goes on to time every depth, then reads the rest of the test split
+    assert study._benchmarks.peek((1, 1.0)) is not None
+    assert sorted(calls) == ["test", "test", "train", "val"]  # the rest continues the preview: no second preview
     with pytest.raises(Exception, match="Nothing to prefetch for 'export'"):
         study.prefetch("export")

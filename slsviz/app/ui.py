@@ -37,13 +37,16 @@ def study(selection: Selection) -> Study:
     return Study.open(selection)
 
 
-def selection() -> Selection:
-    """This session's selection (the embedded default until the user loads something else).
-
-    ``SLSVIZ_LIMIT`` (images per split) makes the default a quick look, e.g. for end-to-end tests.
-    """
+def default_selection() -> Selection:
+    """The embedded default every session starts on; ``SLSVIZ_LIMIT`` (images per split) makes it a
+    quick look, e.g. for end-to-end tests."""
     limit = os.environ.get("SLSVIZ_LIMIT")
-    return st.session_state.setdefault(SELECTION, Selection(limit=int(limit) if limit else None))
+    return Selection(limit=int(limit) if limit else None)
+
+
+def selection() -> Selection:
+    """This session's selection (the embedded default until the user loads something else)."""
+    return st.session_state.setdefault(SELECTION, default_selection())
 
 
 def load(new: Selection) -> None:
@@ -89,11 +92,15 @@ class ProgressBar:
             self.bar.empty()
 
 
+def prefetching() -> bool:
+    """Whether work is started ahead of the pages; ``SLSVIZ_PREFETCH=0`` turns it off (the test suite
+    does, so that no page test leaves work running behind it)."""
+    return os.environ.get("SLSVIZ_PREFETCH", "1") != "0"
+
+
 def prefetch(current: Study, page: str) -> None:
-    """Start ``page``'s heaviest work in the background while the user reads this one
-    (:meth:`Study.prefetch`); ``SLSVIZ_PREFETCH=0`` turns it off (the test suite does, so that no
-    page test leaves work running behind it)."""
-    if os.environ.get("SLSVIZ_PREFETCH", "1") != "0":
+    """Start ``page``'s heaviest work in the background while the user reads this one (:meth:`Study.prefetch`)."""
+    if prefetching():
         current.prefetch(page, settings())
 
 

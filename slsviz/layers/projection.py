@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -75,6 +75,7 @@ def default_workers() -> int:
 
 # Bump when the stored map format or the projection code changes, to orphan old cache entries.
 _CACHE_FORMAT = 1
+HEARTBEAT_S = 0.5  # how often a caller waiting for maps hears from project_layers
 _UMAP_PARAMS = ("n_neighbors", "min_dist", "metric")
 _MIN_POINTS = 3
 
@@ -258,7 +259,9 @@ def project_layers(
         seed: Random state of every projection.
         n_jobs: Layers mapped at once, each in a thread (-1 = :func:`default_workers`).
         cache_key: Identifies ``features`` for the disk cache; ``None`` disables the cache.
-        progress: Called as ``progress(done, total)`` after each layer, cached ones included.
+        progress: Called as ``progress(done, total)`` after each layer, cached ones included; with
+            ``n_jobs > 1`` also every :data:`HEARTBEAT_S` with unchanged counts while maps run, so a
+            caller that stops (a Streamlit page left mid-way raises in it) frees the machine at once.
         **params: UMAP settings passed on to :func:`project`: ``n_neighbors``, ``min_dist``, ``metric``.
 
     Returns:
@@ -328,6 +331,9 @@ def project_layers(
                 futures = [pool.submit(project, stack[layer - 1], method, seed=seed, **params) for layer in todo]
                 try:
                     for layer, future in zip(todo, futures):  # in layer order, so progress and files are orderly
+                        while not wait([future], timeout=HEARTBEAT_S).done:
+                            if progress is not None:  # unchanged counts: a chance for the caller to stop
+                                progress(done, total)
                         finish(layer, future.result())
                 except BaseException:
                     # Stopped (e.g. the app user left the page): maps not started are left for whoever asks

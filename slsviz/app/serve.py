@@ -1,0 +1,65 @@
+"""``python -m slsviz.app.serve [streamlit options]``: ``streamlit run app.py``, with the default's
+work started when the server starts rather than when the first page opens.
+
+Streamlit runs a page only when a browser asks for it, so a new user would wait for the imports,
+the backbone and the first features after opening the app. Here a daemon thread opens the embedded
+default (the same :func:`slsviz.app.ui.study` cache the pages use, so nothing is computed twice)
+and queues what the Layers and Prune pages will ask for, while the server starts and the user's
+browser connects. ``SLSVIZ_PREFETCH=0`` leaves it all to the pages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+THREAD = "slsviz-warm-default"
+log = logging.getLogger(__name__)
+
+
+class _NotThisThread(logging.Filter):
+    """Drops Streamlit's "missing ScriptRunContext" warning for the warm-up thread, which has no page by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return threading.current_thread().name != THREAD
+
+
+def warm_default() -> None:
+    """Open the embedded default and queue the Layers and Prune pages' work in its background thread."""
+    # The heavy imports (torch, timm) happen here, beside the server's start.
+    from slsviz.app import ui
+    from slsviz.layers.analysis import AnalysisSettings
+
+    if not ui.prefetching():
+        return
+    try:
+        study = ui.study(ui.default_selection())
+    except Exception:  # the pages open it again and show the user what is wrong
+        log.exception("Could not open the default model ahead of the pages")
+        return
+    study.prefetch("layers", AnalysisSettings())
+    study.prefetch("prune")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the app as ``streamlit run app.py`` with ``argv`` (Streamlit's options) after it."""
+    from streamlit.web import cli
+
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_NotThisThread())
+    threading.Thread(target=warm_default, name=THREAD, daemon=True).start()
+    return cli.main(["run", str(APP), *(sys.argv[1:] if argv is None else argv)], prog_name="streamlit",
+                    standalone_mode=False) or 0
+
+
+if __name__ == "__main__":
+    code = main()
+    # The server has stopped (Ctrl-C, SIGTERM). A page script still computing, or waiting for the
+    # background's work, would keep the process alive until it ends (a minute on a first visit), and
+    # torch's worker threads abort the interpreter's normal exit: leave now, as the daemon work does.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)

@@ -1,0 +1,32 @@
+"""`make run` (slsviz.app.serve): the default's work starts with the server, in the cache the pages use."""
+
+from __future__ import annotations
+
+from slsviz.app import serve, ui
+from slsviz.layers.analysis import AnalysisSettings
+from slsviz.study import Study
+
+
+def test_the_server_start_opens_the_default_the_pages_get_and_queues_their_work(monkeypatch):
+    monkeypatch.setenv("SLSVIZ_PREFETCH", "1")
+    monkeypatch.setenv("SLSVIZ_LIMIT", "24")
+    queued = []
+    monkeypatch.setattr(Study, "prefetch", lambda self, page, settings=AnalysisSettings(): queued.append((self, page, settings)))
+    serve.warm_default()
+    assert [(page, settings) for _, page, settings in queued] == [("layers", AnalysisSettings()), ("prune", AnalysisSettings())]
+    opened = queued[0][0]
+    assert ui.study(ui.default_selection()) is opened  # what a page opens: the same study, not a second one
+    assert opened.limit == 24
+
+
+def test_no_prefetch_means_nothing_opened_at_the_start(monkeypatch):
+    monkeypatch.setenv("SLSVIZ_PREFETCH", "0")
+    monkeypatch.setattr(ui, "study", lambda selection: (_ for _ in ()).throw(AssertionError("opened")))
+    serve.warm_default()
+
+
+def test_a_default_that_cannot_open_is_left_to_the_pages(monkeypatch, caplog):
+    monkeypatch.setenv("SLSVIZ_PREFETCH", "1")
+    monkeypatch.setattr(ui, "study", lambda selection: (_ for _ in ()).throw(OSError("disk gone")))
+    serve.warm_default()  # logs, does not raise: the pages open it again and show the user what is wrong
+    assert "Could not open the default model" in caplog.text
