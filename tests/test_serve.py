@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import gc
+import tomllib
+from pathlib import Path
+
+import pytest
+
 from slsviz.app import serve, ui
 from slsviz.layers.analysis import AnalysisSettings
 from slsviz.study import Study
 
 
-def test_the_server_start_opens_the_default_the_pages_get_and_queues_their_work(monkeypatch):
+@pytest.fixture(autouse=True)
+def no_freeze(monkeypatch):
+    """The server freezes what it loaded; the test process must not keep every object it made so far."""
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    return frozen
+
+
+def test_the_server_start_opens_the_default_the_pages_get_and_queues_their_work(monkeypatch, no_freeze):
     monkeypatch.setenv("SLSVIZ_PREFETCH", "1")
     monkeypatch.setenv("SLSVIZ_LIMIT", "24")
     queued = []
@@ -17,6 +31,7 @@ def test_the_server_start_opens_the_default_the_pages_get_and_queues_their_work(
     opened = queued[0][0]
     assert ui.study(ui.default_selection()) is opened  # what a page opens: the same study, not a second one
     assert opened.limit == 24
+    assert no_freeze == [1]  # what is loaded by now is kept out of full collections
 
 
 def test_no_prefetch_means_nothing_opened_at_the_start(monkeypatch):
@@ -30,3 +45,11 @@ def test_a_default_that_cannot_open_is_left_to_the_pages(monkeypatch, caplog):
     monkeypatch.setattr(ui, "study", lambda selection: (_ for _ in ()).throw(OSError("disk gone")))
     serve.warm_default()  # logs, does not raise: the pages open it again and show the user what is wrong
     assert "Could not open the default model" in caplog.text
+
+
+def test_the_app_config_keeps_a_slider_move_free_of_full_garbage_collections():
+    """Streamlit's collection after every run, fragment reruns included, held the GIL ~0.3 s in the app's
+    process (torch, timm, scikit-learn loaded): most of a slider move. `make run` reads this file."""
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False
+    assert config["server"]["fileWatcherType"] == "none"
