@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gc
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from slsviz.app import serve, ui
 from slsviz.layers.analysis import AnalysisSettings
