@@ -6,7 +6,6 @@ import gc
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from slsviz.app import serve, ui
 from slsviz.layers.analysis import AnalysisSettings
@@ -50,6 +49,7 @@ def test_a_default_that_cannot_open_is_left_to_the_pages(monkeypatch, caplog):
 def test_the_app_config_keeps_a_slider_move_free_of_full_garbage_collections():
     """Streamlit's collection after every run, fragment reruns included, held the GIL ~0.3 s in the app's
     process (torch, timm, scikit-learn loaded): most of a slider move. `make run` reads this file."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False
     assert config["server"]["fileWatcherType"] == "none"
