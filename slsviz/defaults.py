@@ -47,3 +47,13 @@ PREVIEW_TEST_IMAGES = 512
 UMAP_N_NEIGHBORS = 15
 UMAP_MIN_DIST = 0.1
 UMAP_METRIC = "euclidean"
+
+# Other layer criteria (slsviz.layers.criteria). No paper gives them a threshold for removing top
+# blocks: these are settings, judged against the oracle; change them per study.
+KNN_NEIGHBORS = 10
+KNN_FOLDS = 5
+KNN_WITHIN = 0.01  # a block qualifies within 1 point of the last block's kNN accuracy (as the oracle)
+BI_RATIO = 0.5  # a block is redundant at a Block Influence of at most half the mean over blocks
+ANGULAR_MAX = 0.25  # ... at an angular distance to the last block of at most 0.25 (45 degrees)
+CKA_MIN = 0.9  # ... at a linear CKA with the last block of at least 0.9
+ORACLE_WITHIN = 0.01  # the oracle: the smallest depth within 1 point of the full model's val accuracy

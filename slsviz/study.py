@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,7 @@ from slsviz.models.task import (
 from slsviz.models.train import Recipe
 from slsviz.progress import EpochProgress, Progress, StageProgress
 from slsviz.pruning.accuracy import (
+    accuracy_head_refit,
     accuracy_retrained,
     depth_accuracy_table,
     fit_heads,
@@ -69,6 +70,9 @@ from slsviz.pruning.bench import BenchmarkResult, benchmark_models, prepare_for_
 from slsviz.pruning.footprint import storage_per_task
 from slsviz.sharing import Background, OncePerKey
 from slsviz.storage import atomic_path, cache_dir
+
+if TYPE_CHECKING:
+    from slsviz.comparison import Comparison
 
 
 @dataclass(frozen=True)
@@ -389,6 +393,18 @@ class Study:
                 return
             self._started.add(key)
         self._background.submit(job)
+
+    def accuracy_head_refit(self, split: str, seed: int = defaults.SEED) -> np.ndarray:
+        """Accuracy on ``split`` at every depth (index d-1) of the heads re-fit on train."""
+        return accuracy_head_refit(self.loaded.model, self.bank("train"), self.bank(split),
+                                   heads=self._fitted_heads(seed))
+
+    def compare(self, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
+                progress: StageProgress | None = None) -> Comparison:
+        """SLS beside the other layer criteria and the oracle (:func:`slsviz.comparison.compare`)."""
+        from slsviz.comparison import compare
+
+        return compare(self, oracle_within=oracle_within, settings=settings, progress=progress)
 
     def depth_table_ready(self, seed: int = defaults.SEED) -> bool:
         """Whether the exact :meth:`depth_table` is computed."""

@@ -143,3 +143,18 @@ def accuracy_retrained(
     test_acc = evaluate(pruned, make_loader(data, "test", preprocess, 256, limit=limit), torch.device(device))
     return {"depth": depth, "kind": kind, "epochs": epochs, "accuracy_retrained": test_acc,
             "val_accuracy": result.val_accuracy, "model": pruned}
+
+
+def oracle_depth(accuracy: np.ndarray, within: float) -> int:
+    """The smallest depth whose accuracy (index d-1; e.g. head re-fit, on val) is within ``within`` of
+    the full model's (the last entry): what a criterion's pick is judged against.
+
+    Raises:
+        SlsvizError: no accuracies, NaN among them, or a negative ``within``.
+    """
+    acc = np.asarray(accuracy, dtype=np.float64)
+    if acc.ndim != 1 or len(acc) == 0 or np.isnan(acc).any():
+        raise SlsvizError("The oracle needs one accuracy per depth, none of them NaN.")
+    if within < 0:
+        raise SlsvizError(f"The oracle's tolerance must be 0 or more, not {within!r}.")
+    return int(np.flatnonzero(acc >= acc[-1] - within - 1e-12)[0]) + 1
