@@ -225,6 +225,24 @@ def _cmd_analyze(args: argparse.Namespace) -> dict:
                                     "timings")} | {"written": [str(p) for p in written]}
 
 
+def _cmd_compare(args: argparse.Namespace) -> dict:
+    from pathlib import Path
+
+    study = _study(args, args.workers)
+    _note(study.loaded.head[1] if study.loaded.meta is not None else None)
+    settings = {name: value for name, value in (("knn_accuracy", args.knn_within), ("block_influence", args.bi_ratio),
+                                                ("angular_distance", args.angular_max), ("cka_to_last", args.cka_min))
+                if value is not None}
+    comparison = study.compare(oracle_within=args.oracle_within, settings=settings, time_budget_s=args.seconds,
+                               progress=_stderr_progress())
+    written = comparison.write(args.out)
+    if args.save_features:
+        written.append(study.write_scored_features(Path(args.out) / "features.npz"))
+    for row in comparison.rows:
+        print(f"{row['label']}: depth {row['depth']} ({row['oracle_distance']:+d} from the oracle)", file=sys.stderr)
+    return {"depths": {row["name"]: row["depth"] for row in comparison.rows}, "written": [str(p) for p in written]}
+
+
 def _cmd_export(args: argparse.Namespace) -> dict:
     from pathlib import Path
 
@@ -346,6 +364,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
     p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("compare", help="SLS beside other layer criteria and the oracle: each one's depth, accuracy, speed")
+    _add_task_args(p)
+    fraction = _float_in(0.0, 1.0, what="a fraction (0.01 = 1 point)")
+    p.add_argument("--oracle-within", type=fraction, default=defaults.ORACLE_WITHIN,
+                   help=f"the oracle: the smallest depth within this of the full model's val accuracy, head re-fit (default {defaults.ORACLE_WITHIN})")
+    p.add_argument("--knn-within", type=fraction, help=f"kNN: blocks within this of the last block's accuracy qualify (default {defaults.KNN_WITHIN})")
+    p.add_argument("--bi-ratio", type=_float_in(0.0, 10.0, what="a ratio"),
+                   help=f"Block Influence: blocks at most this x the mean are redundant (default {defaults.BI_RATIO})")
+    p.add_argument("--angular-max", type=fraction, help=f"angular distance to the last block that qualifies (default {defaults.ANGULAR_MAX})")
+    p.add_argument("--cka-min", type=fraction, help=f"linear CKA with the last block that qualifies (default {defaults.CKA_MIN})")
+    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=1.0,
+                   help="timing per depth, all depths in turn (default 1)")
+    p.add_argument("--out", default="out", help="folder for compare.json, compare.csv (default: out)")
+    p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
+    p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("benchmark", help="throughput, latency, FLOPs, memory and storage: full vs pruned at --depth")
     _add_task_args(p)

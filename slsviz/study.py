@@ -332,6 +332,14 @@ class Study:
         """Dataset index of every scored point (train then val), for hover thumbnails."""
         return np.concatenate([self.bank("train").indices, self.bank("val").indices])
 
+    def write_scored_features(self, path: str | Path) -> Path:
+        """Write ``features.npz`` atomically: ``features``, what every layer criterion scores ((L, N, D),
+        train then val), and their ``labels`` (N,)."""
+        analysis = self.analysis(AnalysisSettings())
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # np.savez would append .npz to a bare name
+            np.savez(f, features=np.asarray(analysis.features, np.float32), labels=analysis.labels)
+        return Path(path)
+
     def map_coordinates(self, settings: AnalysisSettings) -> pd.DataFrame:
         """Every block's 2-D map as one table: ``layer, index`` (in the dataset), ``label, x, y``."""
         analysis, indices = self.analysis(settings), self.scored_indices()
@@ -400,11 +408,12 @@ class Study:
                                    heads=self._fitted_heads(seed))
 
     def compare(self, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
-                progress: StageProgress | None = None) -> Comparison:
+                time_budget_s: float = 1.0, progress: StageProgress | None = None) -> Comparison:
         """SLS beside the other layer criteria and the oracle (:func:`slsviz.comparison.compare`)."""
         from slsviz.comparison import compare
 
-        return compare(self, oracle_within=oracle_within, settings=settings, progress=progress)
+        return compare(self, oracle_within=oracle_within, settings=settings, time_budget_s=time_budget_s,
+                       progress=progress)
 
     def depth_table_ready(self, seed: int = defaults.SEED) -> bool:
         """Whether the exact :meth:`depth_table` is computed."""
@@ -621,10 +630,7 @@ class Study:
         with atomic_path(written[1]) as tmp:
             pd.DataFrame(report["layers"]).to_csv(tmp, index=False)
         if save_features:
-            analysis = self.analysis(settings)
-            written.append(out / "features.npz")
-            with atomic_path(written[-1]) as tmp, open(tmp, "wb") as f:  # np.savez would append .npz to a bare name
-                np.savez(f, features=np.asarray(analysis.features, np.float32), labels=analysis.labels)
+            written.append(self.write_scored_features(out / "features.npz"))
         return report, written
 
 

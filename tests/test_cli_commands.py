@@ -158,3 +158,38 @@ def test_export_writes_a_configuration_and_checkpoint_that_restore_the_model(tin
     assert config["depth"] == 3 and config["results"]["recommended_depth"] == out["recommended_depth"] and same
     assert main(args) == 0  # no --depth: the SLS recommendation
     assert json.loads(capsys.readouterr().out)["depth"] == out["recommended_depth"]
+
+
+CRITERIA = ["sls", "sls_umap", "sls_raw", "sls_calinski_harabasz", "sls_davies_bouldin", "sls_probe", "knn_accuracy",
+            "block_influence", "angular_distance", "cka_to_last", "oracle"]
+
+
+def test_compare_writes_every_criterion_its_pick_and_what_the_pick_gives(tiny_task, tmp_path, capsys):
+    from slsviz.layers.criteria import block_influence, cka_matrix, knn_accuracy
+    from slsviz.pruning.accuracy import oracle_depth
+
+    out = tmp_path / "out"
+    assert main(["compare", *tiny_task, "--limit", "60", "--seconds", "0.02", "--out", str(out), "--save-features"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    result = json.loads((out / "compare.json").read_text())
+    rows = {row["name"]: row for row in result["criteria"]}
+    assert list(rows) == CRITERIA and summary["depths"] == {name: rows[name]["depth"] for name in CRITERIA}
+    oracle = rows["oracle"]["depth"]
+    for row in rows.values():
+        assert len(row["scores"]) == 12 and 1 <= row["depth"] <= 12 and row["oracle_distance"] == row["depth"] - oracle
+        assert 0 <= row["accuracy_head_refit"] <= 1 and row["images_per_s"] > 0 and row["flops"] > 0
+    assert rows["sls"]["depth"] == recommend_depth(np.array(rows["sls"]["scores"]), 0.3)  # the paper's rule, re-implemented
+    assert oracle == oracle_depth(np.array(rows["oracle"]["scores"]), 0.01)
+    by_depth = {row["depth"]: row["flops"] for row in rows.values()}
+    assert [by_depth[d] for d in sorted(by_depth)] == sorted(set(by_depth.values()))  # the cut model's: fewer blocks, fewer FLOPs
+    # every other criterion is a function of the features written beside it
+    with np.load(out / "features.npz") as f:
+        features, labels = f["features"], f["labels"]
+    assert features.shape == (12, 120, 192)
+    assert np.allclose(rows["block_influence"]["scores"][1:], block_influence(features)[1:], atol=1e-5)
+    assert rows["block_influence"]["scores"][0] is None  # block 1 needs the embedding output, not kept
+    assert np.allclose(result["cka"], cka_matrix(features), atol=1e-5)
+    assert np.allclose(rows["cka_to_last"]["scores"], cka_matrix(features)[:, -1], atol=1e-5)
+    assert np.allclose(rows["knn_accuracy"]["scores"], knn_accuracy(features, labels))
+    table = pd.read_csv(out / "compare.csv")
+    assert list(table["name"]) == CRITERIA and {"depth", "accuracy_as_is", "images_per_s", "flops"} <= set(table)

@@ -1,0 +1,170 @@
+"""Which depth? SLS beside the other layer criteria and the oracle, on one study (``slsviz compare``).
+
+:func:`compare` asks a :class:`~slsviz.study.Study` for everything from its caches (features, maps,
+per-depth accuracies, timings) and puts every criterion's scores and pick side by side with what the
+pick gives: test accuracy as is and with a head re-fit, measured throughput, FLOPs, and its distance
+from the oracle (the smallest depth within ``oracle_within`` of the full model's val accuracy, head
+re-fit). The scored images are the study's (train + val); the oracle reads val, the rows read test.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from slsviz import defaults
+from slsviz.choices import METRICS
+from slsviz.errors import SlsvizError
+from slsviz.layers.analysis import AnalysisSettings
+from slsviz.layers.criteria import (
+    SETTINGS,
+    angular_distance_to_last,
+    block_influence,
+    cka_matrix,
+    criterion_depth,
+    knn_accuracy,
+)
+from slsviz.layers.rule import SLSRule
+from slsviz.progress import StageProgress
+from slsviz.pruning.accuracy import oracle_depth
+from slsviz.storage import atomic_path
+
+if TYPE_CHECKING:
+    from slsviz.study import Study
+
+# The SLS family: (name, label, how the layers are mapped, the score the rule reads). The paper's
+# comes first; variants on the same maps share one table.
+SLS_VARIANTS: tuple[tuple[str, str, AnalysisSettings, str], ...] = (
+    ("sls", "SLS (the paper's: t-SNE silhouette)", AnalysisSettings(), "silhouette"),
+    ("sls_umap", "SLS, UMAP silhouette", AnalysisSettings(projection="umap"), "silhouette"),
+    ("sls_raw", "SLS, silhouette of the raw features", AnalysisSettings(space="raw"), "silhouette"),
+    ("sls_calinski_harabasz", "SLS, Calinski-Harabasz of the t-SNE map", AnalysisSettings(), "calinski_harabasz"),
+    ("sls_davies_bouldin", "SLS, Davies-Bouldin of the t-SNE map", AnalysisSettings(), "davies_bouldin"),
+    ("sls_probe", "SLS, linear-probe accuracy", AnalysisSettings(), "probe_accuracy"),
+)
+# The other criteria (slsviz.layers.criteria), in the order shown.
+OTHER_CRITERIA = {"knn_accuracy": "kNN accuracy (5-fold)", "block_influence": "Block Influence (ShortGPT)",
+                  "angular_distance": "angular distance to the last block", "cka_to_last": "linear CKA with the last block"}
+
+
+@dataclass
+class Comparison:
+    """Every criterion's scores and pick on one study, and what each pick gives.
+
+    Attributes:
+        rows: per criterion (the oracle last): ``name``, ``label``, ``scores`` (one per block, ``None``
+            where undefined), ``depth``, ``rule``, ``oracle_distance`` (depth minus the oracle's),
+            ``accuracy_as_is``, ``accuracy_head_refit`` (test, at the depth), ``images_per_s``,
+            ``flops`` (per image, at the depth).
+        cka: linear CKA between every pair of blocks, (L, L).
+        oracle_within: the oracle's tolerance (a fraction: 0.01 = 1 point).
+        num_layers: L.
+        info: the study's model, data and settings, for the record.
+    """
+
+    rows: list[dict[str, Any]]
+    cka: np.ndarray
+    oracle_within: float
+    num_layers: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """One row per criterion, without the per-block scores (``compare.csv``)."""
+        return pd.DataFrame([{k: v for k, v in row.items() if k != "scores"} for row in self.rows])
+
+    def scores(self) -> pd.DataFrame:
+        """Per-block scores, one column per criterion (block 1 first)."""
+        return pd.DataFrame({row["name"]: [np.nan if s is None else s for s in row["scores"]] for row in self.rows},
+                            index=pd.RangeIndex(1, self.num_layers + 1, name="block"))
+
+    def write(self, out: str | Path) -> list[Path]:
+        """Write ``compare.json`` and ``compare.csv`` into the folder ``out``, each atomically; returns the paths."""
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise SlsvizError(f"--out {out} is a file: name a folder for compare.json and compare.csv.")
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "compare.json", out / "compare.csv"]
+        with atomic_path(written[0]) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        with atomic_path(written[1]) as tmp:
+            self.table().to_csv(tmp, index=False)
+        return written
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``compare.json``)."""
+        return {"schema": "slsviz-compare/1", **self.info, "num_layers": self.num_layers,
+                "oracle_within": self.oracle_within, "criteria": self.rows, "cka": self.cka.round(6).tolist()}
+
+
+def _json(x: Any) -> Any:
+    """A float, or ``None`` for NaN (JSON has no NaN)."""
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
+            time_budget_s: float = 1.0, progress: StageProgress | None = None) -> Comparison:
+    """Every criterion on ``study``'s scored features, its pick and what the pick gives.
+
+    Args:
+        study: the model and data.
+        oracle_within: the oracle's tolerance on val accuracy (head re-fit), a fraction.
+        settings: per other criterion, its setting (see :data:`slsviz.layers.criteria.SETTINGS`).
+        time_budget_s: timing per depth (:meth:`slsviz.study.Study.benchmarks`, batch 1).
+        progress: ``progress(stage, done, total)``.
+    """
+    settings = {**SETTINGS, **(settings or {})}
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise SlsvizError(f"Unknown criterion setting(s) {', '.join(unknown)}: the criteria are {', '.join(SETTINGS)}.")
+
+    def stage(name: str):
+        return (lambda done, total: progress(name, done, total)) if progress else None
+
+    L = study.num_layers
+    picks: list[dict[str, Any]] = []
+    tables: dict[AnalysisSettings, pd.DataFrame] = {}
+    for name, label, mapping, metric in SLS_VARIANTS:
+        if mapping not in tables:
+            tables[mapping] = study.analysis(mapping).table(progress=stage(f"maps:{mapping.projection}:{mapping.space}"))
+        scores = tables[mapping][metric].to_numpy(dtype=np.float64)
+        rule = SLSRule(defaults.ALPHA, METRICS[metric]).fit(scores)
+        picks.append({"name": name, "label": label, "scores": scores, "depth": int(rule.depth_), "rule": rule.reason_})
+
+    analysis = study.analysis(AnalysisSettings())
+    features, labels = analysis.features, analysis.labels
+    other = {"knn_accuracy": lambda: knn_accuracy(features, labels, seed=analysis.settings.seed),
+             "block_influence": lambda: block_influence(features),
+             "angular_distance": lambda: angular_distance_to_last(features)}
+    cka = cka_matrix(features)
+    for name, label in OTHER_CRITERIA.items():
+        scores = cka[:, -1] if name == "cka_to_last" else other[name]()
+        depth, rule = criterion_depth(name, scores, settings[name])
+        picks.append({"name": name, "label": label, "scores": scores, "depth": depth, "rule": rule})
+
+    val = study.accuracy_head_refit("val")
+    oracle = oracle_depth(val, oracle_within)
+    points = f"{100 * oracle_within:g} point" + ("" if 100 * oracle_within == 1 else "s")
+    picks.append({"name": "oracle", "label": f"oracle (val, head re-fit, within {points})", "scores": val,
+                  "depth": oracle, "rule": f"The smallest depth whose val accuracy with a re-fit head is within {points} "
+                                           "of the full model's."})
+
+    accuracy = study.depth_table(progress=stage("features:test"))
+    timed = study.benchmarks(time_budget_s=time_budget_s, progress=stage("timing"))
+    rows = []
+    for pick in picks:
+        d = pick["depth"]
+        rows.append({**pick, "scores": [_json(s) for s in pick["scores"]], "oracle_distance": d - oracle,
+                     "accuracy_as_is": _json(accuracy["accuracy_as_is"].iloc[d - 1]),
+                     "accuracy_head_refit": _json(accuracy["accuracy_head_refit"].iloc[d - 1]),
+                     "images_per_s": float(timed[d].images_per_s), "flops": int(timed[d].flops_per_image)})
+    loaded = study.loaded
+    info = {"backbone": loaded.backbone.id, "method": loaded.method, "dataset": loaded.data.name,
+            "num_images": int(len(labels)), "num_test_images": study.bank("test").num_samples,
+            "device": str(timed[L].device), "settings": {**settings, "alpha": defaults.ALPHA}}
+    return Comparison(rows, cka, oracle_within, L, info)

@@ -1,0 +1,147 @@
+"""Layer criteria beside SLS, the oracle and the budget pickers: each against a hand-computed value or
+a direct numpy computation on tiny synthetic features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import ortho_group
+from sklearn.model_selection import StratifiedKFold
+
+from slsviz.errors import DataError, SlsvizError
+from slsviz.layers.criteria import (
+    angular_distance_to_last,
+    block_influence,
+    cka_matrix,
+    criterion_depth,
+    knn_accuracy,
+    linear_cka,
+    top_run_depth,
+)
+from slsviz.pruning.accuracy import oracle_depth
+from slsviz.pruning.budget import fastest_within, most_accurate_at
+
+RNG = np.random.default_rng(0)
+
+
+def _features(layers: int = 4, n: int = 60, d: int = 5) -> np.ndarray:
+    return RNG.normal(size=(layers, n, d))
+
+
+def _knn_by_hand(x: np.ndarray, y: np.ndarray, k: int, folds: int, seed: int) -> float:
+    """Each image classified by the majority of its k nearest images outside its fold (ties: lowest class)."""
+    right = 0
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        dist = ((x[test, None, :] - x[None, train, :]) ** 2).sum(-1)
+        nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        for row, image in zip(nearest, test):
+            votes = np.bincount(y[train][row], minlength=y.max() + 1)
+            right += int(np.argmax(votes) == y[image])
+    return right / len(y)
+
+
+def test_knn_accuracy_is_one_on_separated_classes_and_equals_a_direct_computation():
+    y = np.repeat([0, 1, 2], 20)
+    separated = np.eye(3)[y] * 100 + RNG.normal(size=(60, 3)) * 0.01
+    noise = RNG.normal(size=(60, 3))
+    scores = knn_accuracy(np.stack([noise, separated]), y, k=5, folds=5, seed=3)
+    assert scores[1] == 1.0
+    assert scores[0] == pytest.approx(_knn_by_hand(noise, y, 5, 5, 3))
+    assert np.array_equal(scores, knn_accuracy(np.stack([noise, separated]), y, k=5, folds=5, seed=3))  # seeded
+
+
+def test_knn_accuracy_says_when_a_class_is_too_small_for_the_folds():
+    with pytest.raises(DataError, match="smallest class here has 3"):
+        knn_accuracy(_features(2, 13, 3), np.array([0] * 10 + [1] * 3), folds=5)
+
+
+def test_block_influence_by_hand_and_against_numpy():
+    h = np.zeros((2, 4, 2))
+    h[0, :, 0] = 1  # block 1 outputs (1, 0)
+    h[1, :, 1] = 1  # block 2 turns it to (0, 1): cos 0, BI 1
+    assert np.isnan(block_influence(h)[0]) and block_influence(h)[1] == pytest.approx(1.0)
+    assert block_influence(h, embedding=np.tile([1.0, 0.0], (4, 1)))[0] == pytest.approx(0.0)
+    x = _features()
+    direct = [np.mean([1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(x[i - 1], x[i])])
+              for i in range(1, 4)]
+    assert np.allclose(block_influence(x)[1:], direct)
+
+
+def test_angular_distance_by_hand_and_against_numpy():
+    h = np.zeros((3, 2, 2))
+    h[0, :, 0] = 1  # 90 degrees from the last: 0.5
+    h[1] = [[1, 1], [1, 1]]  # 45 degrees: 0.25
+    h[2, :, 1] = 1
+    assert np.allclose(angular_distance_to_last(h), [0.5, 0.25, 0.0])
+    x = _features()
+    direct = [np.mean([np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1)) / np.pi
+                       for a, b in zip(x[i], x[-1])]) for i in range(4)]
+    assert np.allclose(angular_distance_to_last(x), direct)
+
+
+def _cka_by_gram(x: np.ndarray, y: np.ndarray) -> float:
+    """CKA from centred Gram matrices (HSIC form), an independent route to the same number."""
+    n = len(x)
+    h = np.eye(n) - 1 / n
+    k, m = h @ x @ x.T @ h, h @ y @ y.T @ h
+    return float(np.sum(k * m) / np.sqrt(np.sum(k * k) * np.sum(m * m)))
+
+
+def test_linear_cka_is_one_on_itself_invariant_to_rotation_and_scale_and_equals_the_gram_form():
+    x, y = RNG.normal(size=(50, 6)), RNG.normal(size=(50, 4))
+    q = ortho_group.rvs(6, random_state=1)
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x @ q, y) == pytest.approx(linear_cka(x, y))
+    assert linear_cka(3.5 * x, y) == pytest.approx(linear_cka(x, y))
+    assert linear_cka(x, y) == pytest.approx(_cka_by_gram(x, y))
+    assert linear_cka(x, x[:, :3] @ RNG.normal(size=(3, 3))) < 1
+
+
+def test_cka_matrix_is_symmetric_with_ones_on_the_diagonal_and_entries_of_linear_cka():
+    x = _features(4, 30, 5)
+    m = cka_matrix(x)
+    assert np.allclose(m, m.T) and np.allclose(np.diag(m), 1)
+    assert m[0, 3] == pytest.approx(linear_cka(x[0], x[3]))
+    with pytest.raises(DataError, match="no variance"):
+        cka_matrix(np.ones((2, 5, 3)))
+
+
+@pytest.mark.parametrize(("qualifies", "depth"), [
+    ([False, False, True, True], 3),
+    ([True, True, True, True], 1),
+    ([True, False, True, False], 4),  # the last block does not qualify: keep all
+    ([False, True, False, True], 4),  # block 3 breaks the run
+])
+def test_top_run_depth(qualifies, depth):
+    assert top_run_depth(np.array(qualifies)) == depth
+
+
+def test_each_criterion_turns_known_scores_into_the_documented_depth():
+    assert criterion_depth("knn_accuracy", np.array([0.5, 0.9, 0.975, 0.98]), 0.01)[0] == 3
+    # mean BI over blocks 2-4 is 0.19: blocks 3 and 4 (<= 0.095) are redundant, so keep 2
+    depth, rule = criterion_depth("block_influence", np.array([np.nan, 0.5, 0.05, 0.02]), 0.5)
+    assert depth == 2 and "Block Influence" in rule
+    assert criterion_depth("angular_distance", np.array([0.6, 0.3, 0.2, 0.0]), 0.25)[0] == 3
+    assert criterion_depth("cka_to_last", np.array([0.2, 0.5, 0.95, 1.0]), 0.9)[0] == 3
+    with pytest.raises(SlsvizError, match="Unknown criterion"):
+        criterion_depth("entropy", np.ones(3))
+
+
+def test_oracle_is_the_smallest_depth_within_the_tolerance_of_the_full_model():
+    acc = np.array([0.3, 0.8, 0.945, 0.97, 0.962, 0.96])
+    assert oracle_depth(acc, 0.01) == 4  # depth 3 is 0.5 points short of 0.95; depth 4 is the first at >= 0.95
+    assert oracle_depth(acc, 0.0) == 4  # 0.97 >= 0.96
+    assert oracle_depth(acc, 0.7) == 1
+
+
+def test_budget_pickers():
+    table = pd.DataFrame({"depth": [1, 2, 3, 4], "accuracy_as_is": np.nan,
+                          "accuracy_head_refit": [0.50, 0.90, 0.975, 0.98]})
+    speed = np.array([400.0, 200.0, 133.0, 100.0])
+    assert fastest_within(table, speed, within=0.01) == 3
+    assert fastest_within(table, speed, within=0.0) == 4
+    assert most_accurate_at(table, speed, min_images_per_s=150) == 2
+    assert most_accurate_at(table, speed, min_images_per_s=500) is None
+    with pytest.raises(SlsvizError, match="No accuracy as is"):
+        fastest_within(table, speed, within=0.01, kind="accuracy_as_is")
