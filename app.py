@@ -9,4 +9,5 @@ st.navigation([
     st.Page("pages/2_Prune_and_benchmark.py", title="Prune & benchmark", icon=":material/content_cut:",
             url_path="Prune_and_benchmark"),
     st.Page("pages/3_Export.py", title="Export", icon=":material/download:", url_path="Export"),
+    st.Page("pages/4_Compare.py", title="Compare criteria", icon=":material/compare_arrows:", url_path="Compare"),
 ]).run()

@@ -51,6 +51,10 @@ SLS_VARIANTS: tuple[tuple[str, str, AnalysisSettings, str], ...] = (
 OTHER_CRITERIA = {"knn_accuracy": "kNN accuracy (5-fold)", "block_influence": "Block Influence (ShortGPT)",
                   "angular_distance": "angular distance to the last block", "cka_to_last": "linear CKA with the last block"}
 
+# Whether a higher score says a block's output is closer to the end's (None: Block Influence says how
+# much a block turns its input, not how good its output is).
+HIGHER_IS_BETTER = {"knn_accuracy": True, "block_influence": None, "angular_distance": False, "cka_to_last": True}
+
 
 @dataclass
 class Comparison:
@@ -58,7 +62,7 @@ class Comparison:
 
     Attributes:
         rows: per criterion (the oracle last): ``name``, ``label``, ``scores`` (one per block, ``None``
-            where undefined), ``depth``, ``rule``, ``oracle_distance`` (depth minus the oracle's),
+            where undefined), ``higher_is_better`` (``None``: neither), ``depth``, ``rule``, ``oracle_distance`` (depth minus the oracle's),
             ``accuracy_as_is``, ``accuracy_head_refit`` (test, at the depth), ``images_per_s``,
             ``flops`` (per image, at the depth).
         cka: linear CKA between every pair of blocks, (L, L).
@@ -131,10 +135,11 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     tables: dict[AnalysisSettings, pd.DataFrame] = {}
     for name, label, mapping, metric in SLS_VARIANTS:
         if mapping not in tables:
-            tables[mapping] = study.analysis(mapping).table(progress=stage(f"maps:{mapping.projection}:{mapping.space}"))
+            tables[mapping] = study.analysis(mapping).table(progress=stage(f"{mapping.projection} maps of every block"))
         scores = tables[mapping][metric].to_numpy(dtype=np.float64)
         rule = SLSRule(defaults.ALPHA, METRICS[metric]).fit(scores)
-        picks.append({"name": name, "label": label, "scores": scores, "depth": int(rule.depth_), "rule": rule.reason_})
+        picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": METRICS[metric],
+                      "depth": int(rule.depth_), "rule": rule.reason_})
 
     analysis = study.analysis(AnalysisSettings())
     features, labels = analysis.features, analysis.labels
@@ -145,17 +150,19 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     for name, label in OTHER_CRITERIA.items():
         scores = cka[:, -1] if name == "cka_to_last" else other[name]()
         depth, rule = criterion_depth(name, scores, settings[name])
-        picks.append({"name": name, "label": label, "scores": scores, "depth": depth, "rule": rule})
+        picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": HIGHER_IS_BETTER[name],
+                      "depth": depth, "rule": rule})
 
     val = study.accuracy_head_refit("val")
     oracle = oracle_depth(val, oracle_within)
     points = f"{100 * oracle_within:g} point" + ("" if 100 * oracle_within == 1 else "s")
     picks.append({"name": "oracle", "label": f"oracle (val, head re-fit, within {points})", "scores": val,
+                  "higher_is_better": True,
                   "depth": oracle, "rule": f"The smallest depth whose val accuracy with a re-fit head is within {points} "
                                            "of the full model's."})
 
-    accuracy = study.depth_table(progress=stage("features:test"))
-    timed = study.benchmarks(time_budget_s=time_budget_s, progress=stage("timing"))
+    accuracy = study.depth_table(progress=stage("features of the test split"))
+    timed = study.benchmarks(time_budget_s=time_budget_s, progress=stage(f"timing all {L} depths, interleaved"))
     rows = []
     for pick in picks:
         d = pick["depth"]

@@ -42,6 +42,7 @@ from slsviz.export import (
     save_pruned_task,
 )
 from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
+from slsviz.layers.criteria import SETTINGS as CRITERIA_SETTINGS
 from slsviz.layers.features import FeatureBank, feature_bank
 from slsviz.layers.projection import default_workers
 from slsviz.layers.rule import SLSRule
@@ -240,6 +241,7 @@ class Study:
         self._benchmarks: OncePerKey[dict[int, BenchmarkResult]] = OncePerKey()
         self._task_files: OncePerKey[bytes] = OncePerKey()
         self._onnx_files: OncePerKey[bytes] = OncePerKey()
+        self._comparisons: OncePerKey[Comparison] = OncePerKey()
 
     @classmethod
     def open(cls, selection: Selection, *, workers: int | None = None, use_cache: bool = True) -> Study:
@@ -409,11 +411,14 @@ class Study:
 
     def compare(self, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
                 time_budget_s: float = 1.0, progress: StageProgress | None = None) -> Comparison:
-        """SLS beside the other layer criteria and the oracle (:func:`slsviz.comparison.compare`)."""
+        """SLS beside the other layer criteria and the oracle (:func:`slsviz.comparison.compare`), once
+        per settings."""
         from slsviz.comparison import compare
 
-        return compare(self, oracle_within=oracle_within, settings=settings, time_budget_s=time_budget_s,
-                       progress=progress)
+        key = (float(oracle_within), tuple(sorted({**CRITERIA_SETTINGS, **(settings or {})}.items())),
+               float(time_budget_s))
+        return self._comparisons.get(key, lambda: compare(self, oracle_within=oracle_within, settings=settings,
+                                                          time_budget_s=time_budget_s, progress=progress))
 
     def depth_table_ready(self, seed: int = defaults.SEED) -> bool:
         """Whether the exact :meth:`depth_table` is computed."""

@@ -87,3 +87,42 @@ def accuracy_vs_throughput(frame: pd.DataFrame, *, chosen: int) -> go.Figure:
     fig.update_layout(xaxis_title="measured images/s (batch 1)", yaxis_title="test accuracy (%)", height=420,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
+
+
+def criteria_curves(scores: pd.DataFrame, rows: list[dict]) -> go.Figure:
+    """Every criterion's scores on one scale, each pick marked.
+
+    Each curve is min-max normalised over blocks, flipped where lower is better (Davies-Bouldin,
+    angular distance) so that up means closer to the end by that criterion; Block Influence is drawn
+    as it is (how much each block turns its input). ``scores``: one column per criterion, indexed by
+    block; ``rows``: :attr:`slsviz.comparison.Comparison.rows`.
+    """
+    fig = go.Figure()
+    for i, row in enumerate(rows):
+        y = scores[row["name"]].to_numpy(dtype=float)
+        low, high = np.nanmin(y), np.nanmax(y)
+        y = (y - low) / (high - low) if high > low else np.ones_like(y)
+        if row["higher_is_better"] is False:
+            y = 1 - y
+        colour = _COLOURS[i % len(_COLOURS)]
+        dash = "dash" if row["name"] == "oracle" else "solid"
+        fig.add_trace(go.Scatter(x=scores.index, y=y, mode="lines", name=row["label"], legendgroup=row["name"],
+                                 line={"color": colour, "dash": dash, "width": 3 if row["name"] in ("sls", "oracle") else 1.5}))
+        d = row["depth"]
+        fig.add_trace(go.Scatter(x=[d], y=[y[d - 1]], mode="markers", legendgroup=row["name"], showlegend=False,
+                                 marker={"color": colour, "size": 12, "symbol": "diamond", "line": {"width": 1, "color": "black"}},
+                                 hovertext=f"{row['label']}: depth {d}", hoverinfo="text"))
+    fig.update_layout(xaxis_title="block", yaxis_title="score, normalised over blocks", height=460,
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"font": {"size": 11}})
+    fig.update_xaxes(dtick=1)
+    return fig
+
+
+def cka_heatmap(cka: np.ndarray) -> go.Figure:
+    """Linear CKA between every pair of blocks."""
+    blocks = list(range(1, len(cka) + 1))
+    fig = go.Figure(go.Heatmap(z=cka, x=blocks, y=blocks, zmin=0, zmax=1, colorscale="Viridis",
+                               hovertemplate="blocks %{x} and %{y}: CKA %{z:.3f}<extra></extra>"))
+    fig.update_layout(xaxis_title="block", yaxis_title="block", height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      yaxis={"autorange": "reversed", "dtick": 1}, xaxis={"dtick": 1})
+    return fig

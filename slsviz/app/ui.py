@@ -92,6 +92,16 @@ class ProgressBar:
             self.bar.empty()
 
 
+class StageProgressBars:
+    """A ``progress(stage, done, total)`` callback: one :class:`ProgressBar` per stage, named by it."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, ProgressBar] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.bars.setdefault(stage, ProgressBar(stage[:1].upper() + stage[1:]))(done, total)
+
+
 def prefetching() -> bool:
     """Whether work is started ahead of the pages; ``SLSVIZ_PREFETCH=0`` turns it off (the test suite
     does, so that no page test leaves work running behind it)."""

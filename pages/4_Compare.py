@@ -1,0 +1,56 @@
+"""Compare: SLS beside the other layer criteria and the oracle - each one's depth, and what it gives."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from slsviz import defaults
+from slsviz.app import charts, ui
+
+st.title("Compare criteria")
+st.caption("Would another criterion keep another depth, and whose pick is better? Every criterion reads the same "
+           "features (train + val); the oracle is the smallest depth within a tolerance of the full model's val "
+           "accuracy with a re-fit head; accuracies are on test.")
+
+study = ui.current_study(splits=("train", "val"))
+c1, c2, c3, c4, c5 = st.columns(5)
+within = c1.number_input("Oracle: within (points)", 0.0, 50.0, 100 * defaults.ORACLE_WITHIN, 0.5,
+                         key="slsviz.compare.oracle_within") / 100
+settings = {
+    "knn_accuracy": c2.number_input("kNN: within (points)", 0.0, 50.0, 100 * defaults.KNN_WITHIN, 0.5,
+                                    key="slsviz.compare.knn_within") / 100,
+    "block_influence": c3.number_input("Block Influence: x mean", 0.0, 10.0, defaults.BI_RATIO, 0.05,
+                                       key="slsviz.compare.bi_ratio"),
+    "angular_distance": c4.number_input("Angular distance: at most", 0.0, 1.0, defaults.ANGULAR_MAX, 0.05,
+                                        key="slsviz.compare.angular_max"),
+    "cka_to_last": c5.number_input("CKA with the last: at least", 0.0, 1.0, defaults.CKA_MIN, 0.05,
+                                   key="slsviz.compare.cka_min"),
+}
+with ui.user_errors():
+    comparison = study.compare(oracle_within=within, settings=settings, progress=ui.StageProgressBars())
+
+table = comparison.table()
+oracle = int(table.loc[table["name"] == "oracle", "depth"].iloc[0])
+st.success(f"**The oracle keeps {oracle} of {comparison.num_layers} blocks**; the paper's SLS keeps "
+           f"{int(table.loc[table['name'] == 'sls', 'depth'].iloc[0])}.")
+shown = table.assign(accuracy_as_is=100 * table["accuracy_as_is"], accuracy_head_refit=100 * table["accuracy_head_refit"],
+                     gflops=table["flops"] / 1e9)
+st.dataframe(shown[["label", "depth", "oracle_distance", "accuracy_as_is", "accuracy_head_refit", "images_per_s", "gflops",
+                    "rule"]],
+             hide_index=True, width="stretch",
+             column_config={"label": "criterion", "oracle_distance": st.column_config.NumberColumn("from the oracle", format="%+d"),
+                            "accuracy_as_is": st.column_config.NumberColumn("test acc. as is (%)", format="%.2f"),
+                            "accuracy_head_refit": st.column_config.NumberColumn("test acc. head re-fit (%)", format="%.2f"),
+                            "images_per_s": st.column_config.NumberColumn("images/s (batch 1)", format="%.1f"),
+                            "gflops": st.column_config.NumberColumn("GFLOPs / image", format="%.3f")})
+
+st.subheader("Every criterion's scores, on one scale")
+st.plotly_chart(charts.criteria_curves(comparison.scores(), comparison.rows), width="stretch", key="slsviz.compare.curves")
+st.subheader("Linear CKA between blocks")
+st.plotly_chart(charts.cka_heatmap(comparison.cka), width="stretch", key="slsviz.compare.cka")
+d1, d2 = st.columns(2)
+d1.download_button("compare.json", json.dumps(comparison.to_dict(), indent=2), "compare.json", "application/json",
+                   key="slsviz.compare.dl_json")
+d2.download_button("compare.csv", table.to_csv(index=False), "compare.csv", "text/csv", key="slsviz.compare.dl_csv")
