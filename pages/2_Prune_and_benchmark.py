@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from slsviz.app import charts, ui
+from slsviz.errors import SlsvizError
 
 st.title("Prune & benchmark")
 
@@ -78,6 +79,35 @@ def depth_panel() -> None:
     frame = table.assign(images_per_s=[timed[d].images_per_s for d in range(1, L + 1)])
     st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=depth), width="stretch", key="slsviz.prune.chart")
 
+
+def pick(budget: dict, kind: str) -> None:
+    """The budget picker's button: move the slider to the depth that fits, or say why none does."""
+    try:
+        picked = study.pick_depth(kind=kind, table=table, **budget)
+    except SlsvizError as exc:
+        st.session_state[ui.PICKED] = (False, str(exc))
+        return
+    st.session_state[ui.PRUNE_DEPTH] = picked["depth"]
+    st.session_state[ui.PICKED] = (True, f"Depth {picked['depth']}: {picked['rule']} - {fmt_pct(picked['accuracy'])} at "
+                                         f"{picked['images_per_s']:.1f} images/s" + ("" if exact else " (provisional accuracies)"))
+
+
+with st.expander("Pick the depth by a budget"):
+    p1, p2, p3 = st.columns([2, 1, 1])
+    fastest = p1.radio("Budget", ["fastest within X points of the full model", "most accurate at Y images/s or more"],
+                       key="slsviz.prune.budget").startswith("fastest")
+    kinds = {"accuracy_head_refit": "head re-fit", "accuracy_as_is": "as is (task head)"}
+    kind = p2.selectbox("Accuracy", [k for k in kinds if not table[k].isna().all()], format_func=kinds.get,
+                        key="slsviz.prune.budget_kind")
+    if fastest:
+        budget = {"within": p3.number_input("X (points)", 0.0, 100.0, 1.0, 0.5, key="slsviz.prune.budget_within") / 100}
+    else:
+        budget = {"min_images_per_s": p3.number_input("Y (images/s)", 0.1, 1e6, float(round(2 * full.images_per_s, 1)),
+                                                      key="slsviz.prune.budget_speed")}
+    st.button("Set the slider to it", on_click=pick, args=(budget, kind), key="slsviz.prune.budget_go")
+    if ui.PICKED in st.session_state:
+        ok, message = st.session_state[ui.PICKED]
+        (st.success if ok else st.warning)(message)
 
 depth_panel()
 if not exact:

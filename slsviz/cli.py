@@ -243,6 +243,15 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
     return {"depths": {row["name"]: row["depth"] for row in comparison.rows}, "written": [str(p) for p in written]}
 
 
+def _cmd_pick(args: argparse.Namespace) -> dict:
+    study = _study(args)
+    within = args.within / 100 if args.within is not None else None
+    picked = study.pick_depth(within=within, min_images_per_s=args.min_images_per_s, kind=args.kind,
+                              time_budget_s=args.seconds)
+    print(f"Keep {picked['depth']} of {study.num_layers} blocks: {picked['rule']}.", file=sys.stderr)
+    return picked
+
+
 def _cmd_export(args: argparse.Namespace) -> dict:
     from pathlib import Path
 
@@ -381,6 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
     p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("pick", help="the depth that fits a budget: fastest within --within points, or most accurate at --min-images-per-s")
+    _add_task_args(p)
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--within", type=_float_in(0.0, 100.0, what="points"),
+                        help="the fastest depth within this many points of the full model's accuracy")
+    budget.add_argument("--min-images-per-s", type=_float_in(0.0, 1e9, low_open=True, what="images/s"),
+                        help="the most accurate depth measured at this throughput or more (batch 1)")
+    p.add_argument("--kind", choices=("accuracy_head_refit", "accuracy_as_is"), default="accuracy_head_refit",
+                   help="which test accuracy (default: head re-fit)")
+    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=1.0,
+                   help="timing per depth, all depths in turn (default 1)")
+    p.set_defaults(func=_cmd_pick)
 
     p = sub.add_parser("benchmark", help="throughput, latency, FLOPs, memory and storage: full vs pruned at --depth")
     _add_task_args(p)

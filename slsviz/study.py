@@ -68,6 +68,7 @@ from slsviz.pruning.accuracy import (
     interval,
 )
 from slsviz.pruning.bench import BenchmarkResult, benchmark_models, prepare_for_timing
+from slsviz.pruning.budget import fastest_within, most_accurate_at
 from slsviz.pruning.footprint import storage_per_task
 from slsviz.sharing import Background, OncePerKey
 from slsviz.storage import atomic_path, cache_dir
@@ -446,6 +447,39 @@ class Study:
                                     progress=progress)
 
         return self._benchmarks.get((batch_size, time_budget_s), measure)
+
+    def pick_depth(self, *, within: float | None = None, min_images_per_s: float | None = None,
+                   kind: str = "accuracy_head_refit", table: pd.DataFrame | None = None,
+                   time_budget_s: float = 1.0) -> dict[str, Any]:
+        """The depth that fits a budget - give exactly one: the fastest within ``within`` (a fraction,
+        0.01 = 1 point) of the full model's ``kind`` accuracy, or the most accurate at
+        ``min_images_per_s`` or faster (batch 1, :meth:`benchmarks`).
+
+        Args:
+            table: the per-depth accuracies to read (default: the exact :meth:`depth_table`; a page
+                showing provisional ones passes those).
+            time_budget_s: timing per depth (:meth:`benchmarks`).
+
+        Returns:
+            ``depth``, ``kind``, ``accuracy`` and ``images_per_s`` there, and ``rule`` in words.
+        """
+        if (within is None) == (min_images_per_s is None):
+            raise SlsvizError("Give one budget: an accuracy tolerance (within) or a throughput (images/s), not both.")
+        table = self.depth_table() if table is None else table
+        timed = self.benchmarks(time_budget_s=time_budget_s)
+        speed = np.array([timed[d].images_per_s for d in range(1, self.num_layers + 1)])
+        words = kind.removeprefix("accuracy_").replace("_", " ")
+        if within is not None:
+            depth = fastest_within(table, speed, within=within, kind=kind)
+            rule = f"the fastest depth within {100 * within:g} points of the full model's accuracy ({words})"
+        else:
+            depth = most_accurate_at(table, speed, min_images_per_s=min_images_per_s, kind=kind)
+            if depth is None:
+                raise SlsvizError(f"No depth reaches {min_images_per_s:g} images/s here: the fastest (depth 1) measures "
+                                  f"{speed[0]:.1f}. Lower the throughput asked for.")
+            rule = f"the most accurate depth ({words}) at {min_images_per_s:g} images/s or more"
+        return {"depth": depth, "kind": kind, "accuracy": _float(table[kind].iloc[depth - 1]),
+                "images_per_s": float(speed[depth - 1]), "rule": rule}
 
     def storage(self, depth: int) -> list[dict]:
         """Bytes per task at ``depth``: full PETL, SLS, structurally pruned."""

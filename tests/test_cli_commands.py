@@ -193,3 +193,15 @@ def test_compare_writes_every_criterion_its_pick_and_what_the_pick_gives(tiny_ta
     assert np.allclose(rows["knn_accuracy"]["scores"], knn_accuracy(features, labels))
     table = pd.read_csv(out / "compare.csv")
     assert list(table["name"]) == CRITERIA and {"depth", "accuracy_as_is", "images_per_s", "flops"} <= set(table)
+
+
+def test_pick_reads_a_budget_and_says_when_none_fits(tiny_task, capsys):
+    common = ["pick", *tiny_task, "--limit", "40", "--seconds", "0.02"]
+    assert main([*common, "--within", "100"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 1 <= out["depth"] <= 12 and out["rule"].startswith("the fastest depth within 100 points")
+    assert out["kind"] == "accuracy_head_refit" and 0 <= out["accuracy"] <= 1 and out["images_per_s"] > 0
+    assert main([*common, "--min-images-per-s", "1e9"]) != 0
+    assert "No depth reaches 1e+09 images/s here" in capsys.readouterr().err
+    assert main([*common, "--within", "1", "--min-images-per-s", "10"]) == 2  # one budget, not both
+    assert "not allowed with argument --within" in capsys.readouterr().err

@@ -79,6 +79,23 @@ def test_prune_page_numbers_follow_the_slider():
     assert float(metric(at, "GFLOPs / image")) < float(full_flops)
 
 
+def test_prune_page_budget_picker_moves_the_slider():
+    at = page("pages/2_Prune_and_benchmark.py")
+    study = ui.study(QUICK)
+    expected = study.pick_depth(within=0.02)
+    at.number_input(key="slsviz.prune.budget_within").set_value(2.0).run()
+    at.button(key="slsviz.prune.budget_go").click().run()
+    assert not at.exception
+    assert at.slider(key="slsviz.prune.depth").value == expected["depth"]
+    assert at.success[-1].value.startswith(f"Depth {expected['depth']}: the fastest depth within 2 points")
+    at.radio(key="slsviz.prune.budget").set_value("most accurate at Y images/s or more").run()
+    at.number_input(key="slsviz.prune.budget_speed").set_value(1e6).run()
+    at.button(key="slsviz.prune.budget_go").click().run()
+    assert not at.exception
+    assert "No depth reaches 1e+06 images/s here" in at.warning[-1].value
+    assert at.slider(key="slsviz.prune.depth").value == expected["depth"]  # left where it was
+
+
 def test_export_page_builds_the_configuration():
     at = page("pages/3_Export.py", **{"slsviz.prune.chosen": 5})
     assert not at.exception and not at.error

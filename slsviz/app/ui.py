@@ -25,10 +25,11 @@ CHOSEN = "slsviz.prune.chosen"  # the depth chosen on the Prune page, or importe
 LAYER = "slsviz.layers.layer"  # the block shown large on Layers
 PRUNE_DEPTH = "slsviz.prune.depth"  # the Prune page's slider
 RETRAINED = "slsviz.prune.retrained"  # the last retraining's result
+PICKED = "slsviz.prune.picked"  # what the budget picker last said: (ok, message)
 EXPORT_DEPTH = "slsviz.export.depth"  # the Export page's depth
 ONNX_DEPTH = "slsviz.export.onnx_depth"  # the depth the ONNX file was prepared for
 # Meaningful only for the model they were chosen on: cleared when another is loaded.
-MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, EXPORT_DEPTH, ONNX_DEPTH)
+MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, PICKED, EXPORT_DEPTH, ONNX_DEPTH)
 
 
 @st.cache_resource(show_spinner="Loading backbone, task and dataset...", max_entries=4)
