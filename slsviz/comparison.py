@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from slsviz.layers.criteria import (
     angular_distance_to_last,
     block_influence,
     cka_matrix,
+    cka_to_last,
     criterion_depth,
     knn_accuracy,
 )
@@ -33,9 +34,6 @@ from slsviz.layers.rule import SLSRule
 from slsviz.progress import StageProgress
 from slsviz.pruning.accuracy import oracle_depth
 from slsviz.storage import atomic_path
-
-if TYPE_CHECKING:
-    from slsviz.study import Study
 
 # The SLS family: (name, label, how the layers are mapped, the score the rule reads). The paper's
 # comes first; variants on the same maps share one table.
@@ -111,12 +109,13 @@ def _json(x: Any) -> Any:
     return None if np.isnan(x) else x
 
 
-def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
+def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
             time_budget_s: float = 1.0, progress: StageProgress | None = None) -> Comparison:
     """Every criterion on ``study``'s scored features, its pick and what the pick gives.
 
     Args:
-        study: the model and data.
+        study: the model and data, a :class:`slsviz.study.Study` (which calls this; not imported here,
+            so that imports run one way).
         oracle_within: the oracle's tolerance on val accuracy (head re-fit), a fraction.
         settings: per other criterion, its setting (see :data:`slsviz.layers.criteria.SETTINGS`).
         time_budget_s: timing per depth (:meth:`slsviz.study.Study.benchmarks`, batch 1).
@@ -145,10 +144,10 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     features, labels = analysis.features, analysis.labels
     other = {"knn_accuracy": lambda: knn_accuracy(features, labels, seed=analysis.settings.seed),
              "block_influence": lambda: block_influence(features),
-             "angular_distance": lambda: angular_distance_to_last(features)}
-    cka = cka_matrix(features)
+             "angular_distance": lambda: angular_distance_to_last(features),
+             "cka_to_last": lambda: cka_to_last(features)}
     for name, label in OTHER_CRITERIA.items():
-        scores = cka[:, -1] if name == "cka_to_last" else other[name]()
+        scores = other[name]()
         depth, rule = criterion_depth(name, scores, settings[name])
         picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": HIGHER_IS_BETTER[name],
                       "depth": depth, "rule": rule})
@@ -174,4 +173,4 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     info = {"backbone": loaded.backbone.id, "method": loaded.method, "dataset": loaded.data.name,
             "num_images": int(len(labels)), "num_test_images": study.bank("test").num_samples,
             "device": str(timed[L].device), "settings": {**settings, "alpha": defaults.ALPHA}}
-    return Comparison(rows, cka, oracle_within, L, info)
+    return Comparison(rows, cka_matrix(features), oracle_within, L, info)

@@ -14,6 +14,7 @@ from slsviz.layers.criteria import (
     angular_distance_to_last,
     block_influence,
     cka_matrix,
+    cka_to_last,
     criterion_depth,
     knn_accuracy,
     linear_cka,
@@ -103,6 +104,7 @@ def test_cka_matrix_is_symmetric_with_ones_on_the_diagonal_and_entries_of_linear
     m = cka_matrix(x)
     assert np.allclose(m, m.T) and np.allclose(np.diag(m), 1)
     assert m[0, 3] == pytest.approx(linear_cka(x[0], x[3]))
+    assert np.allclose(cka_to_last(x), m[:, -1]) and cka_to_last(x)[-1] == pytest.approx(1.0)
     with pytest.raises(DataError, match="no variance"):
         cka_matrix(np.ones((2, 5, 3)))
 

@@ -12,7 +12,7 @@ Scores:
 - :func:`angular_distance_to_last` - Gromov et al.'s angular distance ``arccos(cos(h_l, h_L)) / pi``
   between block ``l`` and the last block, the mean over images.
 - :func:`linear_cka` / :func:`cka_matrix` - linear CKA (Kornblith et al., 2019) between two blocks'
-  features; the criterion reads ``CKA(l, L)``.
+  features; the criterion reads ``CKA(l, L)`` (:func:`cka_to_last`).
 
 Depths: every rule removes top blocks only, as SLS does (:func:`top_run_depth`): keep blocks
 ``1..l*``, where ``l*`` is the smallest ``l`` such that every block ``k`` in ``[l, L]`` qualifies - its
@@ -147,6 +147,12 @@ def cka_matrix(features: np.ndarray) -> np.ndarray:
         for j in range(i + 1, len(x)):
             out[i, j] = out[j, i] = np.linalg.norm(centred[j].T @ centred[i]) ** 2 / (gram_norms[i] * gram_norms[j])
     return out
+
+
+def cka_to_last(features: np.ndarray) -> np.ndarray:
+    """Linear CKA of every block with the last: (L,), 1 for the last block."""
+    x = _stack(features)
+    return np.array([linear_cka(layer, x[-1]) for layer in x])
 
 
 def top_run_depth(qualifies: np.ndarray) -> int:
