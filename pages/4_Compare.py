@@ -28,8 +28,12 @@ settings = {
     "cka_to_last": c5.number_input("CKA with the last: at least", 0.0, 1.0, defaults.CKA_MIN, 0.05,
                                    key="slsviz.compare.cka_min"),
 }
+resamples = st.number_input("Stability: bootstrap resamples of the scored images, each with new maps (0: off)", 0, 200, 0,
+                            key="slsviz.compare.resamples",
+                            help="each criterion's depth on every resample: its most frequent depth and 90% interval")
 with ui.user_errors():
-    comparison = study.compare(oracle_within=within, settings=settings, progress=ui.StageProgressBars())
+    comparison = study.compare(oracle_within=within, settings=settings, resamples=int(resamples),
+                               progress=ui.StageProgressBars())
 
 table = comparison.table()
 oracle = int(table.loc[table["name"] == "oracle", "depth"].iloc[0])
@@ -37,14 +41,18 @@ st.success(f"**The oracle keeps {oracle} of {comparison.num_layers} blocks**; th
            f"{int(table.loc[table['name'] == 'sls', 'depth'].iloc[0])}.")
 shown = table.assign(accuracy_as_is=100 * table["accuracy_as_is"], accuracy_head_refit=100 * table["accuracy_head_refit"],
                      gflops=table["flops"] / 1e9)
-st.dataframe(shown[["label", "depth", "oracle_distance", "accuracy_as_is", "accuracy_head_refit", "images_per_s", "gflops",
-                    "rule"]],
+spread = ["stability_mode", "stability_low", "stability_high"] if resamples else []
+st.dataframe(shown[["label", "depth", *spread, "oracle_distance", "accuracy_as_is", "accuracy_head_refit", "images_per_s",
+                    "gflops", "rule"]],
              hide_index=True, width="stretch",
              column_config={"label": "criterion", "oracle_distance": st.column_config.NumberColumn("from the oracle", format="%+d"),
                             "accuracy_as_is": st.column_config.NumberColumn("test acc. as is (%)", format="%.2f"),
                             "accuracy_head_refit": st.column_config.NumberColumn("test acc. head re-fit (%)", format="%.2f"),
                             "images_per_s": st.column_config.NumberColumn("images/s (batch 1)", format="%.1f"),
-                            "gflops": st.column_config.NumberColumn("GFLOPs / image", format="%.3f")})
+                            "gflops": st.column_config.NumberColumn("GFLOPs / image", format="%.3f"),
+                            "stability_mode": st.column_config.NumberColumn("most frequent depth", format="%d"),
+                            "stability_low": st.column_config.NumberColumn("90% from", format="%d"),
+                            "stability_high": st.column_config.NumberColumn("90% to", format="%d")})
 
 st.subheader("Every criterion's scores, on one scale")
 st.plotly_chart(charts.criteria_curves(comparison.scores(), comparison.rows), width="stretch", key="slsviz.compare.curves")

@@ -234,12 +234,14 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
                                                 ("angular_distance", args.angular_max), ("cka_to_last", args.cka_min))
                 if value is not None}
     comparison = study.compare(oracle_within=args.oracle_within, settings=settings, time_budget_s=args.seconds,
-                               progress=_stderr_progress())
+                               resamples=args.stability, progress=_stderr_progress())
     written = comparison.write(args.out)
     if args.save_features:
         written.append(study.write_scored_features(Path(args.out) / "features.npz"))
     for row in comparison.rows:
-        print(f"{row['label']}: depth {row['depth']} ({row['oracle_distance']:+d} from the oracle)", file=sys.stderr)
+        spread = (f"; over {args.stability} resamples mode {row['stability']['mode']}, 90% in "
+                  f"{row['stability']['interval'][0]}-{row['stability']['interval'][1]}") if "stability" in row else ""
+        print(f"{row['label']}: depth {row['depth']} ({row['oracle_distance']:+d} from the oracle){spread}", file=sys.stderr)
     return {"depths": {row["name"]: row["depth"] for row in comparison.rows}, "written": [str(p) for p in written]}
 
 
@@ -386,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cka-min", type=fraction, help=f"linear CKA with the last block that qualifies (default {defaults.CKA_MIN})")
     p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=1.0,
                    help="timing per depth, all depths in turn (default 1)")
+    p.add_argument("--stability", type=_int_at_least(0, 1000), default=0, metavar="B",
+                   help="bootstrap resamples of the scored images (new maps each) for every criterion's spread of depths (default 0: none)")
     p.add_argument("--out", default="out", help="folder for compare.json, compare.csv (default: out)")
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
     p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")

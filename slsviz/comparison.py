@@ -10,6 +10,7 @@ re-fit). The scored images are the study's (train + val); the oracle reads val, 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pandas as pd
 
 from slsviz import defaults
 from slsviz.choices import METRICS
-from slsviz.errors import SlsvizError
+from slsviz.errors import DataError, SlsvizError
 from slsviz.layers.analysis import AnalysisSettings
 from slsviz.layers.criteria import (
     SETTINGS,
@@ -30,7 +31,11 @@ from slsviz.layers.criteria import (
     criterion_depth,
     knn_accuracy,
 )
+from slsviz.layers.projection import project_layers
 from slsviz.layers.rule import SLSRule
+from slsviz.layers.scores import cluster_scores, probe_accuracy
+from slsviz.layers.stability import Spread
+from slsviz.layers.stability import resamples as draw
 from slsviz.progress import StageProgress
 from slsviz.pruning.accuracy import oracle_depth
 from slsviz.storage import atomic_path
@@ -76,8 +81,13 @@ class Comparison:
     info: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
-        """One row per criterion, without the per-block scores (``compare.csv``)."""
-        return pd.DataFrame([{k: v for k, v in row.items() if k != "scores"} for row in self.rows])
+        """One row per criterion, without the per-block scores (``compare.csv``); with stability, its
+        mode and 90% interval of depths."""
+        return pd.DataFrame([{**{k: v for k, v in row.items() if k not in ("scores", "stability")},
+                              **({"stability_mode": row["stability"]["mode"],
+                                  "stability_low": row["stability"]["interval"][0],
+                                  "stability_high": row["stability"]["interval"][1]} if "stability" in row else {})}
+                             for row in self.rows])
 
     def scores(self) -> pd.DataFrame:
         """Per-block scores, one column per criterion (block 1 first)."""
@@ -110,7 +120,7 @@ def _json(x: Any) -> Any:
 
 
 def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
-            time_budget_s: float = 1.0, progress: StageProgress | None = None) -> Comparison:
+            time_budget_s: float = 1.0, resamples: int = 0, progress: StageProgress | None = None) -> Comparison:
     """Every criterion on ``study``'s scored features, its pick and what the pick gives.
 
     Args:
@@ -119,6 +129,9 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
         oracle_within: the oracle's tolerance on val accuracy (head re-fit), a fraction.
         settings: per other criterion, its setting (see :data:`slsviz.layers.criteria.SETTINGS`).
         time_budget_s: timing per depth (:meth:`slsviz.study.Study.benchmarks`, batch 1).
+        resamples: bootstrap resamples for each criterion's stability (:func:`stability`; 0: none).
+            Each row then has ``stability``: the resamples' depths, their mode and 90% interval, and
+            the 90% band of the scores per block.
         progress: ``progress(stage, done, total)``.
     """
     settings = {**SETTINGS, **(settings or {})}
@@ -140,9 +153,8 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
         picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": METRICS[metric],
                       "depth": int(rule.depth_), "rule": rule.reason_})
 
-    analysis = study.analysis(AnalysisSettings())
-    features, labels = analysis.features, analysis.labels
-    other = {"knn_accuracy": lambda: knn_accuracy(features, labels, seed=analysis.settings.seed),
+    features, labels = study.scored_features()
+    other = {"knn_accuracy": lambda: knn_accuracy(features, labels, seed=defaults.SEED),
              "block_influence": lambda: block_influence(features),
              "angular_distance": lambda: angular_distance_to_last(features),
              "cka_to_last": lambda: cka_to_last(features)}
@@ -169,8 +181,87 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
                      "accuracy_as_is": _json(accuracy["accuracy_as_is"].iloc[d - 1]),
                      "accuracy_head_refit": _json(accuracy["accuracy_head_refit"].iloc[d - 1]),
                      "images_per_s": float(timed[d].images_per_s), "flops": int(timed[d].flops_per_image)})
+    if resamples:
+        spreads = stability(study, count=resamples, settings=settings, progress=progress)
+        for row in rows:
+            if row["name"] in spreads:
+                row["stability"] = spreads[row["name"]].to_dict()
     loaded = study.loaded
     info = {"backbone": loaded.backbone.id, "method": loaded.method, "dataset": loaded.data.name,
             "num_images": int(len(labels)), "num_test_images": study.bank("test").num_samples,
-            "device": str(timed[L].device), "settings": {**settings, "alpha": defaults.ALPHA}}
+            "device": str(timed[L].device), "settings": {**settings, "alpha": defaults.ALPHA},
+            "resamples": resamples}
     return Comparison(rows, cka_matrix(features), oracle_within, L, info)
+
+
+def stability(study: Any, *, count: int, seed: int = defaults.SEED, criteria: list[str] | None = None,
+              settings: dict[str, float] | None = None, progress: StageProgress | None = None) -> dict[str, Spread]:
+    """Every criterion (all but the oracle, or ``criteria``) on ``count`` bootstrap resamples of the
+    scored images (:func:`slsviz.layers.stability.bootstrap`): each one's depths and scores.
+
+    Per resample the maps are drawn again with the resample's seed (t-SNE once for the silhouette,
+    Calinski-Harabasz and Davies-Bouldin variants, UMAP once); the probe is fit on the resample's train
+    images and scored on its val images, as on the whole; kNN reads each drawn image once, since a
+    duplicate in another fold would be its own nearest neighbour, with fewer folds when a class drew
+    fewer than five images. ``study``: see :func:`compare`.
+    """
+    settings = {**SETTINGS, **(settings or {})}
+    names = [name for name, *_ in SLS_VARIANTS] + list(OTHER_CRITERIA)
+    chosen = names if criteria is None else list(criteria)
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        raise SlsvizError(f"No stability for {', '.join(unknown)}: the criteria are {', '.join(names)}.")
+    features, labels = study.scored_features()
+    n_train, workers = study.bank("train").num_samples, study.workers
+    maps: dict[tuple[str, int], dict[int, np.ndarray]] = {}  # (projection, seed) -> maps of the resample
+
+    def cluster(projection: str, metric: str) -> Callable[[np.ndarray, int], np.ndarray]:
+        def score(idx: np.ndarray, map_seed: int) -> np.ndarray:
+            x, y = features[:, idx], labels[idx]
+            if projection == "raw":
+                return np.array([cluster_scores(np.asarray(layer, np.float32), y)[metric] for layer in x])
+            key = (projection, map_seed)
+            if key not in maps:
+                maps.clear()  # one resample at a time: the variants on the same maps come one after another
+                maps[key] = project_layers(x, projection, seed=map_seed, n_jobs=workers)
+            return np.array([cluster_scores(maps[key][layer], y)[metric] for layer in range(1, len(x) + 1)])
+        return score
+
+    def probe(idx: np.ndarray, _: int) -> np.ndarray:
+        train, val = idx[idx < n_train], idx[idx >= n_train]
+        return np.array([probe_accuracy(np.asarray(layer[train], np.float32), labels[train],
+                                        np.asarray(layer[val], np.float32), labels[val], seed=seed)
+                         for layer in features])
+
+    def knn(idx: np.ndarray, _: int) -> np.ndarray:
+        drawn = np.unique(idx)  # a duplicate in another fold would be its own nearest neighbour
+        smallest = np.unique(labels[drawn], return_counts=True)[1].min()  # a small resample gets fewer folds
+        if smallest < 2:
+            raise DataError("A bootstrap resample drew a single image of some class, too few for kNN's "
+                            "cross-validation: score more images per split for the stability of kNN.")
+        return knn_accuracy(features[:, drawn], labels[drawn], folds=int(max(2, min(defaults.KNN_FOLDS, smallest))),
+                            seed=seed)
+
+    scorers = {"sls": cluster("tsne", "silhouette"), "sls_umap": cluster("umap", "silhouette"),
+               "sls_raw": cluster("raw", "silhouette"), "sls_calinski_harabasz": cluster("tsne", "calinski_harabasz"),
+               "sls_davies_bouldin": cluster("tsne", "davies_bouldin"), "sls_probe": probe,
+               "knn_accuracy": knn,
+               "block_influence": lambda idx, _: block_influence(features[:, idx]),
+               "angular_distance": lambda idx, _: angular_distance_to_last(features[:, idx]),
+               "cka_to_last": lambda idx, _: cka_to_last(features[:, idx])}
+    metric_of = {name: metric for name, _, _, metric in SLS_VARIANTS}
+
+    def rule(name: str) -> Callable[[np.ndarray], int]:
+        if name in metric_of:
+            return lambda scores: int(SLSRule(defaults.ALPHA, METRICS[metric_of[name]]).fit(scores).depth_)
+        return lambda scores: criterion_depth(name, scores, settings[name])[0]
+
+    # Resample by resample, every criterion in turn, so that one resample's maps serve all its variants.
+    scores: dict[str, list[np.ndarray]] = {name: [] for name in chosen}
+    draws = draw(len(labels), count, seed)
+    for done, (idx, map_seed) in enumerate(draws, start=1):
+        for name in chosen:
+            scores[name].append(np.asarray(scorers[name](idx, map_seed), dtype=np.float64))
+        if progress is not None:
+            progress("stability (bootstrap resamples)", done, len(draws))
+    return {name: Spread(np.array([rule(name)(s) for s in scores[name]]), np.stack(scores[name])) for name in chosen}

@@ -335,12 +335,17 @@ class Study:
         """Dataset index of every scored point (train then val), for hover thumbnails."""
         return np.concatenate([self.bank("train").indices, self.bank("val").indices])
 
-    def write_scored_features(self, path: str | Path) -> Path:
-        """Write ``features.npz`` atomically: ``features``, what every layer criterion scores ((L, N, D),
-        train then val), and their ``labels`` (N,)."""
+    def scored_features(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(features, labels)``: what SLS and every other layer criterion score, (L, N, D) train then
+        val, and (N,)."""
         analysis = self.analysis(AnalysisSettings())
+        return analysis.features, analysis.labels
+
+    def write_scored_features(self, path: str | Path) -> Path:
+        """Write :meth:`scored_features` as ``features.npz`` (``features``, ``labels``), atomically."""
+        features, labels = self.scored_features()
         with atomic_path(path) as tmp, open(tmp, "wb") as f:  # np.savez would append .npz to a bare name
-            np.savez(f, features=np.asarray(analysis.features, np.float32), labels=analysis.labels)
+            np.savez(f, features=np.asarray(features, np.float32), labels=labels)
         return Path(path)
 
     def map_coordinates(self, settings: AnalysisSettings) -> pd.DataFrame:
@@ -411,15 +416,16 @@ class Study:
                                    heads=self._fitted_heads(seed))
 
     def compare(self, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
-                time_budget_s: float = 1.0, progress: StageProgress | None = None) -> Comparison:
-        """SLS beside the other layer criteria and the oracle (:func:`slsviz.comparison.compare`), once
-        per settings."""
+                time_budget_s: float = 1.0, resamples: int = 0, progress: StageProgress | None = None) -> Comparison:
+        """SLS beside the other layer criteria and the oracle (:func:`slsviz.comparison.compare`), with
+        each one's stability over ``resamples`` bootstrap resamples; once per settings."""
         from slsviz.comparison import compare
 
         key = (float(oracle_within), tuple(sorted({**CRITERIA_SETTINGS, **(settings or {})}.items())),
-               float(time_budget_s))
+               float(time_budget_s), int(resamples))
         return self._comparisons.get(key, lambda: compare(self, oracle_within=oracle_within, settings=settings,
-                                                          time_budget_s=time_budget_s, progress=progress))
+                                                          time_budget_s=time_budget_s, resamples=resamples,
+                                                          progress=progress))
 
     def depth_table_ready(self, seed: int = defaults.SEED) -> bool:
         """Whether the exact :meth:`depth_table` is computed."""

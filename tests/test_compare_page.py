@@ -29,3 +29,9 @@ def test_the_compare_page_shows_every_criterion_and_follows_the_oracle_tolerance
     assert not at.exception
     assert f"The oracle keeps {oracle_depth(val, 0.05)} of 12 blocks" in at.success[0].value
     assert at.dataframe[0].value["depth"].iloc[-1] == oracle_depth(val, 0.05)
+
+    at.number_input(key="slsviz.compare.resamples").set_value(2).run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert {"stability_mode", "stability_low", "stability_high"} <= set(table)
+    assert (table["stability_low"].dropna() <= table["stability_high"].dropna()).all()
