@@ -194,16 +194,57 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
     return Comparison(rows, cka_matrix(features), oracle_within, L, info)
 
 
+class _Resampled:
+    """Criteria on a resample of the scored images (indices into them), one resample at a time."""
+
+    def __init__(self, study: Any, seed: int) -> None:
+        self.features, self.labels = study.scored_features()
+        self.n_train, self.workers, self.seed = study.bank("train").num_samples, study.workers, seed
+        self._maps: dict[tuple, dict[int, np.ndarray]] = {}
+
+    def sls(self, settings: AnalysisSettings, idx: np.ndarray, map_seed: int) -> np.ndarray:
+        """``settings``' score of every block: on new maps (``map_seed``), on the raw features, or the probe
+        fit on the resample's train images and scored on its val images."""
+        x, y = self.features[:, idx], self.labels[idx]
+        if settings.metric == "probe_accuracy":
+            train, val = idx[idx < self.n_train], idx[idx >= self.n_train]
+            return np.array([probe_accuracy(np.asarray(layer[train], np.float32), self.labels[train],
+                                            np.asarray(layer[val], np.float32), self.labels[val], seed=self.seed)
+                             for layer in self.features])
+        if settings.space == "raw":
+            return np.array([cluster_scores(np.asarray(layer, np.float32), y)[settings.metric] for layer in x])
+        params = settings.projection_params if settings.projection == "umap" else {}
+        key = (settings.projection, map_seed, tuple(sorted(params.items())))
+        if key not in self._maps:
+            self._maps.clear()  # one resample at a time: the variants on the same maps come one after another
+            self._maps[key] = project_layers(x, settings.projection, seed=map_seed, n_jobs=self.workers, **params)
+        return np.array([cluster_scores(self._maps[key][layer], y)[settings.metric] for layer in range(1, len(x) + 1)])
+
+    def knn(self, idx: np.ndarray) -> np.ndarray:
+        """kNN accuracy on each drawn image once (a duplicate in another fold would be its own nearest
+        neighbour), with fewer folds when a class drew fewer than five images."""
+        drawn = np.unique(idx)
+        smallest = np.unique(self.labels[drawn], return_counts=True)[1].min()
+        if smallest < 2:
+            raise DataError("A bootstrap resample drew a single image of some class, too few for kNN's "
+                            "cross-validation: score more images per split for the stability of kNN.")
+        return knn_accuracy(self.features[:, drawn], self.labels[drawn],
+                            folds=int(max(2, min(defaults.KNN_FOLDS, smallest))), seed=self.seed)
+
+
+def _progress(progress: StageProgress | None) -> Callable[[int, int], None] | None:
+    return (lambda done, total: progress("stability (bootstrap resamples)", done, total)) if progress else None
+
+
 def stability(study: Any, *, count: int, seed: int = defaults.SEED, criteria: list[str] | None = None,
               settings: dict[str, float] | None = None, progress: StageProgress | None = None) -> dict[str, Spread]:
     """Every criterion (all but the oracle, or ``criteria``) on ``count`` bootstrap resamples of the
-    scored images (:func:`slsviz.layers.stability.bootstrap`): each one's depths and scores.
+    scored images (:func:`slsviz.layers.stability.resamples`): each one's depths and scores.
 
     Per resample the maps are drawn again with the resample's seed (t-SNE once for the silhouette,
     Calinski-Harabasz and Davies-Bouldin variants, UMAP once); the probe is fit on the resample's train
-    images and scored on its val images, as on the whole; kNN reads each drawn image once, since a
-    duplicate in another fold would be its own nearest neighbour, with fewer folds when a class drew
-    fewer than five images. ``study``: see :func:`compare`.
+    images and scored on its val images, as on the whole; kNN: see :meth:`_Resampled.knn`.
+    ``study``: see :func:`compare`.
     """
     settings = {**SETTINGS, **(settings or {})}
     names = [name for name, *_ in SLS_VARIANTS] + list(OTHER_CRITERIA)
@@ -211,57 +252,44 @@ def stability(study: Any, *, count: int, seed: int = defaults.SEED, criteria: li
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         raise SlsvizError(f"No stability for {', '.join(unknown)}: the criteria are {', '.join(names)}.")
-    features, labels = study.scored_features()
-    n_train, workers = study.bank("train").num_samples, study.workers
-    maps: dict[tuple[str, int], dict[int, np.ndarray]] = {}  # (projection, seed) -> maps of the resample
+    on = _Resampled(study, seed)
+    variants = {name: AnalysisSettings(projection=mapping.projection, space=mapping.space, metric=metric)
+                for name, _, mapping, metric in SLS_VARIANTS}
+    others = {"knn_accuracy": lambda idx: on.knn(idx),
+              "block_influence": lambda idx: block_influence(on.features[:, idx]),
+              "angular_distance": lambda idx: angular_distance_to_last(on.features[:, idx]),
+              "cka_to_last": lambda idx: cka_to_last(on.features[:, idx])}
 
-    def cluster(projection: str, metric: str) -> Callable[[np.ndarray, int], np.ndarray]:
-        def score(idx: np.ndarray, map_seed: int) -> np.ndarray:
-            x, y = features[:, idx], labels[idx]
-            if projection == "raw":
-                return np.array([cluster_scores(np.asarray(layer, np.float32), y)[metric] for layer in x])
-            key = (projection, map_seed)
-            if key not in maps:
-                maps.clear()  # one resample at a time: the variants on the same maps come one after another
-                maps[key] = project_layers(x, projection, seed=map_seed, n_jobs=workers)
-            return np.array([cluster_scores(maps[key][layer], y)[metric] for layer in range(1, len(x) + 1)])
-        return score
+    def score(name: str, idx: np.ndarray, map_seed: int) -> np.ndarray:
+        return on.sls(variants[name], idx, map_seed) if name in variants else others[name](idx)
 
-    def probe(idx: np.ndarray, _: int) -> np.ndarray:
-        train, val = idx[idx < n_train], idx[idx >= n_train]
-        return np.array([probe_accuracy(np.asarray(layer[train], np.float32), labels[train],
-                                        np.asarray(layer[val], np.float32), labels[val], seed=seed)
-                         for layer in features])
-
-    def knn(idx: np.ndarray, _: int) -> np.ndarray:
-        drawn = np.unique(idx)  # a duplicate in another fold would be its own nearest neighbour
-        smallest = np.unique(labels[drawn], return_counts=True)[1].min()  # a small resample gets fewer folds
-        if smallest < 2:
-            raise DataError("A bootstrap resample drew a single image of some class, too few for kNN's "
-                            "cross-validation: score more images per split for the stability of kNN.")
-        return knn_accuracy(features[:, drawn], labels[drawn], folds=int(max(2, min(defaults.KNN_FOLDS, smallest))),
-                            seed=seed)
-
-    scorers = {"sls": cluster("tsne", "silhouette"), "sls_umap": cluster("umap", "silhouette"),
-               "sls_raw": cluster("raw", "silhouette"), "sls_calinski_harabasz": cluster("tsne", "calinski_harabasz"),
-               "sls_davies_bouldin": cluster("tsne", "davies_bouldin"), "sls_probe": probe,
-               "knn_accuracy": knn,
-               "block_influence": lambda idx, _: block_influence(features[:, idx]),
-               "angular_distance": lambda idx, _: angular_distance_to_last(features[:, idx]),
-               "cka_to_last": lambda idx, _: cka_to_last(features[:, idx])}
-    metric_of = {name: metric for name, _, _, metric in SLS_VARIANTS}
-
-    def rule(name: str) -> Callable[[np.ndarray], int]:
-        if name in metric_of:
-            return lambda scores: int(SLSRule(defaults.ALPHA, METRICS[metric_of[name]]).fit(scores).depth_)
-        return lambda scores: criterion_depth(name, scores, settings[name])[0]
+    def depth(name: str, scores: np.ndarray) -> int:
+        if name in variants:
+            return int(SLSRule(defaults.ALPHA, variants[name].higher_is_better).fit(scores).depth_)
+        return criterion_depth(name, scores, settings[name])[0]
 
     # Resample by resample, every criterion in turn, so that one resample's maps serve all its variants.
     scores: dict[str, list[np.ndarray]] = {name: [] for name in chosen}
-    draws = draw(len(labels), count, seed)
+    draws, report = draw(len(on.labels), count, seed), _progress(progress)
     for done, (idx, map_seed) in enumerate(draws, start=1):
         for name in chosen:
-            scores[name].append(np.asarray(scorers[name](idx, map_seed), dtype=np.float64))
-        if progress is not None:
-            progress("stability (bootstrap resamples)", done, len(draws))
-    return {name: Spread(np.array([rule(name)(s) for s in scores[name]]), np.stack(scores[name])) for name in chosen}
+            scores[name].append(np.asarray(score(name, idx, map_seed), dtype=np.float64))
+        if report is not None:
+            report(done, len(draws))
+    return {name: Spread(np.array([depth(name, s) for s in scores[name]]), np.stack(scores[name])) for name in chosen}
+
+
+def settings_stability(study: Any, settings: AnalysisSettings, *, count: int,
+                       progress: StageProgress | None = None) -> Spread:
+    """The SLS rule under ``settings`` (any map, score and alpha, as the Layers page sets them) on
+    ``count`` bootstrap resamples, seeded by ``settings.seed``: the depths, and the band of each
+    block's score."""
+    on, report = _Resampled(study, settings.seed), _progress(progress)
+    draws = draw(len(on.labels), count, settings.seed)
+    scores = []
+    for done, (idx, map_seed) in enumerate(draws, start=1):
+        scores.append(on.sls(settings, idx, map_seed))
+        if report is not None:
+            report(done, len(draws))
+    rule = SLSRule(settings.alpha, settings.higher_is_better)
+    return Spread(np.array([int(rule.fit(s).depth_) for s in scores]), np.stack(scores))

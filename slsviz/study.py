@@ -75,6 +75,7 @@ from slsviz.storage import atomic_path, cache_dir
 
 if TYPE_CHECKING:
     from slsviz.comparison import Comparison
+    from slsviz.layers.stability import Spread
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,7 @@ class Study:
         self._task_files: OncePerKey[bytes] = OncePerKey()
         self._onnx_files: OncePerKey[bytes] = OncePerKey()
         self._comparisons: OncePerKey[Comparison] = OncePerKey()
+        self._spreads: OncePerKey[Spread] = OncePerKey()
 
     @classmethod
     def open(cls, selection: Selection, *, workers: int | None = None, use_cache: bool = True) -> Study:
@@ -426,6 +428,14 @@ class Study:
         return self._comparisons.get(key, lambda: compare(self, oracle_within=oracle_within, settings=settings,
                                                           time_budget_s=time_budget_s, resamples=resamples,
                                                           progress=progress))
+
+    def stability(self, settings: AnalysisSettings, resamples: int, progress: StageProgress | None = None) -> Spread:
+        """The SLS recommendation under ``settings`` on ``resamples`` bootstrap resamples of the scored
+        images, each mapped anew (:func:`slsviz.comparison.settings_stability`); once per settings."""
+        from slsviz.comparison import settings_stability
+
+        return self._spreads.get((settings, int(resamples)),
+                                 lambda: settings_stability(self, settings, count=resamples, progress=progress))
 
     def depth_table_ready(self, seed: int = defaults.SEED) -> bool:
         """Whether the exact :meth:`depth_table` is computed."""

@@ -65,6 +65,18 @@ def test_layers_page_recommends_and_follows_the_controls():
     assert "1/alpha x" in at.success[0].value  # the comparison turned for a lower-is-better score
 
 
+def test_layers_page_draws_the_stability_band_of_the_chosen_score():
+    at = page("pages/1_Layers.py")
+    at.selectbox(key="slsviz.layers.projection").set_value("pca").run()
+    at.number_input(key="slsviz.layers.resamples").set_value(3).run()
+    assert not at.exception and not at.error
+    spread = ui.study(QUICK).stability(at.session_state[ui.SETTINGS], 3)
+    low, high = spread.interval()
+    assert f"SLS keeps {spread.mode} blocks most often; 90% of the picks lie in {low}..{high}" in at.info[0].value
+    curves = at.get("plotly_chart")[0].proto.spec
+    assert '"fill":"toself"' in curves.replace(" ", "")  # the band, drawn under the silhouette curve
+
+
 def test_prune_page_numbers_follow_the_slider():
     at = page("pages/2_Prune_and_benchmark.py")
     assert not at.exception and not at.error

@@ -54,11 +54,18 @@ def layer_map(points: np.ndarray, labels: np.ndarray, class_names: list[str], in
     return fig
 
 
-def score_curves(table: pd.DataFrame, *, metric: str, threshold: float, depth: int) -> go.Figure:
-    """Every score against depth; the rule's metric carries the threshold line, all the chosen depth."""
+def score_curves(table: pd.DataFrame, *, metric: str, threshold: float, depth: int,
+                 band: tuple[np.ndarray, np.ndarray] | None = None) -> go.Figure:
+    """Every score against depth; the rule's metric carries the threshold line (and ``band``, its
+    per-block interval over bootstrap resamples), all the chosen depth."""
     names = [name for name in METRICS if name in table]
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[_TITLES[n] + (" - SLS" if n == metric else "") for n in names])
     for col, name in enumerate(names, start=1):
+        if band is not None and name == metric:
+            fig.add_trace(go.Scatter(x=np.concatenate([table["layer"], table["layer"][::-1]]),
+                                     y=np.concatenate([band[1], band[0][::-1]]), fill="toself", mode="lines",
+                                     line={"width": 0}, fillcolor="rgba(99, 110, 250, 0.2)", hoverinfo="skip",
+                                     showlegend=False), row=1, col=col)
         fig.add_trace(go.Scatter(x=table["layer"], y=table[name], mode="lines+markers", name=_TITLES[name],
                                  showlegend=False), row=1, col=col)
         fig.add_vline(x=depth, line_dash="dot", line_color="green", row=1, col=col)
