@@ -93,8 +93,8 @@ def test_1_home_loads_the_default(app_url, page, shots):
     body = page.inner_text("body")
     assert "Blocks" in body and "12" in body and "mnist5k" in body and "convpass" in body
     links = page.get_by_test_id("stSidebarNavLink").all_inner_texts()  # each: its icon's name, then its title
-    titles = ["Model", "Layers", "Prune & benchmark", "Export"]
-    assert len(links) == 4 and all(link.strip().endswith(title) for link, title in zip(links, titles)), links
+    titles = ["Model", "Layers", "Prune & benchmark", "Export", "Compare criteria"]
+    assert len(links) == 5 and all(link.strip().endswith(title) for link, title in zip(links, titles)), links
     assert page.get_by_text("Deploy", exact=True).count() == 0  # toolbarMode = viewer
     _no_exception(page)
     page.screenshot(path=str(shots / "1_home.png"), full_page=True)
@@ -165,6 +165,16 @@ def test_4_export_downloads_the_json(app_url, page, shots, tmp_path):
     page.get_by_text("Import", exact=True).wait_for(timeout=LONG)
     _no_exception(page)
     page.screenshot(path=str(shots / "4_export.png"), full_page=True)
+
+
+def test_4b_compare_shows_every_criterion_beside_the_oracle(app_url, page, shots):
+    page.goto(f"{app_url}/Compare")
+    page.get_by_text("The oracle keeps").wait_for(timeout=LONG)
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=LONG)  # the score curves and the CKA heatmap
+    body = page.inner_text("body")
+    for criterion in ("SLS (the paper's: t-SNE silhouette)", "kNN accuracy", "Block Influence", "linear CKA", "oracle"):
+        assert criterion in body, criterion
+    _no_exception(page)
 
 
 def _settled(page) -> None:
