@@ -234,7 +234,7 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
                                                 ("angular_distance", args.angular_max), ("cka_to_last", args.cka_min))
                 if value is not None}
     comparison = study.compare(oracle_within=args.oracle_within, settings=settings, time_budget_s=args.seconds,
-                               resamples=args.stability, progress=_stderr_progress())
+                               resamples=args.stability, depgraph=args.depgraph, progress=_stderr_progress())
     written = comparison.write(args.out)
     if args.save_features:
         written.append(study.write_scored_features(Path(args.out) / "features.npz"))
@@ -242,6 +242,12 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
         spread = (f"; over {args.stability} resamples mode {row['stability']['mode']}, 90% in "
                   f"{row['stability']['interval'][0]}-{row['stability']['interval'][1]}") if "stability" in row else ""
         print(f"{row['label']}: depth {row['depth']} ({row['oracle_distance']:+d} from the oracle){spread}", file=sys.stderr)
+    if comparison.depgraph and "skipped" in comparison.depgraph:
+        _note(f"DepGraph baseline: {comparison.depgraph['skipped']}")
+    elif comparison.depgraph:
+        d = comparison.depgraph
+        print(f"{d['label']}: {100 * d['accuracy_head_refit']:.2f}% (head re-fit), {d['images_per_s']:.1f} images/s "
+              f"(SLS at {d['depth']} blocks, same rounds: {d['sls_images_per_s_same_rounds']:.1f})", file=sys.stderr)
     return {"depths": {row["name"]: row["depth"] for row in comparison.rows}, "written": [str(p) for p in written]}
 
 
@@ -390,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timing per depth, all depths in turn (default 1)")
     p.add_argument("--stability", type=_int_at_least(0, 1000), default=0, metavar="B",
                    help="bootstrap resamples of the scored images (new maps each) for every criterion's spread of depths (default 0: none)")
+    p.add_argument("--depgraph", type=_int_at_least(1, 10_000), nargs="?", const=0, metavar="DEPTH",
+                   help="add the paper's baseline: the backbone width-pruned with DepGraph to the FLOPs of DEPTH blocks "
+                        "(default: the SLS depth)")
     p.add_argument("--out", default="out", help="folder for compare.json, compare.csv (default: out)")
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
     p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")

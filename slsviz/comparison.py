@@ -72,6 +72,7 @@ class Comparison:
         oracle_within: the oracle's tolerance (a fraction: 0.01 = 1 point).
         num_layers: L.
         info: the study's model, data and settings, for the record.
+        depgraph: the DepGraph baseline at the SLS depth (:func:`depgraph_row`), when asked for.
     """
 
     rows: list[dict[str, Any]]
@@ -79,6 +80,7 @@ class Comparison:
     oracle_within: float
     num_layers: int
     info: dict[str, Any] = field(default_factory=dict)
+    depgraph: dict[str, Any] | None = None
 
     def table(self) -> pd.DataFrame:
         """One row per criterion, without the per-block scores (``compare.csv``); with stability, its
@@ -110,7 +112,8 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``compare.json``)."""
         return {"schema": "slsviz-compare/1", **self.info, "num_layers": self.num_layers,
-                "oracle_within": self.oracle_within, "criteria": self.rows, "cka": self.cka.round(6).tolist()}
+                "oracle_within": self.oracle_within, "criteria": self.rows, "cka": self.cka.round(6).tolist(),
+                "depgraph": self.depgraph}
 
 
 def _json(x: Any) -> Any:
@@ -120,7 +123,8 @@ def _json(x: Any) -> Any:
 
 
 def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
-            time_budget_s: float = 1.0, resamples: int = 0, progress: StageProgress | None = None) -> Comparison:
+            time_budget_s: float = 1.0, resamples: int = 0, depgraph: int | None = None,
+            progress: StageProgress | None = None) -> Comparison:
     """Every criterion on ``study``'s scored features, its pick and what the pick gives.
 
     Args:
@@ -132,6 +136,9 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
         resamples: bootstrap resamples for each criterion's stability (:func:`stability`; 0: none).
             Each row then has ``stability``: the resamples' depths, their mode and 90% interval, and
             the 90% band of the scores per block.
+        depgraph: add the DepGraph baseline (:func:`depgraph_row`) as :attr:`Comparison.depgraph`, at
+            this depth (0: the paper's SLS depth; ``None``: no baseline). At L there is nothing to
+            match: the row says so instead.
         progress: ``progress(stage, done, total)``.
     """
     settings = {**SETTINGS, **(settings or {})}
@@ -191,7 +198,15 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
             "num_images": int(len(labels)), "num_test_images": study.bank("test").num_samples,
             "device": str(timed[L].device), "settings": {**settings, "alpha": defaults.ALPHA},
             "resamples": resamples}
-    return Comparison(rows, cka_matrix(features), oracle_within, L, info)
+    baseline = None
+    if depgraph is not None:
+        at = depgraph or rows[0]["depth"]
+        if not 1 <= at <= L:
+            raise SlsvizError(f"The DepGraph baseline's depth must be 1..{L}, not {at}.")
+        baseline = (depgraph_row(study, at, time_budget_s=time_budget_s, progress=progress) if at < L else
+                    {"name": "depgraph", "depth": at, "skipped": f"The depth to match keeps all {L} blocks: no FLOPs "
+                                                                 "to prune down to. Give a depth below it."})
+    return Comparison(rows, cka_matrix(features), oracle_within, L, info, baseline)
 
 
 class _Resampled:
@@ -293,3 +308,48 @@ def settings_stability(study: Any, settings: AnalysisSettings, *, count: int,
             report(done, len(draws))
     rule = SLSRule(settings.alpha, settings.higher_is_better)
     return Spread(np.array([int(rule.fit(s).depth_) for s in scores]), np.stack(scores))
+
+
+def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_batches: int = 4,
+                 progress: StageProgress | None = None) -> dict[str, Any]:
+    """The paper's baseline beside SLS at ``depth``: the backbone width-pruned with DepGraph to the FLOPs
+    of the ``depth``-block model (:func:`slsviz.pruning.depgraph.width_prune_to_flops`, Taylor
+    importance from ``taylor_batches`` train batches), its test accuracy as is and with a head re-fit
+    on its own train features, its throughput timed in the same rounds as the depth-``depth`` model,
+    and its storage per task (a pruned backbone for every task). ``study``: see :func:`compare`."""
+    import itertools
+
+    from slsviz.data import make_loader
+    from slsviz.layers.features import feature_bank
+    from slsviz.models.depth import depth_views
+    from slsviz.pruning.accuracy import accuracy_as_is, fit_head, normed
+    from slsviz.pruning.bench import benchmark_models, prepare_for_timing
+    from slsviz.pruning.depgraph import width_prune_to_flops
+
+    def stage(name: str):
+        return (lambda done, total: progress(name, done, total)) if progress else None
+
+    loaded = study.loaded
+    size, device = loaded.backbone.img_size, loaded.backbone.device
+    merged = prepare_for_timing(loaded.model)
+    cut = depth_views(merged, [depth])[depth]
+    loader = make_loader(loaded.data, "train", loaded.preprocess, study.batch_size, limit=study.limit)
+    batches = [(x, y) for x, y in itertools.islice(iter(loader), taylor_batches)]
+    pruned = width_prune_to_flops(loaded.model, study.benchmarks(time_budget_s=time_budget_s)[depth].flops_per_image,
+                                  size, batches=batches)
+    banks = {split: feature_bank(pruned.model, loaded.data, split, loaded.preprocess, backbone_checksum="depgraph",
+                                 batch_size=study.batch_size, limit=study.limit, device=device, use_cache=False,
+                                 progress=stage(f"features of the {split} split, width-pruned model"))
+             for split in ("train", "test")}
+    L = banks["test"].num_layers
+    head = fit_head(pruned.model, banks["train"], L)
+    refit = float(head.score(normed(pruned.model, banks["test"].layer(L)), banks["test"].labels))
+    as_is = float(accuracy_as_is(pruned.model, banks["test"])[-1]) if loaded.head[0] else float("nan")
+    timed = benchmark_models({"sls": cut, "depgraph": pruned.model}, size, batch_size=1, device=device,
+                             time_budget_s=time_budget_s, merged=True, progress=stage("timing SLS and DepGraph together"))
+    params = sum(p.numel() * p.element_size() for p in pruned.model.parameters())
+    return {"name": "depgraph", "label": f"DepGraph width pruning at the FLOPs of depth {depth}", "depth": depth,
+            "ratio": pruned.ratio, "heads": pruned.heads, "mlp_hidden": pruned.mlp_hidden, "flops": pruned.flops,
+            "target_flops": pruned.target_flops, "accuracy_as_is": _json(as_is), "accuracy_head_refit": refit,
+            "images_per_s": float(timed["depgraph"].images_per_s),
+            "sls_images_per_s_same_rounds": float(timed["sls"].images_per_s), "bytes_per_task": int(params)}

@@ -418,16 +418,18 @@ class Study:
                                    heads=self._fitted_heads(seed))
 
     def compare(self, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
-                time_budget_s: float = 1.0, resamples: int = 0, progress: StageProgress | None = None) -> Comparison:
+                time_budget_s: float = 1.0, resamples: int = 0, depgraph: int | None = None,
+                progress: StageProgress | None = None) -> Comparison:
         """SLS beside the other layer criteria and the oracle (:func:`slsviz.comparison.compare`), with
-        each one's stability over ``resamples`` bootstrap resamples; once per settings."""
+        each one's stability over ``resamples`` bootstrap resamples and, with ``depgraph`` (a depth, 0:
+        the SLS depth), the DepGraph baseline; once per settings."""
         from slsviz.comparison import compare
 
         key = (float(oracle_within), tuple(sorted({**CRITERIA_SETTINGS, **(settings or {})}.items())),
-               float(time_budget_s), int(resamples))
+               float(time_budget_s), int(resamples), depgraph)
         return self._comparisons.get(key, lambda: compare(self, oracle_within=oracle_within, settings=settings,
                                                           time_budget_s=time_budget_s, resamples=resamples,
-                                                          progress=progress))
+                                                          depgraph=depgraph, progress=progress))
 
     def stability(self, settings: AnalysisSettings, resamples: int, progress: StageProgress | None = None) -> Spread:
         """The SLS recommendation under ``settings`` on ``resamples`` bootstrap resamples of the scored

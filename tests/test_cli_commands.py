@@ -169,7 +169,8 @@ def test_compare_writes_every_criterion_its_pick_and_what_the_pick_gives(tiny_ta
     from slsviz.pruning.accuracy import oracle_depth
 
     out = tmp_path / "out"
-    assert main(["compare", *tiny_task, "--limit", "60", "--seconds", "0.02", "--out", str(out), "--save-features"]) == 0
+    assert main(["compare", *tiny_task, "--limit", "60", "--seconds", "0.02", "--out", str(out), "--save-features",
+                 "--depgraph", "6"]) == 0
     summary = json.loads(capsys.readouterr().out)
     result = json.loads((out / "compare.json").read_text())
     rows = {row["name"]: row for row in result["criteria"]}
@@ -191,6 +192,15 @@ def test_compare_writes_every_criterion_its_pick_and_what_the_pick_gives(tiny_ta
     assert np.allclose(result["cka"], cka_matrix(features), atol=1e-5)
     assert np.allclose(rows["cka_to_last"]["scores"], cka_matrix(features)[:, -1], atol=1e-5)
     assert np.allclose(rows["knn_accuracy"]["scores"], knn_accuracy(features, labels))
+    # the paper's baseline at a depth: the FLOPs of that depth, within 5%
+    depgraph = result["depgraph"]
+    from slsviz.models.depth import prune_to_depth
+    from slsviz.pruning.bench import count_flops
+
+    model = Study.open(Selection(model=TINY, checkpoint=tiny_task[3], task=tiny_task[7], img_size=32)).loaded.model
+    assert depgraph["depth"] == 6 and depgraph["target_flops"] == count_flops(prune_to_depth(model, 6), 32)
+    assert abs(depgraph["flops"] - depgraph["target_flops"]) <= 0.05 * depgraph["target_flops"]
+    assert 0 <= depgraph["accuracy_head_refit"] <= 1 and depgraph["images_per_s"] > 0 and depgraph["bytes_per_task"] > 0
     table = pd.read_csv(out / "compare.csv")
     assert list(table["name"]) == CRITERIA and {"depth", "accuracy_as_is", "images_per_s", "flops"} <= set(table)
 
