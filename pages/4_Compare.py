@@ -31,9 +31,11 @@ settings = {
 resamples = st.number_input("Stability: bootstrap resamples of the scored images, each with new maps (0: off)", 0, 200, 0,
                             key="slsviz.compare.resamples",
                             help="each criterion's depth on every resample: its most frequent depth and 90% interval")
+depgraph = st.checkbox("The paper's baseline: DepGraph width pruning to the FLOPs of the SLS depth (Torch-Pruning; "
+                       "two more passes over train and test)", key="slsviz.compare.depgraph")
 with ui.user_errors():
     comparison = study.compare(oracle_within=within, settings=settings, resamples=int(resamples),
-                               progress=ui.StageProgressBars())
+                               depgraph=0 if depgraph else None, progress=ui.StageProgressBars())
 
 table = comparison.table()
 oracle = int(table.loc[table["name"] == "oracle", "depth"].iloc[0])
@@ -53,6 +55,27 @@ st.dataframe(shown[["label", "depth", *spread, "oracle_distance", "accuracy_as_i
                             "stability_mode": st.column_config.NumberColumn("most frequent depth", format="%d"),
                             "stability_low": st.column_config.NumberColumn("90% from", format="%d"),
                             "stability_high": st.column_config.NumberColumn("90% to", format="%d")})
+
+baseline = comparison.depgraph
+if baseline is not None and "skipped" in baseline:
+    st.info(f"DepGraph baseline: {baseline['skipped']}")
+    baseline = None
+if baseline is not None:
+    st.subheader(f"SLS against DepGraph at the FLOPs of {baseline['depth']} blocks")
+    d = st.columns(4)
+    sls = table[table["name"] == "sls"].iloc[0]
+    d[0].metric("DepGraph: test acc., head re-fit", f"{100 * baseline['accuracy_head_refit']:.2f}%",
+                delta=f"{100 * (baseline['accuracy_head_refit'] - sls['accuracy_head_refit']):+.2f} pts vs SLS")
+    d[1].metric("DepGraph: images/s (batch 1)", f"{baseline['images_per_s']:.1f}",
+                help=f"SLS at {baseline['depth']} blocks, timed in the same rounds: {baseline['sls_images_per_s_same_rounds']:.1f}")
+    d[2].metric("DepGraph: GFLOPs / image", f"{baseline['flops'] / 1e9:.3f}", help=f"target {baseline['target_flops'] / 1e9:.3f}")
+    d[3].metric("DepGraph: stored per task", f"{baseline['bytes_per_task'] / 2**20:.1f} MiB", help="a pruned backbone per task")
+    st.caption(f"Uniform ratio {baseline['ratio']:.3f}: heads kept {baseline['heads'][0]} per block, MLP channels "
+               f"{baseline['mlp_hidden'][0]}; adapters, head and residual width left out.")
+    accuracy, timed = study.depth_table(), study.benchmarks()
+    frame = accuracy.assign(images_per_s=[timed[d].images_per_s for d in range(1, comparison.num_layers + 1)])
+    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=baseline["depth"], baseline=baseline), width="stretch",
+                    key="slsviz.compare.speed")
 
 st.subheader("Every criterion's scores, on one scale")
 st.plotly_chart(charts.criteria_curves(comparison.scores(), comparison.rows), width="stretch", key="slsviz.compare.curves")

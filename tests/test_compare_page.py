@@ -35,3 +35,10 @@ def test_the_compare_page_shows_every_criterion_and_follows_the_oracle_tolerance
     table = at.dataframe[0].value
     assert {"stability_mode", "stability_low", "stability_high"} <= set(table)
     assert (table["stability_low"].dropna() <= table["stability_high"].dropna()).all()
+
+    at.number_input(key="slsviz.compare.resamples").set_value(0).run()
+    at.checkbox(key="slsviz.compare.depgraph").check().run()
+    assert not at.exception and not at.error
+    depgraph = next(m for m in at.metric if m.label == "DepGraph: test acc., head re-fit")
+    assert depgraph.value.endswith("%") and "vs SLS" in depgraph.delta
+    assert len(at.get("plotly_chart")) == 3  # the accuracy-throughput chart with the DepGraph point, then the two

@@ -77,10 +77,11 @@ def score_curves(table: pd.DataFrame, *, metric: str, threshold: float, depth: i
     return fig
 
 
-def accuracy_vs_throughput(frame: pd.DataFrame, *, chosen: int) -> go.Figure:
+def accuracy_vs_throughput(frame: pd.DataFrame, *, chosen: int, baseline: dict | None = None) -> go.Figure:
     """Accuracy (as-is and re-fit head) against measured images/s for every depth; ``chosen`` highlighted.
 
-    ``frame`` has columns ``depth``, ``images_per_s``, ``accuracy_as_is``, ``accuracy_head_refit``.
+    ``frame`` has columns ``depth``, ``images_per_s``, ``accuracy_as_is``, ``accuracy_head_refit``;
+    ``baseline`` (the DepGraph row of :mod:`slsviz.comparison`) adds its point, re-fit head.
     """
     fig = go.Figure()
     for column, name in (("accuracy_as_is", "as is (task head)"), ("accuracy_head_refit", "head re-fit")):
@@ -91,6 +92,9 @@ def accuracy_vs_throughput(frame: pd.DataFrame, *, chosen: int) -> go.Figure:
         fig.add_trace(go.Scatter(x=row["images_per_s"], y=100 * row["accuracy_head_refit"], mode="markers",
                                  marker={"size": 18, "symbol": "circle-open", "color": "red", "line": {"width": 3}},
                                  name=f"depth {chosen}"))
+    if baseline is not None:
+        fig.add_trace(go.Scatter(x=[baseline["images_per_s"]], y=[100 * baseline["accuracy_head_refit"]], mode="markers",
+                                 marker={"size": 14, "symbol": "x", "color": "black"}, name=baseline["label"]))
     fig.update_layout(xaxis_title="measured images/s (batch 1)", yaxis_title="test accuracy (%)", height=420,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig

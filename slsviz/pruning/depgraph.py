@@ -93,8 +93,10 @@ def _prune(model: nn.Module, ratio: float, img_size: int, *, round_to: int,
     keep = _prunable(pruned)
     num_heads = {block.attn.qkv: block.attn.num_heads for block in pruned.blocks}
     importance = tp.importance.GroupTaylorImportance() if batches else tp.importance.GroupMagnitudeImportance(p=2)
-    unwrapped = [(p, p.ndim - 1) for name in ("cls_token", "reg_token", "pos_embed")  # the residual width: never cut
-                 if isinstance(p := getattr(pruned, name, None), nn.Parameter)]
+    # Parameters outside Torch-Pruning's layer types, all along the residual width (never cut).
+    loose = [getattr(pruned, name, None) for name in ("cls_token", "reg_token", "pos_embed")]
+    loose += [getattr(ls, "gamma", None) for block in pruned.blocks for ls in (block.ls1, block.ls2)]  # layer scale
+    unwrapped = [(p, p.ndim - 1) for p in loose if isinstance(p, nn.Parameter)]
     with _adapters_stood_in(pruned):
         ignored = [m for m in pruned.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and m not in keep]
         pruner = tp.pruner.MetaPruner(
