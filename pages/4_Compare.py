@@ -31,11 +31,15 @@ settings = {
 resamples = st.number_input("Stability: bootstrap resamples of the scored images, each with new maps (0: off)", 0, 200, 0,
                             key="slsviz.compare.resamples",
                             help="each criterion's depth on every resample: its most frequent depth and 90% interval")
-depgraph = st.checkbox("The paper's baseline: DepGraph width pruning to the FLOPs of the SLS depth (Torch-Pruning; "
+g1, g2 = st.columns([3, 1])
+depgraph = g1.checkbox("The paper's baseline: DepGraph width pruning to the FLOPs of the SLS depth (Torch-Pruning; "
                        "two more passes over train and test)", key="slsviz.compare.depgraph")
+retrain = g2.number_input("then retrain it (FT epochs; 0: no)", 0, 100, 0, key="slsviz.compare.depgraph_retrain",
+                          disabled=not depgraph)
 with ui.user_errors():
     comparison = study.compare(oracle_within=within, settings=settings, resamples=int(resamples),
-                               depgraph=0 if depgraph else None, progress=ui.StageProgressBars())
+                               depgraph=0 if depgraph else None, depgraph_retrain=int(retrain) if depgraph else 0,
+                               progress=ui.StageProgressBars())
 
 table = comparison.table()
 oracle = int(table.loc[table["name"] == "oracle", "depth"].iloc[0])
@@ -70,6 +74,11 @@ if baseline is not None:
                 help=f"SLS at {baseline['depth']} blocks, timed in the same rounds: {baseline['sls_images_per_s_same_rounds']:.1f}")
     d[2].metric("DepGraph: GFLOPs / image", f"{baseline['flops'] / 1e9:.3f}", help=f"target {baseline['target_flops'] / 1e9:.3f}")
     d[3].metric("DepGraph: stored per task", f"{baseline['bytes_per_task'] / 2**20:.1f} MiB", help="a pruned backbone per task")
+    if "accuracy_retrained" in baseline:
+        st.metric(f"DepGraph retrained ({baseline['retrain_epochs']} FT epochs): test accuracy",
+                  f"{100 * baseline['accuracy_retrained']:.2f}%")
+    if "retrained_note" in baseline:
+        st.info(baseline["retrained_note"])
     st.caption(f"Uniform ratio {baseline['ratio']:.3f}: heads kept {baseline['heads'][0]} per block, MLP channels "
                f"{baseline['mlp_hidden'][0]}; adapters, head and residual width left out.")
     accuracy, timed = study.depth_table(), study.benchmarks()

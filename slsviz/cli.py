@@ -234,7 +234,8 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
                                                 ("angular_distance", args.angular_max), ("cka_to_last", args.cka_min))
                 if value is not None}
     comparison = study.compare(oracle_within=args.oracle_within, settings=settings, time_budget_s=args.seconds,
-                               resamples=args.stability, depgraph=args.depgraph, progress=_stderr_progress())
+                               resamples=args.stability, depgraph=args.depgraph,
+                               depgraph_retrain=args.depgraph_retrain, progress=_stderr_progress())
     written = comparison.write(args.out)
     if args.save_features:
         written.append(study.write_scored_features(Path(args.out) / "features.npz"))
@@ -247,7 +248,10 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
     elif comparison.depgraph:
         d = comparison.depgraph
         print(f"{d['label']}: {100 * d['accuracy_head_refit']:.2f}% (head re-fit), {d['images_per_s']:.1f} images/s "
-              f"(SLS at {d['depth']} blocks, same rounds: {d['sls_images_per_s_same_rounds']:.1f})", file=sys.stderr)
+              f"(SLS at {d['depth']} blocks, same rounds: {d['sls_images_per_s_same_rounds']:.1f})"
+              + (f"; retrained {d['retrain_epochs']} epochs: {100 * d['accuracy_retrained']:.2f}%" if "accuracy_retrained" in d
+                 else ""), file=sys.stderr)
+        _note(d.get("retrained_note"))
     return {"depths": {row["name"]: row["depth"] for row in comparison.rows}, "written": [str(p) for p in written]}
 
 
@@ -399,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depgraph", type=_int_at_least(1, 10_000), nargs="?", const=0, metavar="DEPTH",
                    help="add the paper's baseline: the backbone width-pruned with DepGraph to the FLOPs of DEPTH blocks "
                         "(default: the SLS depth)")
+    p.add_argument("--depgraph-retrain", type=_int_at_least(0, 1000), default=0, metavar="EPOCHS",
+                   help="also train the width-pruned model's adapters and head further (the paper's FT) and report its test accuracy")
     p.add_argument("--out", default="out", help="folder for compare.json, compare.csv (default: out)")
     p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
     p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")

@@ -124,7 +124,7 @@ def _json(x: Any) -> Any:
 
 def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
             time_budget_s: float = 1.0, resamples: int = 0, depgraph: int | None = None,
-            progress: StageProgress | None = None) -> Comparison:
+            depgraph_retrain: int = 0, progress: StageProgress | None = None) -> Comparison:
     """Every criterion on ``study``'s scored features, its pick and what the pick gives.
 
     Args:
@@ -139,6 +139,7 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
         depgraph: add the DepGraph baseline (:func:`depgraph_row`) as :attr:`Comparison.depgraph`, at
             this depth (0: the paper's SLS depth; ``None``: no baseline). At L there is nothing to
             match: the row says so instead.
+        depgraph_retrain: epochs of FT for the width-pruned model's adapters and head (0: none).
         progress: ``progress(stage, done, total)``.
     """
     settings = {**SETTINGS, **(settings or {})}
@@ -203,7 +204,8 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
         at = depgraph or rows[0]["depth"]
         if not 1 <= at <= L:
             raise SlsvizError(f"The DepGraph baseline's depth must be 1..{L}, not {at}.")
-        baseline = (depgraph_row(study, at, time_budget_s=time_budget_s, progress=progress) if at < L else
+        baseline = (depgraph_row(study, at, time_budget_s=time_budget_s, retrain_epochs=depgraph_retrain,
+                                 progress=progress) if at < L else
                     {"name": "depgraph", "depth": at, "skipped": f"The depth to match keeps all {L} blocks: no FLOPs "
                                                                  "to prune down to. Give a depth below it."})
     return Comparison(rows, cka_matrix(features), oracle_within, L, info, baseline)
@@ -311,18 +313,19 @@ def settings_stability(study: Any, settings: AnalysisSettings, *, count: int,
 
 
 def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_batches: int = 4,
-                 progress: StageProgress | None = None) -> dict[str, Any]:
+                 retrain_epochs: int = 0, progress: StageProgress | None = None) -> dict[str, Any]:
     """The paper's baseline beside SLS at ``depth``: the backbone width-pruned with DepGraph to the FLOPs
     of the ``depth``-block model (:func:`slsviz.pruning.depgraph.width_prune_to_flops`, Taylor
     importance from ``taylor_batches`` train batches), its test accuracy as is and with a head re-fit
     on its own train features, its throughput timed in the same rounds as the depth-``depth`` model,
-    and its storage per task (a pruned backbone for every task). ``study``: see :func:`compare`."""
+    and its storage per task (a pruned backbone for every task); with ``retrain_epochs``, also its test
+    accuracy after training its adapters and head further (the paper's FT). ``study``: see :func:`compare`."""
     import itertools
 
     from slsviz.data import make_loader
     from slsviz.layers.features import feature_bank
     from slsviz.models.depth import depth_views
-    from slsviz.pruning.accuracy import accuracy_as_is, fit_head, normed
+    from slsviz.pruning.accuracy import accuracy_as_is, fit_head, normed, retrain_pruned
     from slsviz.pruning.bench import benchmark_models, prepare_for_timing
     from slsviz.pruning.depgraph import width_prune_to_flops
 
@@ -348,7 +351,18 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_b
     timed = benchmark_models({"sls": cut, "depgraph": pruned.model}, size, batch_size=1, device=device,
                              time_budget_s=time_budget_s, merged=True, progress=stage("timing SLS and DepGraph together"))
     params = sum(p.numel() * p.element_size() for p in pruned.model.parameters())
-    return {"name": "depgraph", "label": f"DepGraph width pruning at the FLOPs of depth {depth}", "depth": depth,
+    retrained: dict[str, Any] = {}
+    if retrain_epochs:
+        if loaded.method in ("lora", "repadapter"):
+            retrained = {"retrained_note": f"{loaded.method} was merged into the backbone to be width-pruned, so it "
+                                           "has no adapters left to train; only Convpass and AdaptFormer retrain."}
+        else:
+            out = retrain_pruned(pruned.model, loaded.data, loaded.preprocess, kind="ft", epochs=retrain_epochs,
+                                 device=device, limit=study.limit,
+                                 progress=(lambda e, n, _: progress("retraining the width-pruned model", e, n))
+                                 if progress else None)
+            retrained = {"accuracy_retrained": out["accuracy_retrained"], "retrain_epochs": retrain_epochs}
+    return {**retrained, "name": "depgraph", "label": f"DepGraph width pruning at the FLOPs of depth {depth}", "depth": depth,
             "ratio": pruned.ratio, "heads": pruned.heads, "mlp_hidden": pruned.mlp_hidden, "flops": pruned.flops,
             "target_flops": pruned.target_flops, "accuracy_as_is": _json(as_is), "accuracy_head_refit": refit,
             "images_per_s": float(timed["depgraph"].images_per_s),

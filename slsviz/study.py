@@ -419,17 +419,18 @@ class Study:
 
     def compare(self, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
                 time_budget_s: float = 1.0, resamples: int = 0, depgraph: int | None = None,
-                progress: StageProgress | None = None) -> Comparison:
+                depgraph_retrain: int = 0, progress: StageProgress | None = None) -> Comparison:
         """SLS beside the other layer criteria and the oracle (:func:`slsviz.comparison.compare`), with
         each one's stability over ``resamples`` bootstrap resamples and, with ``depgraph`` (a depth, 0:
-        the SLS depth), the DepGraph baseline; once per settings."""
+        the SLS depth), the DepGraph baseline (retrained ``depgraph_retrain`` epochs); once per settings."""
         from slsviz.comparison import compare
 
         key = (float(oracle_within), tuple(sorted({**CRITERIA_SETTINGS, **(settings or {})}.items())),
-               float(time_budget_s), int(resamples), depgraph)
+               float(time_budget_s), int(resamples), depgraph, int(depgraph_retrain))
         return self._comparisons.get(key, lambda: compare(self, oracle_within=oracle_within, settings=settings,
                                                           time_budget_s=time_budget_s, resamples=resamples,
-                                                          depgraph=depgraph, progress=progress))
+                                                          depgraph=depgraph, depgraph_retrain=depgraph_retrain,
+                                                          progress=progress))
 
     def stability(self, settings: AnalysisSettings, resamples: int, progress: StageProgress | None = None) -> Spread:
         """The SLS recommendation under ``settings`` on ``resamples`` bootstrap resamples of the scored

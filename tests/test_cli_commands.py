@@ -170,7 +170,7 @@ def test_compare_writes_every_criterion_its_pick_and_what_the_pick_gives(tiny_ta
 
     out = tmp_path / "out"
     assert main(["compare", *tiny_task, "--limit", "60", "--seconds", "0.02", "--out", str(out), "--save-features",
-                 "--depgraph", "6"]) == 0
+                 "--depgraph", "6", "--depgraph-retrain", "1"]) == 0
     summary = json.loads(capsys.readouterr().out)
     result = json.loads((out / "compare.json").read_text())
     rows = {row["name"]: row for row in result["criteria"]}
@@ -201,6 +201,7 @@ def test_compare_writes_every_criterion_its_pick_and_what_the_pick_gives(tiny_ta
     assert depgraph["depth"] == 6 and depgraph["target_flops"] == count_flops(prune_to_depth(model, 6), 32)
     assert abs(depgraph["flops"] - depgraph["target_flops"]) <= 0.05 * depgraph["target_flops"]
     assert 0 <= depgraph["accuracy_head_refit"] <= 1 and depgraph["images_per_s"] > 0 and depgraph["bytes_per_task"] > 0
+    assert depgraph["retrain_epochs"] == 1 and 0 <= depgraph["accuracy_retrained"] <= 1  # its adapters trained further
     table = pd.read_csv(out / "compare.csv")
     assert list(table["name"]) == CRITERIA and {"depth", "accuracy_as_is", "images_per_s", "flops"} <= set(table)
 

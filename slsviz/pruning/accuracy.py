@@ -133,16 +133,29 @@ def accuracy_retrained(
         ``{"depth", "kind", "epochs", "accuracy_retrained", "val_accuracy", "model"}``; the model is
         the retrained pruned copy (best on val).
     """
-    from slsviz.data import make_loader
     from slsviz.models.depth import prune_to_depth
-    from slsviz.models.train import evaluate, retrain_recipe, train_task
 
     pruned = prune_to_depth(model, depth)
+    return {"depth": depth, **retrain_pruned(pruned, data, preprocess, kind=kind, epochs=epochs, device=device,
+                                             limit=limit, seed=seed, progress=progress)}
+
+
+def retrain_pruned(pruned: nn.Module, data, preprocess, *, kind: str = "ft", epochs: int = 10,
+                   device: torch.device | str = "cpu", limit: int | None = None, seed: int = 0, progress=None) -> dict:
+    """Train a pruned model's adapters + head further (in place) and measure its test accuracy.
+
+    Returns:
+        ``{"kind", "epochs", "accuracy_retrained", "val_accuracy", "model"}``; the model is ``pruned``,
+        at its best epoch on val.
+    """
+    from slsviz.data import make_loader
+    from slsviz.models.train import evaluate, retrain_recipe, train_task
+
     result = train_task(pruned, data, preprocess, retrain_recipe(kind, epochs, seed=seed),
                         device=device, progress=progress, limit=limit)
     test_acc = evaluate(pruned, make_loader(data, "test", preprocess, 256, limit=limit), torch.device(device))
-    return {"depth": depth, "kind": kind, "epochs": epochs, "accuracy_retrained": test_acc,
-            "val_accuracy": result.val_accuracy, "model": pruned}
+    return {"kind": kind, "epochs": epochs, "accuracy_retrained": test_acc, "val_accuracy": result.val_accuracy,
+            "model": pruned}
 
 
 def oracle_depth(accuracy: np.ndarray, within: float) -> int:
