@@ -381,9 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule_args(p)
     p.add_argument("--token", choices=choices.TOKENS, default=defaults.TOKEN,
                    help=f"{'/'.join(choices.TOKENS)}: CLS before the final norm, mean of patches, CLS after it (default {defaults.TOKEN})")
-    p.add_argument("--out", default="out", help="folder for report.json, scores.csv (default: out)")
-    p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
-    p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")
+    _add_output_args(p, "report.json, scores.csv")
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("compare", help="SLS beside other layer criteria and the oracle: each one's depth, accuracy, speed")
@@ -405,9 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the SLS depth)")
     p.add_argument("--depgraph-retrain", type=_int_at_least(0, 1000), default=0, metavar="EPOCHS",
                    help="also train the width-pruned model's adapters and head further (the paper's FT) and report its test accuracy")
-    p.add_argument("--out", default="out", help="folder for compare.json, compare.csv (default: out)")
-    p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
-    p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")
+    _add_output_args(p, "compare.json, compare.csv")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("pick", help="the depth that fits a budget: fastest within --within points, or most accurate at --min-images-per-s")
@@ -445,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out", help="folder for slsviz-config.* and task-depth<d>.safetensors (default: out)")
     p.set_defaults(func=_cmd_export)
     return parser
+
+
+def _add_output_args(p: argparse.ArgumentParser, files: str) -> None:
+    """Where a command that scores layers writes, and how many maps it computes at once."""
+    p.add_argument("--out", default="out", help=f"folder for {files} (default: out)")
+    p.add_argument("--save-features", action="store_true", help="also write features.npz (the scored features and labels)")
+    p.add_argument("--workers", type=_int_at_least(1, _MAX_WORKERS), help="maps computed at once (default: one per core); results do not depend on it")
 
 
 def _add_rule_args(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,6 @@ re-fit). The scored images are the study's (train + val); the oracle reads val, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from slsviz.layers.stability import Spread
 from slsviz.layers.stability import resamples as draw
 from slsviz.progress import StageProgress
 from slsviz.pruning.accuracy import oracle_depth
-from slsviz.storage import atomic_path
+from slsviz.storage import write_json_and_csv
 
 # The SLS family: (name, label, how the layers are mapped, the score the rule reads). The paper's
 # comes first; variants on the same maps share one table.
@@ -98,16 +97,7 @@ class Comparison:
 
     def write(self, out: str | Path) -> list[Path]:
         """Write ``compare.json`` and ``compare.csv`` into the folder ``out``, each atomically; returns the paths."""
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise SlsvizError(f"--out {out} is a file: name a folder for compare.json and compare.csv.")
-        out.mkdir(parents=True, exist_ok=True)
-        written = [out / "compare.json", out / "compare.csv"]
-        with atomic_path(written[0]) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
-        with atomic_path(written[1]) as tmp:
-            self.table().to_csv(tmp, index=False)
-        return written
+        return write_json_and_csv(out, "compare.json", self.to_dict(), "compare.csv", self.table())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``compare.json``)."""

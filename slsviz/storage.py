@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from slsviz.errors import SlsvizError
 
@@ -46,6 +48,25 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def write_json_and_csv(out: str | os.PathLike, json_name: str, payload: Any, csv_name: str, table: Any) -> list[Path]:
+    """Write ``payload`` as JSON and ``table`` (a pandas DataFrame) as CSV into the folder ``out`` (made if
+    missing), each atomically; returns both paths.
+
+    Raises:
+        SlsvizError: ``out`` is a file.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SlsvizError(f"--out {out} is a file: name a folder for {json_name} and {csv_name}.")
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / json_name, out / csv_name]
+    with atomic_path(written[0]) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    with atomic_path(written[1]) as tmp:
+        table.to_csv(tmp, index=False)
+    return written
 
 
 def check_can_write(target: str | os.PathLike, *, folder: bool) -> Path:

@@ -15,7 +15,6 @@ selection gives the same numbers everywhere.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
@@ -71,7 +70,7 @@ from slsviz.pruning.bench import BenchmarkResult, benchmark_models, prepare_for_
 from slsviz.pruning.budget import fastest_within, most_accurate_at
 from slsviz.pruning.footprint import storage_per_task
 from slsviz.sharing import Background, OncePerKey
-from slsviz.storage import atomic_path, cache_dir
+from slsviz.storage import atomic_path, cache_dir, write_json_and_csv
 
 if TYPE_CHECKING:
     from slsviz.comparison import Comparison
@@ -678,17 +677,9 @@ class Study:
             The report and the paths written.
         """
         report = self.report(settings, progress)
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise SlsvizError(f"--out {out} is a file: name a folder for report.json and scores.csv.")
-        out.mkdir(parents=True, exist_ok=True)
-        written = [out / "report.json", out / "scores.csv"]
-        with atomic_path(written[0]) as tmp:
-            tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-        with atomic_path(written[1]) as tmp:
-            pd.DataFrame(report["layers"]).to_csv(tmp, index=False)
+        written = write_json_and_csv(out, "report.json", report, "scores.csv", pd.DataFrame(report["layers"]))
         if save_features:
-            written.append(self.write_scored_features(out / "features.npz"))
+            written.append(self.write_scored_features(Path(out) / "features.npz"))
         return report, written
 
 
