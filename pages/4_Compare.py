@@ -81,8 +81,7 @@ if baseline is not None:
         st.info(baseline["retrained_note"])
     st.caption(f"Uniform ratio {baseline['ratio']:.3f}: heads kept {baseline['heads'][0]} per block, MLP channels "
                f"{baseline['mlp_hidden'][0]}; adapters, head and residual width left out.")
-    accuracy, timed = study.depth_table(), study.benchmarks()
-    frame = accuracy.assign(images_per_s=[timed[d].images_per_s for d in range(1, comparison.num_layers + 1)])
+    frame = study.depth_table().assign(images_per_s=baseline["depth_images_per_s_same_rounds"])  # timed with DepGraph
     st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=baseline["depth"], baseline=baseline), width="stretch",
                     key="slsviz.compare.speed")
 

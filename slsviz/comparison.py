@@ -307,7 +307,7 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_b
     """The paper's baseline beside SLS at ``depth``: the backbone width-pruned with DepGraph to the FLOPs
     of the ``depth``-block model (:func:`slsviz.pruning.depgraph.width_prune_to_flops`, Taylor
     importance from ``taylor_batches`` train batches), its test accuracy as is and with a head re-fit
-    on its own train features, its throughput timed in the same rounds as the depth-``depth`` model,
+    on its own train features, its throughput timed in the same rounds as the model at every depth,
     and its storage per task (a pruned backbone for every task); with ``retrain_epochs``, also its test
     accuracy after training its adapters and head further (the paper's FT). ``study``: see :func:`compare`."""
     import itertools
@@ -325,7 +325,6 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_b
     loaded = study.loaded
     size, device = loaded.backbone.img_size, loaded.backbone.device
     merged = prepare_for_timing(loaded.model)
-    cut = depth_views(merged, [depth])[depth]
     loader = make_loader(loaded.data, "train", loaded.preprocess, study.batch_size, limit=study.limit)
     batches = [(x, y) for x, y in itertools.islice(iter(loader), taylor_batches)]
     pruned = width_prune_to_flops(loaded.model, study.benchmarks(time_budget_s=time_budget_s)[depth].flops_per_image,
@@ -338,8 +337,11 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_b
     head = fit_head(pruned.model, banks["train"], L)
     refit = float(head.score(normed(pruned.model, banks["test"].layer(L)), banks["test"].labels))
     as_is = float(accuracy_as_is(pruned.model, banks["test"])[-1]) if loaded.head[0] else float("nan")
-    timed = benchmark_models({"sls": cut, "depgraph": pruned.model}, size, batch_size=1, device=device,
-                             time_budget_s=time_budget_s, merged=True, progress=stage("timing SLS and DepGraph together"))
+    # Every depth and the width-pruned model in the same rounds, so that the chart's two series compare.
+    views = depth_views(merged, range(1, study.num_layers + 1))
+    timed = benchmark_models({**views, "depgraph": pruned.model}, size, batch_size=1, device=device,
+                             time_budget_s=time_budget_s, merged=True,
+                             progress=stage("timing every depth and DepGraph together"))
     params = sum(p.numel() * p.element_size() for p in pruned.model.parameters())
     retrained: dict[str, Any] = {}
     if retrain_epochs:
@@ -356,4 +358,6 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_b
             "ratio": pruned.ratio, "heads": pruned.heads, "mlp_hidden": pruned.mlp_hidden, "flops": pruned.flops,
             "target_flops": pruned.target_flops, "accuracy_as_is": _json(as_is), "accuracy_head_refit": refit,
             "images_per_s": float(timed["depgraph"].images_per_s),
-            "sls_images_per_s_same_rounds": float(timed["sls"].images_per_s), "bytes_per_task": int(params)}
+            "sls_images_per_s_same_rounds": float(timed[depth].images_per_s),
+            "depth_images_per_s_same_rounds": [float(timed[d].images_per_s) for d in views],
+            "bytes_per_task": int(params)}

@@ -201,6 +201,8 @@ def test_compare_writes_every_criterion_its_pick_and_what_the_pick_gives(tiny_ta
     assert depgraph["depth"] == 6 and depgraph["target_flops"] == count_flops(prune_to_depth(model, 6), 32)
     assert abs(depgraph["flops"] - depgraph["target_flops"]) <= 0.05 * depgraph["target_flops"]
     assert 0 <= depgraph["accuracy_head_refit"] <= 1 and depgraph["images_per_s"] > 0 and depgraph["bytes_per_task"] > 0
+    assert len(depgraph["depth_images_per_s_same_rounds"]) == 12  # every depth timed in the same rounds
+    assert depgraph["sls_images_per_s_same_rounds"] == depgraph["depth_images_per_s_same_rounds"][5]
     assert depgraph["retrain_epochs"] == 1 and 0 <= depgraph["accuracy_retrained"] <= 1  # its adapters trained further
     table = pd.read_csv(out / "compare.csv")
     assert list(table["name"]) == CRITERIA and {"depth", "accuracy_as_is", "images_per_s", "flops"} <= set(table)
