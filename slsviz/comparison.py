@@ -9,7 +9,6 @@ re-fit). The scored images are the study's (train + val); the oracle reads val, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from slsviz.layers.rule import SLSRule
 from slsviz.layers.scores import cluster_scores, probe_accuracy
 from slsviz.layers.stability import Spread
 from slsviz.layers.stability import resamples as draw
-from slsviz.progress import StageProgress
+from slsviz.progress import Progress, StageProgress
 from slsviz.pruning.accuracy import oracle_depth
 from slsviz.storage import write_json_and_csv
 
@@ -106,6 +105,11 @@ class Comparison:
                 "depgraph": self.depgraph}
 
 
+def _stage(progress: StageProgress | None, name: str) -> Progress | None:
+    """``progress`` for one stage, as a ``progress(done, total)`` callback."""
+    return (lambda done, total: progress(name, done, total)) if progress else None
+
+
 def _json(x: Any) -> Any:
     """A float, or ``None`` for NaN (JSON has no NaN)."""
     x = float(x)
@@ -137,15 +141,13 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
     if unknown:
         raise SlsvizError(f"Unknown criterion setting(s) {', '.join(unknown)}: the criteria are {', '.join(SETTINGS)}.")
 
-    def stage(name: str):
-        return (lambda done, total: progress(name, done, total)) if progress else None
-
     L = study.num_layers
     picks: list[dict[str, Any]] = []
     tables: dict[AnalysisSettings, pd.DataFrame] = {}
     for name, label, mapping, metric in SLS_VARIANTS:
         if mapping not in tables:
-            tables[mapping] = study.analysis(mapping).table(progress=stage(f"{mapping.projection} maps of every block"))
+            maps = _stage(progress, f"{mapping.projection} maps of every block")
+            tables[mapping] = study.analysis(mapping).table(progress=maps)
         scores = tables[mapping][metric].to_numpy(dtype=np.float64)
         rule = SLSRule(defaults.ALPHA, METRICS[metric]).fit(scores)
         picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": METRICS[metric],
@@ -170,8 +172,9 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
                   "depth": oracle, "rule": f"The smallest depth whose val accuracy with a re-fit head is within {points} "
                                            "of the full model's."})
 
-    accuracy = study.depth_table(progress=stage("features of the test split"))
-    timed = study.benchmarks(time_budget_s=time_budget_s, progress=stage(f"timing all {L} depths, interleaved"))
+    accuracy = study.depth_table(progress=_stage(progress, "features of the test split"))
+    timed = study.benchmarks(time_budget_s=time_budget_s,
+                             progress=_stage(progress, f"timing all {L} depths, interleaved"))
     rows = []
     for pick in picks:
         d = pick["depth"]
@@ -239,8 +242,6 @@ class _Resampled:
                             folds=int(max(2, min(defaults.KNN_FOLDS, smallest))), seed=self.seed)
 
 
-def _progress(progress: StageProgress | None) -> Callable[[int, int], None] | None:
-    return (lambda done, total: progress("stability (bootstrap resamples)", done, total)) if progress else None
 
 
 def stability(study: Any, *, count: int, seed: int = defaults.SEED, criteria: list[str] | None = None,
@@ -277,7 +278,7 @@ def stability(study: Any, *, count: int, seed: int = defaults.SEED, criteria: li
 
     # Resample by resample, every criterion in turn, so that one resample's maps serve all its variants.
     scores: dict[str, list[np.ndarray]] = {name: [] for name in chosen}
-    draws, report = draw(len(on.labels), count, seed), _progress(progress)
+    draws, report = draw(len(on.labels), count, seed), _stage(progress, "stability (bootstrap resamples)")
     for done, (idx, map_seed) in enumerate(draws, start=1):
         for name in chosen:
             scores[name].append(np.asarray(score(name, idx, map_seed), dtype=np.float64))
@@ -291,7 +292,7 @@ def settings_stability(study: Any, settings: AnalysisSettings, *, count: int,
     """The SLS rule under ``settings`` (any map, score and alpha, as the Layers page sets them) on
     ``count`` bootstrap resamples, seeded by ``settings.seed``: the depths, and the band of each
     block's score."""
-    on, report = _Resampled(study, settings.seed), _progress(progress)
+    on, report = _Resampled(study, settings.seed), _stage(progress, "stability (bootstrap resamples)")
     draws = draw(len(on.labels), count, settings.seed)
     scores = []
     for done, (idx, map_seed) in enumerate(draws, start=1):
@@ -319,9 +320,6 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_b
     from slsviz.pruning.bench import benchmark_models, prepare_for_timing
     from slsviz.pruning.depgraph import width_prune_to_flops
 
-    def stage(name: str):
-        return (lambda done, total: progress(name, done, total)) if progress else None
-
     loaded = study.loaded
     size, device = loaded.backbone.img_size, loaded.backbone.device
     merged = prepare_for_timing(loaded.model)
@@ -331,7 +329,7 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_b
                                   size, batches=batches)
     banks = {split: feature_bank(pruned.model, loaded.data, split, loaded.preprocess, backbone_checksum="depgraph",
                                  batch_size=study.batch_size, limit=study.limit, device=device, use_cache=False,
-                                 progress=stage(f"features of the {split} split, width-pruned model"))
+                                 progress=_stage(progress, f"features of the {split} split, width-pruned model"))
              for split in ("train", "test")}
     L = banks["test"].num_layers
     head = fit_head(pruned.model, banks["train"], L)
@@ -341,7 +339,7 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_b
     views = depth_views(merged, range(1, study.num_layers + 1))
     timed = benchmark_models({**views, "depgraph": pruned.model}, size, batch_size=1, device=device,
                              time_budget_s=time_budget_s, merged=True,
-                             progress=stage("timing every depth and DepGraph together"))
+                             progress=_stage(progress, "timing every depth and DepGraph together"))
     params = sum(p.numel() * p.element_size() for p in pruned.model.parameters())
     retrained: dict[str, Any] = {}
     if retrain_epochs:
