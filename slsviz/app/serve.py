@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_NotThisThread())
     threading.Thread(target=warm_default, name=THREAD, daemon=True).start()
-    return cli.main(["run", str(APP), *(sys.argv[1:] if argv is None else argv)], prog_name="streamlit",
-                    standalone_mode=False) or 0
+    try:  # click's own handling: a bad option is one line and exit code 2, never a traceback
+        cli.main(["run", str(APP), *(sys.argv[1:] if argv is None else argv)], prog_name="streamlit")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return 0
 
 
 if __name__ == "__main__":
@@ -68,4 +71,4 @@ if __name__ == "__main__":
     # torch's worker threads abort the interpreter's normal exit: leave now, as the daemon work does.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code if isinstance(code, int) else 1)
+    os._exit(code)
