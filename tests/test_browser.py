@@ -42,7 +42,7 @@ def app_url():
     port = _free_port()
     env = {**os.environ, "SLSVIZ_LIMIT": "80"}
     proc = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
