@@ -9,6 +9,7 @@ re-fit). The scored images are the study's (train + val); the oracle reads val, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ SLS_VARIANTS: tuple[tuple[str, str, AnalysisSettings, str], ...] = (
 OTHER_CRITERIA = {"knn_accuracy": "kNN accuracy (5-fold)", "block_influence": "Block Influence (ShortGPT)",
                   "angular_distance": "angular distance to the last block", "cka_to_last": "linear CKA with the last block"}
 
+# The criteria that are one function of the features alone (kNN also needs the labels).
+FEATURE_CRITERIA = {"block_influence": block_influence, "angular_distance": angular_distance_to_last,
+                    "cka_to_last": cka_to_last}
 # Whether a higher score says a block's output is closer to the end's (None: Block Influence says how
 # much a block turns its input, not how good its output is).
 HIGHER_IS_BETTER = {"knn_accuracy": True, "block_influence": None, "angular_distance": False, "cka_to_last": True}
@@ -154,12 +158,9 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
                       "depth": int(rule.depth_), "rule": rule.reason_})
 
     features, labels = study.scored_features()
-    other = {"knn_accuracy": lambda: knn_accuracy(features, labels, seed=defaults.SEED),
-             "block_influence": lambda: block_influence(features),
-             "angular_distance": lambda: angular_distance_to_last(features),
-             "cka_to_last": lambda: cka_to_last(features)}
     for name, label in OTHER_CRITERIA.items():
-        scores = other[name]()
+        scores = (knn_accuracy(features, labels, seed=defaults.SEED) if name == "knn_accuracy"
+                  else FEATURE_CRITERIA[name](features))
         depth, rule = criterion_depth(name, scores, settings[name])
         picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": HIGHER_IS_BETTER[name],
                       "depth": depth, "rule": rule})
@@ -244,6 +245,15 @@ class _Resampled:
 
 
 
+def _each_resample(n: int, count: int, seed: int, progress: StageProgress | None) -> Iterator[tuple[np.ndarray, int]]:
+    """The resamples' ``(indices, map_seed)``, reporting progress after each one is used."""
+    draws, report = draw(n, count, seed), _stage(progress, "stability (bootstrap resamples)")
+    for done, resample in enumerate(draws, start=1):
+        yield resample
+        if report is not None:
+            report(done, len(draws))
+
+
 def stability(study: Any, *, count: int, seed: int = defaults.SEED, criteria: list[str] | None = None,
               settings: dict[str, float] | None = None, progress: StageProgress | None = None) -> dict[str, Spread]:
     """Every criterion (all but the oracle, or ``criteria``) on ``count`` bootstrap resamples of the
@@ -263,13 +273,10 @@ def stability(study: Any, *, count: int, seed: int = defaults.SEED, criteria: li
     on = _Resampled(study, seed)
     variants = {name: AnalysisSettings(projection=mapping.projection, space=mapping.space, metric=metric)
                 for name, _, mapping, metric in SLS_VARIANTS}
-    others = {"knn_accuracy": lambda idx: on.knn(idx),
-              "block_influence": lambda idx: block_influence(on.features[:, idx]),
-              "angular_distance": lambda idx: angular_distance_to_last(on.features[:, idx]),
-              "cka_to_last": lambda idx: cka_to_last(on.features[:, idx])}
-
     def score(name: str, idx: np.ndarray, map_seed: int) -> np.ndarray:
-        return on.sls(variants[name], idx, map_seed) if name in variants else others[name](idx)
+        if name in variants:
+            return on.sls(variants[name], idx, map_seed)
+        return on.knn(idx) if name == "knn_accuracy" else FEATURE_CRITERIA[name](on.features[:, idx])
 
     def depth(name: str, scores: np.ndarray) -> int:
         if name in variants:
@@ -278,12 +285,9 @@ def stability(study: Any, *, count: int, seed: int = defaults.SEED, criteria: li
 
     # Resample by resample, every criterion in turn, so that one resample's maps serve all its variants.
     scores: dict[str, list[np.ndarray]] = {name: [] for name in chosen}
-    draws, report = draw(len(on.labels), count, seed), _stage(progress, "stability (bootstrap resamples)")
-    for done, (idx, map_seed) in enumerate(draws, start=1):
+    for idx, map_seed in _each_resample(len(on.labels), count, seed, progress):
         for name in chosen:
             scores[name].append(np.asarray(score(name, idx, map_seed), dtype=np.float64))
-        if report is not None:
-            report(done, len(draws))
     return {name: Spread(np.array([depth(name, s) for s in scores[name]]), np.stack(scores[name])) for name in chosen}
 
 
@@ -292,13 +296,9 @@ def settings_stability(study: Any, settings: AnalysisSettings, *, count: int,
     """The SLS rule under ``settings`` (any map, score and alpha, as the Layers page sets them) on
     ``count`` bootstrap resamples, seeded by ``settings.seed``: the depths, and the band of each
     block's score."""
-    on, report = _Resampled(study, settings.seed), _stage(progress, "stability (bootstrap resamples)")
-    draws = draw(len(on.labels), count, settings.seed)
-    scores = []
-    for done, (idx, map_seed) in enumerate(draws, start=1):
-        scores.append(on.sls(settings, idx, map_seed))
-        if report is not None:
-            report(done, len(draws))
+    on = _Resampled(study, settings.seed)
+    scores = [on.sls(settings, idx, map_seed)
+              for idx, map_seed in _each_resample(len(on.labels), count, settings.seed, progress)]
     rule = SLSRule(settings.alpha, settings.higher_is_better)
     return Spread(np.array([int(rule.fit(s).depth_) for s in scores]), np.stack(scores))
 
