@@ -10,4 +10,5 @@ st.navigation([
             url_path="Prune_and_benchmark"),
     st.Page("pages/3_Export.py", title="Export", icon=":material/download:", url_path="Export"),
     st.Page("pages/4_Compare.py", title="Compare criteria", icon=":material/compare_arrows:", url_path="Compare"),
+    st.Page("pages/5_Tasks.py", title="Tasks", icon=":material/table_chart:", url_path="Tasks"),
 ]).run()

@@ -11,6 +11,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from slsviz import choices, defaults
 from slsviz.errors import SlsvizError
@@ -226,7 +227,6 @@ def _cmd_analyze(args: argparse.Namespace) -> dict:
 
 
 def _cmd_compare(args: argparse.Namespace) -> dict:
-    from pathlib import Path
 
     study = _study(args, args.workers)
     _note(study.loaded.head[1] if study.loaded.meta is not None else None)
@@ -265,7 +265,6 @@ def _cmd_pick(args: argparse.Namespace) -> dict:
 
 
 def _cmd_export(args: argparse.Namespace) -> dict:
-    from pathlib import Path
 
     from slsviz.export import save_config
     from slsviz.storage import atomic_path
@@ -326,6 +325,19 @@ def _cmd_prune(args: argparse.Namespace) -> dict:
     path = save_task(args.out, pruned, meta)
     return {"checkpoint": str(path), "bytes": path.stat().st_size, "depth": args.depth,
             "val_accuracy": accuracy["val"], "test_accuracy": accuracy["test"], "limit": args.limit}
+
+
+def _cmd_sweep(args: argparse.Namespace) -> dict:
+    from slsviz.sweep import load_spec, run_sweep
+
+    spec = load_spec(args.spec)
+    run = run_sweep(spec, args.out, backend=args.backend, address=args.address, num_cpus=args.num_cpus,
+                    retries=args.retries, use_cache=not args.no_cache)
+    for failure in run.failed:
+        _note(f"task {failure['task']} failed in {failure['stage']}: {failure['reason']}")
+    print(f"{len(run.finished)} finished, {len(run.skipped)} skipped (finished before), {len(run.failed)} failed; "
+          f"results in {Path(args.out) / 'results.csv'}", file=sys.stderr)
+    return run.summary()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,6 +452,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("json", "yaml"), default="json", help="configuration format (default json)")
     p.add_argument("--out", default="out", help="folder for slsviz-config.* and task-depth<d>.safetensors (default: out)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("sweep", help="many tasks x criteria x alphas x seeds from a YAML spec, here or on Ray; one results table")
+    p.add_argument("spec", help="the sweep spec (YAML; see examples/sweep_quick.yaml)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="run in this process or on Ray (default local)")
+    p.add_argument("--address", help="an existing Ray cluster: auto, or ray://host:10001 (default: start one on this machine)")
+    p.add_argument("--num-cpus", type=_int_at_least(1, _MAX_WORKERS), help="CPUs of the Ray cluster started here (default: all)")
+    p.add_argument("--retries", type=_int_at_least(0, 100), default=0,
+                   help="times a Ray task whose worker died runs again (default 0: recorded as failed)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write slsviz's cache of features and maps")
+    p.add_argument("--out", default="sweep-out", help="folder for results.csv/.parquet, failures.csv, sweep.json, tasks/ (default: sweep-out)")
+    p.set_defaults(func=_cmd_sweep)
     return parser
 
 
@@ -461,7 +484,7 @@ def _add_rule_args(p: argparse.ArgumentParser) -> None:
 
 
 # Commands that write --out, and whether it is a folder; checked before any work starts.
-_OUTPUTS = {"analyze": True, "export": True, "train": False, "prune": False}
+_OUTPUTS = {"analyze": True, "export": True, "sweep": True, "train": False, "prune": False}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -146,40 +146,18 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
         raise SlsvizError(f"Unknown criterion setting(s) {', '.join(unknown)}: the criteria are {', '.join(SETTINGS)}.")
 
     L = study.num_layers
-    picks: list[dict[str, Any]] = []
-    tables: dict[AnalysisSettings, pd.DataFrame] = {}
-    for name, label, mapping, metric in SLS_VARIANTS:
-        if mapping not in tables:
-            maps = _stage(progress, f"{mapping.projection} maps of every block")
-            tables[mapping] = study.analysis(mapping).table(progress=maps)
-        scores = tables[mapping][metric].to_numpy(dtype=np.float64)
-        rule = SLSRule(defaults.ALPHA, METRICS[metric]).fit(scores)
-        picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": METRICS[metric],
-                      "depth": int(rule.depth_), "rule": rule.reason_})
-
+    tables = {mapping: study.analysis(mapping).table(progress=_stage(progress, f"{mapping.projection} maps of every block"))
+              for mapping in dict.fromkeys(mapping for _, _, mapping, _ in SLS_VARIANTS)}
     features, labels = study.scored_features()
-    for name, label in OTHER_CRITERIA.items():
-        scores = (knn_accuracy(features, labels, seed=defaults.SEED) if name == "knn_accuracy"
-                  else FEATURE_CRITERIA[name](features))
-        depth, rule = criterion_depth(name, scores, settings[name])
-        picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": HIGHER_IS_BETTER[name],
-                      "depth": depth, "rule": rule})
-
-    val = study.accuracy_head_refit("val")
-    oracle = oracle_depth(val, oracle_within)
-    points = f"{100 * oracle_within:g} point" + ("" if 100 * oracle_within == 1 else "s")
-    picks.append({"name": "oracle", "label": f"oracle (val, head re-fit, within {points})", "scores": val,
-                  "higher_is_better": True,
-                  "depth": oracle, "rule": f"The smallest depth whose val accuracy with a re-fit head is within {points} "
-                                           "of the full model's."})
-
+    oracle = oracle_pick(study.accuracy_head_refit("val"), oracle_within)
+    picks = [*sls_picks(tables), *other_picks(features, labels, settings), oracle]
     accuracy = study.depth_table(progress=_stage(progress, "features of the test split"))
     timed = study.benchmarks(time_budget_s=time_budget_s,
                              progress=_stage(progress, f"timing all {L} depths, interleaved"))
     rows = []
     for pick in picks:
         d = pick["depth"]
-        rows.append({**pick, "scores": [_json(s) for s in pick["scores"]], "oracle_distance": d - oracle,
+        rows.append({**pick, "scores": [_json(s) for s in pick["scores"]], "oracle_distance": d - oracle["depth"],
                      "accuracy_as_is": _json(accuracy["accuracy_as_is"].iloc[d - 1]),
                      "accuracy_head_refit": _json(accuracy["accuracy_head_refit"].iloc[d - 1]),
                      "images_per_s": float(timed[d].images_per_s), "flops": int(timed[d].flops_per_image)})
@@ -203,6 +181,51 @@ def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settin
                     {"name": "depgraph", "depth": at, "skipped": f"The depth to match keeps all {L} blocks: no FLOPs "
                                                                  "to prune down to. Give a depth below it."})
     return Comparison(rows, cka_matrix(features), oracle_within, L, info, baseline)
+
+
+def sls_picks(tables: dict[AnalysisSettings, pd.DataFrame], alpha: float = defaults.ALPHA,
+              names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The SLS family's picks (:data:`SLS_VARIANTS`, or those ``names``) under ``alpha``, from each
+    mapping's table of every block's scores (:meth:`slsviz.layers.analysis.LayerAnalysis.table`).
+
+    Returns:
+        Per variant: ``name``, ``label``, ``scores`` (float64, one per block), ``higher_is_better``,
+        ``depth`` and ``rule`` (the reason in words).
+    """
+    picks = []
+    for name, label, mapping, metric in SLS_VARIANTS:
+        if names is None or name in names:
+            scores = tables[mapping][metric].to_numpy(dtype=np.float64)
+            rule = SLSRule(alpha, METRICS[metric]).fit(scores)
+            picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": METRICS[metric],
+                          "depth": int(rule.depth_), "rule": rule.reason_})
+    return picks
+
+
+def other_picks(features: np.ndarray, labels: np.ndarray, settings: dict[str, float] | None = None, *,
+                seed: int = defaults.SEED, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The other criteria's picks (:data:`OTHER_CRITERIA`, or those ``names``) on the scored
+    ``features`` (L, N, D), each under its setting; kNN's folds are drawn from ``seed``. Keys: see
+    :func:`sls_picks`."""
+    settings = {**SETTINGS, **(settings or {})}
+    picks = []
+    for name, label in OTHER_CRITERIA.items():
+        if names is None or name in names:
+            scores = (knn_accuracy(features, labels, seed=seed) if name == "knn_accuracy"
+                      else FEATURE_CRITERIA[name](features))
+            depth, rule = criterion_depth(name, scores, settings[name])
+            picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": HIGHER_IS_BETTER[name],
+                          "depth": depth, "rule": rule})
+    return picks
+
+
+def oracle_pick(val_accuracy: np.ndarray, within: float) -> dict[str, Any]:
+    """The oracle: the smallest depth whose val accuracy with a re-fit head (``val_accuracy``, one per
+    depth) is within ``within`` of the full model's. Keys: see :func:`sls_picks`."""
+    points = f"{100 * within:g} point" + ("" if 100 * within == 1 else "s")
+    return {"name": "oracle", "label": f"oracle (val, head re-fit, within {points})", "scores": val_accuracy,
+            "higher_is_better": True, "depth": oracle_depth(val_accuracy, within),
+            "rule": f"The smallest depth whose val accuracy with a re-fit head is within {points} of the full model's."}
 
 
 class _Resampled:

@@ -24,3 +24,13 @@ def default_backbone():
     from slsviz.models.backbones import load_backbone
 
     return load_backbone("default", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster of 2 CPUs for the whole test session (started on first use, ~4 s)."""
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINE = sorted((ROOT / "slsviz").rglob("*.py"))
 # The rank of each part of slsviz: a module may import parts of a lower rank and its own part.
 SHARED = {"data", "device", "errors", "storage", "environment", "defaults", "choices", "progress", "sharing", "__init__"}
-RANKS = {"shared": 0, "models": 1, "layers": 2, "pruning": 3, "export": 4, "comparison": 4, "study": 5, "app": 6,
-         "cli": 6}
+RANKS = {"shared": 0, "models": 1, "layers": 2, "pruning": 3, "export": 4, "comparison": 4, "study": 5, "sweep": 6,
+         "app": 7, "cli": 7}
 
 
 def _part(module: str) -> str:

@@ -137,3 +137,16 @@ def cka_heatmap(cka: np.ndarray) -> go.Figure:
     fig.update_layout(xaxis_title="block", yaxis_title="block", height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       yaxis={"autorange": "reversed", "dtick": 1}, xaxis={"dtick": 1})
     return fig
+
+
+def storage_growth(frame: pd.DataFrame) -> go.Figure:
+    """Bytes stored against the number of tasks, one line per scheme (``frame``: columns ``tasks``,
+    ``scheme``, ``bytes``; :meth:`slsviz.sweep.results.SweepResults.storage_growth`)."""
+    fig = go.Figure()
+    for i, (scheme, rows) in enumerate(frame.groupby("scheme", sort=False)):
+        fig.add_trace(go.Scatter(x=rows["tasks"], y=rows["bytes"] / 2**20, mode="lines+markers", name=scheme,
+                                 line={"color": _COLOURS[i % len(_COLOURS)]}))
+    fig.update_layout(xaxis_title="tasks stored", yaxis_title="storage (MiB)", height=420, hovermode="x unified",
+                      xaxis={"dtick": 1}, legend={"orientation": "h", "y": -0.25},
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig

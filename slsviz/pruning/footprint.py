@@ -57,3 +57,12 @@ def storage_per_task(model: nn.Module, depth: int, *, bytes_per_param: int = 4) 
     ]
     return [{"storage": name, "what": what, "params": params, "bytes": params * bytes_per_param + extra}
             for name, what, params, extra in rows]
+
+
+def shared_backbone_bytes(model: nn.Module, *, bytes_per_param: int = 4) -> int:
+    """Bytes of the frozen backbone that every task of ``model``'s kind shares (stored once, whatever
+    the number of tasks): every parameter that is neither the task's (:func:`trainable_names`) nor
+    the head's."""
+    owned = set(trainable_names(model))
+    return bytes_per_param * sum(p.numel() for name, p in model.named_parameters()
+                                 if name not in owned and not name.startswith("head."))
