@@ -116,3 +116,22 @@ class _RunsCode:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def tiny_digits_tasks(folder: Path, methods: Sequence[str] = ("convpass",), arch: str = "vit_tiny_patch16_224") -> Path:
+    """A tiny random 12-block backbone (32 px) saved as ``folder/tiny.safetensors`` and a task of each of
+    ``methods`` on digits (one epoch on 64 images), ``folder/<method>.safetensors``; returns ``folder``."""
+    from safetensors.torch import save_file
+
+    from slsviz.data import load_digits
+    from slsviz.models.backbones import load_backbone
+    from slsviz.models.petl import PetlConfig
+    from slsviz.models.task import fit_task, save_task
+    from slsviz.models.train import Recipe
+
+    save_file(random_backbone(arch, img_size=32, seed=0).model.state_dict(), str(folder / "tiny.safetensors"))
+    backbone = load_backbone(arch, folder / "tiny.safetensors", img_size=32)
+    for method in methods:
+        model, meta, _ = fit_task(backbone, load_digits(), PetlConfig(method), Recipe(epochs=1, batch_size=32), limit=64)
+        save_task(folder / f"{method}.safetensors", model, meta)
+    return folder

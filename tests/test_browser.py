@@ -93,8 +93,8 @@ def test_1_home_loads_the_default(app_url, page, shots):
     body = page.inner_text("body")
     assert "Blocks" in body and "12" in body and "mnist5k" in body and "convpass" in body
     links = page.get_by_test_id("stSidebarNavLink").all_inner_texts()  # each: its icon's name, then its title
-    titles = ["Model", "Layers", "Prune & benchmark", "Export", "Compare criteria"]
-    assert len(links) == 5 and all(link.strip().endswith(title) for link, title in zip(links, titles)), links
+    titles = ["Model", "Layers", "Prune & benchmark", "Export", "Compare criteria", "Tasks"]
+    assert len(links) == 6 and all(link.strip().endswith(title) for link, title in zip(links, titles)), links
     assert page.get_by_text("Deploy", exact=True).count() == 0  # toolbarMode = viewer
     _no_exception(page)
     page.screenshot(path=str(shots / "1_home.png"), full_page=True)
@@ -175,6 +175,30 @@ def test_4b_compare_shows_every_criterion_beside_the_oracle(app_url, page, shots
     for criterion in ("SLS (the paper's: t-SNE silhouette)", "kNN accuracy", "Block Influence", "linear CKA", "oracle"):
         assert criterion in body, criterion
     _no_exception(page)
+
+
+def test_4c_tasks_opens_a_sweeps_results(app_url, page, shots, tmp_path):
+    from helpers import tiny_digits_tasks
+
+    from slsviz.sweep import run_sweep, spec_from_dict
+
+    folder = tiny_digits_tasks(tmp_path, ("convpass", "lora"))
+    tasks = [{"name": f"digits-{m}", "task": f"{m}.safetensors"} for m in ("convpass", "lora")]
+    spec = spec_from_dict({"defaults": {"model": "vit_tiny_patch16_224", "checkpoint": "tiny.safetensors", "img_size": 32,
+                                        "limit": 40, "device": "cpu"}, "tasks": tasks,
+                           "criteria": ["sls_raw", "block_influence", "oracle"]}, base=folder)
+    run_sweep(spec, folder / "out", progress=False)
+    page.goto(f"{app_url}/Tasks")
+    page.get_by_text("No sweep results in sweep-out").wait_for(timeout=LONG)  # nothing there: what to do
+    box = page.get_by_label("Results folder")
+    box.fill(str(folder / "out"))
+    box.press("Enter")
+    page.get_by_text("Depth per task and criterion").wait_for(timeout=LONG)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=LONG)  # storage as tasks grow
+    body = page.inner_text("body")
+    assert "Storage as tasks grow" in body and "MiB for 2 tasks" in body
+    _no_exception(page)
+    page.screenshot(path=str(shots / "5_tasks.png"), full_page=True)
 
 
 def _settled(page) -> None:

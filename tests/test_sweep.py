@@ -6,21 +6,16 @@ import functools
 import json
 import re
 import signal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import random_backbone, recommend_depth
-from safetensors.torch import save_file
+from helpers import recommend_depth, tiny_digits_tasks
 
 from slsviz.cli import main
-from slsviz.data import load_digits
 from slsviz.errors import SlsvizError
-from slsviz.models.backbones import load_backbone
-from slsviz.models.petl import PetlConfig
-from slsviz.models.task import fit_task, save_task
-from slsviz.models.train import Recipe
 from slsviz.sweep import TaskEntry, load_spec, run_sweep, spec_from_dict
 
 TINY = "vit_tiny_patch16_224"
@@ -31,13 +26,7 @@ CRITERIA = ["sls", "sls_raw", "sls_calinski_harabasz", "sls_davies_bouldin", "sl
 @pytest.fixture(scope="module")
 def tiny_tasks(tmp_path_factory):
     """A tiny 12-block backbone (32 px) and two tasks on digits (Convpass, LoRA), with a spec beside them."""
-    folder = tmp_path_factory.mktemp("sweep")
-    save_file(random_backbone(TINY, img_size=32, seed=0).model.state_dict(), str(folder / "tiny.safetensors"))
-    backbone = load_backbone(TINY, folder / "tiny.safetensors", img_size=32)
-    for method in ("convpass", "lora"):
-        model, meta, _ = fit_task(backbone, load_digits(), PetlConfig(method), Recipe(epochs=1, batch_size=32), limit=64)
-        save_task(folder / f"{method}.safetensors", model, meta)
-    return folder
+    return tiny_digits_tasks(tmp_path_factory.mktemp("sweep"), ("convpass", "lora"), TINY)
 
 
 def _spec(folder, tasks=("convpass", "lora"), **extra) -> dict:
@@ -172,16 +161,29 @@ def test_ray_records_a_task_that_raises_and_a_killed_worker_and_completes(tiny_t
     assert set(pd.read_csv(tmp_path / "out" / "results.csv").task) == {"digits-convpass"}
 
 
-def test_the_sweep_command_writes_the_results_table(tiny_tasks, tmp_path, capsys):
-    path = _write(tiny_tasks, _spec(tiny_tasks, tasks=("convpass",), criteria=["sls_raw", "block_influence", "oracle"],
-                                    alphas=[0.3], seeds=[0], measure={"accuracy": ["head_refit"]}), "cli.yaml")
-    assert main(["sweep", str(path), "--backend", "local", "--out", str(tmp_path / "out")]) == 0
+def test_the_sweep_command_trains_a_task_writes_the_table_and_skips_it_next_time(tiny_tasks, tmp_path, capsys):
+    raw = _spec(tiny_tasks, tasks=("convpass",), criteria=["sls_raw", "block_influence", "oracle"], alphas=[0.3],
+                seeds=[0], measure={"accuracy": ["head_refit"]})
+    raw["tasks"].append({"name": "digits-adaptformer", "data": "digits",
+                         "train": {"method": "adaptformer", "epochs": 1, "limit": 32, "batch_size": 32}})
+    path, out = _write(tiny_tasks, raw, "cli.yaml"), tmp_path / "out"
+    assert main(["sweep", str(path), "--backend", "local", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
-    assert summary["finished"] == ["digits-convpass"] and summary["rows"] == 3
-    assert "1 finished, 0 skipped (finished before), 0 failed" in captured.err
-    table = pd.read_csv(tmp_path / "out" / "results.csv")
-    assert table.criterion.tolist() == ["sls_raw", "block_influence", "oracle"] and "accuracy_as_is" not in table
+    assert summary["finished"] == ["digits-convpass", "digits-adaptformer"] and summary["rows"] == 6
+    assert "2 finished, 0 skipped (finished before), 0 failed" in captured.err
+    table = pd.read_csv(out / "results.csv")
+    assert table.criterion.tolist() == ["sls_raw", "block_influence", "oracle"] * 2 and "accuracy_as_is" not in table
+    assert table.method.tolist()[3:] == ["adaptformer"] * 3
+    [trained] = (out / "tasks" / "digits-adaptformer").glob("trained-*.safetensors")
+    report = json.loads((out / "tasks" / "digits-adaptformer" / "report.json").read_text())
+    assert report["task"]["selection"]["task"] == str(trained) and report["model"]["method"] == "adaptformer"
+    written = trained.stat().st_mtime_ns
+
+    assert main(["sweep", str(path), "--out", str(out)]) == 0  # again: both finished, neither runs (nor trains) again
+    again = json.loads(capsys.readouterr().out)
+    assert again["skipped"] == ["digits-convpass", "digits-adaptformer"] and again["finished"] == [] and again["rows"] == 6
+    assert trained.stat().st_mtime_ns == written
 
 
 def test_sweep_cli_refuses_bad_input_in_one_line(tiny_tasks, tmp_path, capsys):
@@ -192,3 +194,45 @@ def test_sweep_cli_refuses_bad_input_in_one_line(tiny_tasks, tmp_path, capsys):
     good = _write(tiny_tasks, _spec(tiny_tasks), "good.yaml")
     assert main(["sweep", str(good), "--address", "auto", "--out", str(tmp_path / "o")]) == 2
     assert "--backend ray" in capsys.readouterr().err
+
+
+def test_the_tasks_page_shows_a_sweep_and_follows_its_controls(local_run, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from slsviz.sweep.results import SweepResults
+
+    spec, run = local_run
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.switch_page("pages/5_Tasks.py").run()
+    assert not at.exception and "No sweep results in sweep-out" in at.error[0].value  # nothing there yet: what to do
+
+    at.text_input(key="slsviz.tasks.folder").set_value(str(run.out)).run()
+    assert not at.exception and not at.error
+    assert [m.value for m in at.metric] == ["2", "1", str(len(CRITERIA))]
+    assert "digits-gone" in at.dataframe[0].value["task"].tolist()  # the failure, with its reason
+    depths = at.dataframe[1].value
+    results = SweepResults.open(run.out)
+    assert list(depths.index) == ["digits-convpass", "digits-lora"] and list(depths.columns) == CRITERIA
+    for task in depths.index:
+        for criterion in ("sls", "knn_accuracy", "oracle"):
+            row = run.results.query("task == @task and criterion == @criterion and (alpha.isna() or alpha == 0.3) and "
+                                    "(seed.isna() or seed == 0)")
+            assert depths.loc[task, criterion] == row["depth"].item()
+    per_task = at.dataframe[2].value
+    assert per_task["depth"].tolist() == depths["sls"].tolist()
+    growth = results.storage_growth("sls", 0.3, 0)
+    chart = at.get("plotly_chart")[0].proto.spec
+    assert '"tasks stored"' in chart and "structurally pruned" in chart
+    two = growth[growth["tasks"] == 2].set_index("scheme")["bytes"]
+    sls, pruned, full = (two[next(s for s in two.index if s.startswith(k))] for k in ("SLS", "structurally", "full"))
+    # One shared backbone, then a few kilobytes a task; a pruned backbone per task grows by a backbone a task.
+    table = run.results[run.results.criterion == "sls"].query("alpha == 0.3 and seed == 0")
+    assert sls == table.shared_backbone_bytes.iloc[0] + table.bytes_sls.sum() and pruned == table.bytes_pruned.sum()
+    assert sls <= full and sls < pruned
+
+    at.selectbox(key="slsviz.tasks.criterion").set_value("oracle").run()
+    assert not at.exception
+    assert at.dataframe[2].value["depth"].tolist() == depths["oracle"].tolist()
+    at.selectbox(key="slsviz.tasks.alpha").set_value(0.6).run()
+    strict = results.depths(0.6, 0)
+    assert not at.exception and at.dataframe[1].value["sls"].tolist() == strict["sls"].tolist()

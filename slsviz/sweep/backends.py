@@ -38,6 +38,7 @@ class Failure:
 
 
 Done = Callable[[TaskEntry, "dict[str, Any] | Failure"], None]
+Moved = Callable[[str, str], None]  # (task, where it is), for a progress line
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Plan:
     spec: SweepSpec
     out: Path
     use_cache: bool = True
+    moved: Moved = lambda task, stage: None
 
     @property
     def mappings(self) -> tuple[tuple[str, str], ...]:
@@ -65,31 +67,40 @@ class LocalBackend:
     def run(self, entries: list[TaskEntry], plan: Plan, done: Done) -> None:
         """Run ``entries``, calling ``done`` after each."""
         spec = plan.spec
-        for entry in entries:
-            stage = "train"
+        for original in entries:
+            entry, stage = original, ""
+
+            def at(now: str) -> None:
+                nonlocal stage
+                stage = now
+                plan.moved(original.name, now)
+
             try:
                 if entry.train is not None:
+                    at("train")
                     entry = stages.train(entry, plan.out, spec.threads)
-                stage = "features"
+                at("features")
                 task, facts = stages.extract(entry, plan.use_cache, spec.threads)
-                stage = "maps and scores"
+                at("maps and scores")
                 blocks = stages.score_blocks(task, list(range(1, facts.num_layers + 1)), spec.seeds, plan.mappings,
                                              workers=default_workers())
-                stage = "criteria"
+                at("criteria")
                 decided = stages.decide(task, facts, blocks, spec)
-                stage = "benchmarks"
+                if spec.benchmarks:
+                    at("benchmarks")
                 timed = stages.benchmark(entry, plan.use_cache, spec.seconds) if spec.benchmarks else None
             except Exception as exc:  # recorded with its reason; the sweep goes on
-                done(entry, Failure.of(stage, exc))
+                done(original, Failure.of(stage, exc))
                 continue
-            done(entry, stages.assemble(entry, spec, facts, decided, timed))
+            done(original, stages.assemble(entry, spec, facts, decided, timed))
 
 
 @dataclass
 class _Task:
     """A task's refs and results on the Ray backend while it runs."""
 
-    entry: TaskEntry
+    entry: TaskEntry  # as the spec gives it
+    opens: TaskEntry | None = None  # what it opens (a train: entry's, once trained)
     features: Any = None
     facts: Any = None
     blocks: dict[int, Any] = field(default_factory=dict)
@@ -164,18 +175,19 @@ class RayBackend:
         def opened(task: _Task) -> None:
             """The entry opens a checkpoint: its model pass, and its benchmark (queued for a free node)."""
             features, facts = remote["extract"].options(num_returns=2, **model).remote(
-                task.entry, plan.use_cache, spec.threads)
+                task.opens, plan.use_cache, spec.threads)
             task.features = features
             pending[facts] = (task.entry.name, "features", None)
             if spec.benchmarks:
-                ref = remote["benchmark"].options(**whole_node).remote(task.entry, plan.use_cache, spec.seconds, node_cpus)
+                ref = remote["benchmark"].options(**whole_node).remote(task.opens, plan.use_cache, spec.seconds, node_cpus)
                 pending[ref] = (task.entry.name, "benchmarks", None)
 
         def finish_if_ready(task: _Task) -> None:
             if task.decided is not None and (task.timed is not None or not spec.benchmarks):
-                done(task.entry, stages.assemble(task.entry, spec, task.facts, task.decided, task.timed))
+                done(task.entry, stages.assemble(task.opens, spec, task.facts, task.decided, task.timed))
 
         for task in tasks.values():
+            task.opens = task.entry
             if task.entry.train is not None:
                 pending[remote["train"].options(**model).remote(task.entry, plan.out, spec.threads)] = (
                     task.entry.name, "train", None)
@@ -196,8 +208,9 @@ class RayBackend:
                     ray.cancel(other, force=True)
                 done(task.entry, Failure.of(stage if layer is None else f"{stage} (block {layer})", exc))
                 continue
+            plan.moved(name, f"{stage} done" if layer is None else f"block {len(task.blocks) + 1}/{task.facts.num_layers} scored")
             if stage == "train":
-                task.entry = value
+                task.opens = value
                 opened(task)
             elif stage == "features":
                 task.facts = value

@@ -99,13 +99,13 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", addre
             _write_json(folder / "failure.json", {"task": entry.name, **asdict(outcome)})
         else:
             finished.append(entry.name)
-            _write_json(folder / "report.json", outcome)
+            _write_json(folder / "report.json", {**outcome, "fingerprint": spec.fingerprint(entry)})
             (folder / "failure.json").unlink(missing_ok=True)
-        bar.set_postfix(failed=len(failed))
+        bar.set_postfix_str(f"{len(failed)} failed" if failed else "")
         bar.update(1)
 
     runner = RayBackend(address, num_cpus, retries) if backend == "ray" else LocalBackend()
-    plan = Plan(spec, out, use_cache)
+    plan = Plan(spec, out, use_cache, moved=lambda task, stage: bar.set_postfix_str(f"{task}: {stage}"))
     with bar:
         if todo and isinstance(runner, RayBackend):
             with runner:

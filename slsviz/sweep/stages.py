@@ -227,8 +227,8 @@ def benchmark(entry: TaskEntry, use_cache: bool, seconds: float, threads: int | 
 
 def assemble(entry: TaskEntry, spec: SweepSpec, facts: TaskFacts, decided: dict[str, Any],
              timed: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """The task's ``report.json``: its model card, every pick with what it gives, the per-block scores,
-    the per-depth table; ``rows`` are its lines of the sweep's results table."""
+    """The task's ``report.json``: what ``entry`` opened, its model card, every pick with what it gives,
+    the per-block scores, the per-depth table; ``rows`` are its lines of the sweep's results table."""
     L, oracle = facts.num_layers, next(p["depth"] for p in decided["picks"] if p["name"] == "oracle")
     table = {row["depth"]: row for row in facts.depth_table}
     speed = {row["depth"]: row["images_per_s"] for row in timed} if timed else {}
@@ -249,8 +249,7 @@ def assemble(entry: TaskEntry, spec: SweepSpec, facts: TaskFacts, decided: dict[
                     "bytes_full_petl": facts.storage[d - 1]["full PETL"],
                     "shared_backbone_bytes": facts.shared_backbone_bytes})
         rows.append(row)
-    return {"schema": "slsviz-sweep-task/1", "task": entry.to_dict(), "fingerprint": spec.fingerprint(entry),
-            "model": card, "num_layers": L, "picks": decided["picks"], "scores": decided["scores"],
+    return {"schema": "slsviz-sweep-task/1", "task": entry.to_dict(), "model": card, "num_layers": L, "picks": decided["picks"], "scores": decided["scores"],
             "depth_table": facts.depth_table, "flops": facts.flops, "storage": facts.storage,
             "shared_backbone_bytes": facts.shared_backbone_bytes, "benchmarks": timed, "rows": rows,
             "seconds": {"features": round(facts.seconds, 3)}}
