@@ -272,7 +272,7 @@ def _cmd_export(args: argparse.Namespace) -> dict:
     study = _study(args)
     settings = _settings(args)
     depth = args.depth if args.depth is not None else int(study.recommend(settings).depth_)
-    config = study.config(settings, depth)
+    config = study.config(settings, depth, time_budget_s=args.seconds)
     out = Path(args.out)
     config_path = save_config(config, out / f"slsviz-config.{args.format}")
     task_path = out / f"task-depth{depth}.safetensors"
@@ -450,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule_args(p)
     p.add_argument("--depth", type=_positive, help="blocks kept (default: the SLS recommendation)")
     p.add_argument("--format", choices=("json", "yaml"), default="json", help="configuration format (default json)")
+    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=1.0,
+                   help="timing per depth for the measured speed it records, all depths in turn (default 1)")
     p.add_argument("--out", default="out", help="folder for slsviz-config.* and task-depth<d>.safetensors (default: out)")
     p.set_defaults(func=_cmd_export)
 

@@ -536,13 +536,14 @@ class Study:
 
     # --- export and import -----------------------------------------------------------------------
 
-    def config(self, settings: AnalysisSettings, depth: int) -> dict[str, Any]:
+    def config(self, settings: AnalysisSettings, depth: int, time_budget_s: float = 1.0) -> dict[str, Any]:
         """The configuration of the model cut at ``depth``: why (scores, the recommendation under
-        ``settings``) and what it gives (accuracy, measured speed at batch 1, FLOPs, parameters)."""
+        ``settings``) and what it gives (accuracy, measured speed at batch 1 - ``time_budget_s`` of
+        timing per depth, :meth:`benchmarks` -, FLOPs, parameters)."""
         meta = self._require_task("Export")
         depth = check_depth(depth, self.num_layers)
         row = self.depth_table().iloc[depth - 1]
-        timed = self.benchmarks()[depth]
+        timed = self.benchmarks(time_budget_s=time_budget_s)[depth]
         results = {"accuracy_as_is": _float(row["accuracy_as_is"]), "accuracy_head_refit": float(row["accuracy_head_refit"]),
                    "throughput_images_per_s": timed.images_per_s, "latency_ms": timed.latency_ms,
                    "batch_size": timed.batch_size, "flops_per_image": timed.flops_per_image, "params": timed.params,

@@ -147,7 +147,8 @@ def test_cli_report_and_the_apps_study_give_the_same_numbers(tiny_task, tmp_path
 
 
 def test_export_writes_a_configuration_and_checkpoint_that_restore_the_model(tiny_task, tmp_path, capsys):
-    args = ["export", *tiny_task, "--limit", "30", "--projection", "pca", "--device", "cpu", "--out", str(tmp_path)]
+    args = ["export", *tiny_task, "--limit", "30", "--projection", "pca", "--device", "cpu", "--seconds", "0.02",
+            "--out", str(tmp_path)]
     assert main([*args, "--depth", "3", "--format", "yaml"]) == 0
     out = json.loads(capsys.readouterr().out)
     config_path, task_path = (Path(p) for p in out["written"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -142,7 +143,7 @@ def test_a_failed_task_is_recorded_and_a_finished_one_is_skipped_next_time(local
     assert again.skipped == ["digits-convpass", "digits-lora"] and again.finished == [] and len(again.failed) == 1
     assert report.stat().st_mtime_ns == written and len(again.results) == len(run.results)
     # Another analysis of the same task is another fingerprint: it would run again.
-    changed = spec.__class__(**{**spec.__dict__, "alphas": (0.5,)})
+    changed = dataclasses.replace(spec, alphas=(0.5,))
     assert changed.fingerprint(spec.tasks[0]) != spec.fingerprint(spec.tasks[0])
 
 
@@ -150,7 +151,7 @@ def test_ray_records_a_task_that_raises_and_a_killed_worker_and_completes(tiny_t
     spec = load_spec(_write(tiny_tasks, _spec(tiny_tasks, tasks=("convpass", "gone"), criteria=["sls", "oracle"],
                                               alphas=[0.3], seeds=[0]), "kill.yaml"))
     killed = TaskEntry("killed-worker", opener=functools.partial(signal.raise_signal, signal.SIGKILL))
-    spec = spec.__class__(**{**spec.__dict__, "tasks": (*spec.tasks, killed)})
+    spec = dataclasses.replace(spec, tasks=(*spec.tasks, killed))
     run = run_sweep(spec, tmp_path / "out", backend="ray", use_cache=False, progress=False)
     assert run.finished == ["digits-convpass"]
     failed = {f["task"]: f for f in run.failed}

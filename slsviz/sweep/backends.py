@@ -89,10 +89,12 @@ class LocalBackend:
                 if spec.benchmarks:
                     at("benchmarks")
                 timed = stages.benchmark(entry, plan.use_cache, spec.seconds) if spec.benchmarks else None
+                at("report")
+                report = stages.assemble(entry, spec, facts, decided, timed)
             except Exception as exc:  # recorded with its reason; the sweep goes on
                 done(original, Failure.of(stage, exc))
                 continue
-            done(original, stages.assemble(entry, spec, facts, decided, timed))
+            done(original, report)
 
 
 @dataclass
@@ -184,7 +186,12 @@ class RayBackend:
 
         def finish_if_ready(task: _Task) -> None:
             if task.decided is not None and (task.timed is not None or not spec.benchmarks):
-                done(task.entry, stages.assemble(task.opens, spec, task.facts, task.decided, task.timed))
+                try:
+                    report = stages.assemble(task.opens, spec, task.facts, task.decided, task.timed)
+                except Exception as exc:  # recorded, as a stage's error is
+                    done(task.entry, Failure.of("report", exc))
+                    return
+                done(task.entry, report)
 
         for task in tasks.values():
             task.opens = task.entry
@@ -202,7 +209,7 @@ class RayBackend:
             try:
                 value = ray.get(ref)
             except Exception as exc:  # the task raised, or its worker died: recorded, the rest go on
-                task.failed = True
+                task.failed, task.features = True, None
                 for other in [r for r, (n, *_) in pending.items() if n == name]:
                     del pending[other]
                     ray.cancel(other, force=True)

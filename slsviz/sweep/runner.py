@@ -106,12 +106,13 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", addre
 
     runner = RayBackend(address, num_cpus, retries) if backend == "ray" else LocalBackend()
     plan = Plan(spec, out, use_cache, moved=lambda task, stage: bar.set_postfix_str(f"{task}: {stage}"))
+    where: dict[str, Any] = {"backend": backend, "note": "every task had finished before"}
     with bar:
         if todo and isinstance(runner, RayBackend):
             with runner:
                 runner.run(todo, plan, done)
                 where = runner.describe()
-        else:
+        elif todo:
             runner.run(todo, plan, done)
             where = runner.describe()
     results = _results(spec, out)

@@ -125,9 +125,11 @@ class SweepSpec:
                 "threads": self.threads}
 
     def fingerprint(self, task: TaskEntry) -> str:
-        """Identifies what ``task``'s results depend on: a finished task with the same fingerprint is
-        skipped when the sweep runs again."""
-        text = json.dumps({"task": task.to_dict(), **self.analysis_dict()}, sort_keys=True, default=str)
+        """Identifies what ``task``'s results depend on - the entry, the files it opens as they are now
+        (size and modification time), what is computed - so a finished task with the same fingerprint
+        is skipped when the sweep runs again, and one whose checkpoint was replaced is not."""
+        files = {key: _stamp(getattr(task.selection, key)) for key in ("task", "checkpoint", "task_config")}
+        text = json.dumps({"task": task.to_dict(), "files": files, **self.analysis_dict()}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -155,8 +157,8 @@ def spec_from_dict(raw: Any, base: str | Path = ".") -> SweepSpec:
     for item in raw["tasks"]:
         opening = {**common, **{k: v for k, v in item.items() if k in _OPENING or k == "task"}}
         for key in _PATHS:
-            if key in opening and not Path(opening[key]).is_absolute():
-                opening[key] = str(Path(base) / opening[key])
+            if key in opening:  # absolute: a Ray worker may run in another folder
+                opening[key] = str((Path(base) / Path(opening[key]).expanduser()).resolve())
         train = Training(**item["train"]) if "train" in item else None
         tasks.append(TaskEntry(item["name"], Selection(**opening), train))
     measure = raw.get("measure", {})
@@ -174,6 +176,15 @@ def spec_from_dict(raw: Any, base: str | Path = ".") -> SweepSpec:
 def with_task(entry: TaskEntry, checkpoint: str) -> TaskEntry:
     """``entry`` opening the task checkpoint ``checkpoint`` (what a trained entry analyses)."""
     return replace(entry, selection=replace(entry.selection, task=checkpoint))
+
+
+def _stamp(path: str | None) -> list[int] | None:
+    """A file's size and modification time (``None``: no file there)."""
+    try:
+        stat = Path(path).stat() if path else None
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns] if stat and Path(path).is_file() else None
 
 
 def _say(error: Any) -> str:
