@@ -130,6 +130,24 @@ def test_the_results_table_has_a_row_per_task_criterion_alpha_and_seed(local_run
     assert set(report["scores"]["0"]) == set(CRITERIA) - {"oracle"} and len(report["scores"]["oracle"]) == 12
 
 
+def test_a_sweeps_scores_are_those_of_the_one_task_analysis(local_run):
+    from slsviz.layers.analysis import AnalysisSettings
+    from slsviz.study import Study
+
+    spec, run = local_run
+    report = json.loads((run.out / "tasks" / "digits-convpass" / "report.json").read_text())
+    study = Study.open(spec.tasks[0].selection, use_cache=False)  # what the app and `slsviz compare` open
+    for name, settings, metric in (("sls", AnalysisSettings(), "silhouette"),
+                                   ("sls_raw", AnalysisSettings(space="raw"), "silhouette"),
+                                   ("sls_davies_bouldin", AnalysisSettings(seed=1), "davies_bouldin"),
+                                   ("sls_probe", AnalysisSettings(seed=1), "probe_accuracy")):
+        expected = study.analysis(settings).table()[metric].to_numpy()
+        np.testing.assert_allclose(report["scores"][str(settings.seed)][name], expected, rtol=0, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(report["scores"]["oracle"], study.accuracy_head_refit("val"), rtol=0, atol=1e-9)
+    assert [row["accuracy_head_refit"] for row in report["depth_table"]] == pytest.approx(
+        study.depth_table()["accuracy_head_refit"].tolist(), abs=1e-9)
+
+
 def test_a_failed_task_is_recorded_and_a_finished_one_is_skipped_next_time(local_run):
     spec, run = local_run
     [failure] = run.failed
@@ -148,7 +166,7 @@ def test_a_failed_task_is_recorded_and_a_finished_one_is_skipped_next_time(local
 
 
 def test_ray_records_a_task_that_raises_and_a_killed_worker_and_completes(tiny_tasks, ray_cluster, tmp_path):
-    spec = load_spec(_write(tiny_tasks, _spec(tiny_tasks, tasks=("convpass", "gone"), criteria=["sls", "oracle"],
+    spec = load_spec(_write(tiny_tasks, _spec(tiny_tasks, tasks=("convpass", "gone"), criteria=["sls_raw", "oracle"],
                                               alphas=[0.3], seeds=[0]), "kill.yaml"))
     killed = TaskEntry("killed-worker", opener=functools.partial(signal.raise_signal, signal.SIGKILL))
     spec = dataclasses.replace(spec, tasks=(*spec.tasks, killed))

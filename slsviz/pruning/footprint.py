@@ -63,6 +63,4 @@ def shared_backbone_bytes(model: nn.Module, *, bytes_per_param: int = 4) -> int:
     """Bytes of the frozen backbone that every task of ``model``'s kind shares (stored once, whatever
     the number of tasks): every parameter that is neither the task's (:func:`trainable_names`) nor
     the head's."""
-    owned = set(trainable_names(model))
-    return bytes_per_param * sum(p.numel() for name, p in model.named_parameters()
-                                 if name not in owned and not name.startswith("head."))
+    return bytes_per_param * _split_params(model, len(model.blocks))["backbone_kept"]

@@ -25,10 +25,9 @@ import pandas as pd
 import torch
 
 from slsviz.comparison import SLS_VARIANTS, oracle_pick, other_picks, sls_picks
-from slsviz.layers.analysis import AnalysisSettings
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
 from slsviz.layers.criteria import SETTINGS
-from slsviz.layers.projection import project_layers
-from slsviz.layers.scores import CLUSTER_METRICS, cluster_scores, probe_accuracy
+from slsviz.layers.scores import CLUSTER_METRICS
 from slsviz.models.depth import depth_views
 from slsviz.models.petl import PetlConfig
 from slsviz.models.task import fit_task, save_task
@@ -152,8 +151,9 @@ def extract(entry: TaskEntry, use_cache: bool, threads: int) -> tuple[TaskFeatur
 
 def score_blocks(task: TaskFeatures, layers: list[int], seeds: tuple[int, ...], mappings: tuple[tuple[str, str], ...],
                  workers: int = 1) -> dict[int, dict[str, Any]]:
-    """Every score of ``layers`` (1-based) on every seed: the cluster scores on each mapping's map (or
-    on the raw features), and the linear probe (fit on train, scored on val).
+    """Every score of ``layers`` (1-based) on every seed, as :class:`~slsviz.layers.analysis.LayerAnalysis`
+    makes it for one study: the cluster scores on each mapping's map (or on the raw features), and the
+    linear probe (fit on train, scored on val).
 
     Maps are computed ``workers`` at a time, each on one thread; the scores do not depend on it, so a
     backend may call this per block or for all blocks at once.
@@ -165,15 +165,17 @@ def score_blocks(task: TaskFeatures, layers: list[int], seeds: tuple[int, ...], 
     x, y, n = task.features, task.labels, task.n_train
     for seed in seeds:
         for projection, space in mappings:
+            analysis = LayerAnalysis(x, y, AnalysisSettings(projection=projection, space=space, seed=seed),
+                                     cache_key=task.cache_key, workers=workers)
             if space == "2d":
-                params = AnalysisSettings(projection=projection).projection_params if projection == "umap" else {}
-                maps = project_layers(x, projection, layers=layers, seed=seed, cache_key=task.cache_key,
-                                      n_jobs=workers, **params)
+                analysis.maps(layers)  # all at once, ``workers`` in parallel
             for layer in layers:
-                points = maps[layer] if space == "2d" else x[layer - 1]
-                out[layer][f"seed:{seed}:{projection}:{space}"] = cluster_scores(points, y)
+                out[layer][f"seed:{seed}:{projection}:{space}"] = {
+                    metric: analysis.scores(layer)[metric] for metric in CLUSTER_METRICS}
+        probe = LayerAnalysis(x, y, AnalysisSettings(metric="probe_accuracy", seed=seed),
+                              probe=(x[:, :n], y[:n], x[:, n:], y[n:]))
         for layer in layers:
-            out[layer][f"seed:{seed}:probe"] = probe_accuracy(x[layer - 1, :n], y[:n], x[layer - 1, n:], y[n:], seed=seed)
+            out[layer][f"seed:{seed}:probe"] = probe.score(layer)
     return out
 
 
