@@ -406,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Block Influence: blocks at most this x the mean are redundant (default {defaults.BI_RATIO})")
     p.add_argument("--angular-max", type=fraction, help=f"angular distance to the last block that qualifies (default {defaults.ANGULAR_MAX})")
     p.add_argument("--cka-min", type=fraction, help=f"linear CKA with the last block that qualifies (default {defaults.CKA_MIN})")
-    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=1.0,
-                   help="timing per depth, all depths in turn (default 1)")
+    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=defaults.TIMING_S,
+                   help=f"timing per depth, all depths in turn (default {defaults.TIMING_S:g})")
     p.add_argument("--stability", type=_int_at_least(0, 1000), default=0, metavar="B",
                    help="bootstrap resamples of the scored images (new maps each) for every criterion's spread of depths (default 0: none)")
     p.add_argument("--depgraph", type=_int_at_least(1, 10_000), nargs="?", const=0, metavar="DEPTH",
@@ -427,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the most accurate depth measured at this throughput or more (batch 1)")
     p.add_argument("--kind", choices=("accuracy_head_refit", "accuracy_as_is"), default="accuracy_head_refit",
                    help="which test accuracy (default: head re-fit)")
-    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=1.0,
-                   help="timing per depth, all depths in turn (default 1)")
+    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=defaults.TIMING_S,
+                   help=f"timing per depth, all depths in turn (default {defaults.TIMING_S:g})")
     p.set_defaults(func=_cmd_pick)
 
     p = sub.add_parser("benchmark", help="throughput, latency, FLOPs, memory and storage: full vs pruned at --depth")
@@ -450,8 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rule_args(p)
     p.add_argument("--depth", type=_positive, help="blocks kept (default: the SLS recommendation)")
     p.add_argument("--format", choices=("json", "yaml"), default="json", help="configuration format (default json)")
-    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=1.0,
-                   help="timing per depth for the measured speed it records, all depths in turn (default 1)")
+    p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=defaults.TIMING_S,
+                   help=f"timing per depth for the measured speed it records, all depths in turn (default {defaults.TIMING_S:g})")
     p.add_argument("--out", default="out", help="folder for slsviz-config.* and task-depth<d>.safetensors (default: out)")
     p.set_defaults(func=_cmd_export)
 

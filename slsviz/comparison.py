@@ -121,7 +121,7 @@ def _json(x: Any) -> Any:
 
 
 def compare(study: Any, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
-            time_budget_s: float = 1.0, resamples: int = 0, depgraph: int | None = None,
+            time_budget_s: float = defaults.TIMING_S, resamples: int = 0, depgraph: int | None = None,
             depgraph_retrain: int = 0, progress: StageProgress | None = None) -> Comparison:
     """Every criterion on ``study``'s scored features, its pick and what the pick gives.
 
@@ -326,7 +326,7 @@ def settings_stability(study: Any, settings: AnalysisSettings, *, count: int,
     return Spread(np.array([int(rule.fit(s).depth_) for s in scores]), np.stack(scores))
 
 
-def depgraph_row(study: Any, depth: int, *, time_budget_s: float = 1.0, taylor_batches: int = 4,
+def depgraph_row(study: Any, depth: int, *, time_budget_s: float = defaults.TIMING_S, taylor_batches: int = 4,
                  retrain_epochs: int = 0, progress: StageProgress | None = None) -> dict[str, Any]:
     """The paper's baseline beside SLS at ``depth``: the backbone width-pruned with DepGraph to the FLOPs
     of the ``depth``-block model (:func:`slsviz.pruning.depgraph.width_prune_to_flops`, Taylor

@@ -57,3 +57,6 @@ BI_RATIO = 0.5  # a block is redundant at a Block Influence of at most half the 
 ANGULAR_MAX = 0.25  # ... at an angular distance to the last block of at most 0.25 (45 degrees)
 CKA_MIN = 0.9  # ... at a linear CKA with the last block of at least 0.9
 ORACLE_WITHIN = 0.01  # the oracle: the smallest depth within 1 point of the full model's val accuracy
+# Seconds of timing per depth when every depth is timed (batch 1, all depths in turn); SLSVIZ_TIMING_S
+# sets the app's (quicker, noisier).
+TIMING_S = 1.0

@@ -210,6 +210,8 @@ class Study:
         limit: images per split (``None``: all).
         use_cache: read and write the disk cache of features and maps.
         workers: maps computed at once (``None``: one per core); the maps do not depend on it.
+        timing_s: seconds of timing per depth when every depth is timed (:meth:`benchmarks`), unless
+            a call says otherwise.
     """
 
     def __init__(
@@ -221,6 +223,7 @@ class Study:
         limit: int | None = None,
         use_cache: bool = True,
         workers: int | None = None,
+        timing_s: float = defaults.TIMING_S,
     ) -> None:
         workers = default_workers() if workers is None else workers
         if workers < 1:
@@ -231,6 +234,7 @@ class Study:
         self.limit = limit
         self.use_cache = use_cache
         self.workers = workers
+        self.timing_s = timing_s
         self._banks: OncePerKey[FeatureBank] = OncePerKey()
         self._analyses: OncePerKey[LayerAnalysis] = OncePerKey()
         self._depth_tables: OncePerKey[pd.DataFrame] = OncePerKey()
@@ -246,10 +250,11 @@ class Study:
         self._spreads: OncePerKey[Spread] = OncePerKey()
 
     @classmethod
-    def open(cls, selection: Selection, *, workers: int | None = None, use_cache: bool = True) -> Study:
+    def open(cls, selection: Selection, *, workers: int | None = None, use_cache: bool = True,
+             timing_s: float = defaults.TIMING_S) -> Study:
         """Load what ``selection`` names and study it."""
         return cls(load_task_for(selection), token=selection.token, batch_size=selection.batch_size,
-                   limit=selection.limit, workers=workers, use_cache=use_cache)
+                   limit=selection.limit, workers=workers, use_cache=use_cache, timing_s=timing_s)
 
     # --- facts -----------------------------------------------------------------------------------
 
@@ -417,13 +422,14 @@ class Study:
                                    heads=self._fitted_heads(seed))
 
     def compare(self, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
-                time_budget_s: float = 1.0, resamples: int = 0, depgraph: int | None = None,
+                time_budget_s: float | None = None, resamples: int = 0, depgraph: int | None = None,
                 depgraph_retrain: int = 0, progress: StageProgress | None = None) -> Comparison:
         """SLS beside the other layer criteria and the oracle (:func:`slsviz.comparison.compare`), with
         each one's stability over ``resamples`` bootstrap resamples and, with ``depgraph`` (a depth, 0:
         the SLS depth), the DepGraph baseline (retrained ``depgraph_retrain`` epochs); once per settings."""
         from slsviz.comparison import compare
 
+        time_budget_s = self.timing_s if time_budget_s is None else time_budget_s
         key = (float(oracle_within), tuple(sorted({**CRITERIA_SETTINGS, **(settings or {})}.items())),
                float(time_budget_s), int(resamples), depgraph, int(depgraph_retrain))
         return self._comparisons.get(key, lambda: compare(self, oracle_within=oracle_within, settings=settings,
@@ -447,13 +453,14 @@ class Study:
         """A re-fit head per depth on the train features: fit once, scored on a preview and the whole test split."""
         return self._heads.get(seed, lambda: fit_heads(self.loaded.model, self.bank("train"), seed=seed))
 
-    def benchmarks(self, batch_size: int = 1, time_budget_s: float = 1.0,
+    def benchmarks(self, batch_size: int = 1, time_budget_s: float | None = None,
                    progress: Progress | None = None) -> dict[int, BenchmarkResult]:
         """Measured throughput and latency of the model cut at every depth, timed together.
 
         All depths are timed interleaved (see :func:`slsviz.pruning.bench.benchmark_models`), so
         their ratios hold on a machine whose speed drifts; the cut models share one merged copy's
-        blocks. Measured once per batch size and budget; ``time_budget_s`` is per depth. The
+        blocks. Measured once per batch size and budget; ``time_budget_s`` is per depth (``None``:
+        the study's :attr:`timing_s`). The
         measurement has the machine alone: other sessions' heavy work waits for it (see
         :data:`slsviz.sharing.WORKLOAD`).
         """
@@ -464,11 +471,12 @@ class Study:
                                     device=self.loaded.backbone.device, time_budget_s=time_budget_s, merged=True,
                                     progress=progress)
 
+        time_budget_s = self.timing_s if time_budget_s is None else time_budget_s
         return self._benchmarks.get((batch_size, time_budget_s), measure)
 
     def pick_depth(self, *, within: float | None = None, min_images_per_s: float | None = None,
                    kind: str = "accuracy_head_refit", table: pd.DataFrame | None = None,
-                   time_budget_s: float = 1.0) -> dict[str, Any]:
+                   time_budget_s: float | None = None) -> dict[str, Any]:
         """The depth that fits a budget - give exactly one: the fastest within ``within`` (a fraction,
         0.01 = 1 point) of the full model's ``kind`` accuracy, or the most accurate at
         ``min_images_per_s`` or faster (batch 1, :meth:`benchmarks`).
@@ -476,7 +484,7 @@ class Study:
         Args:
             table: the per-depth accuracies to read (default: the exact :meth:`depth_table`; a page
                 showing provisional ones passes those).
-            time_budget_s: timing per depth (:meth:`benchmarks`).
+            time_budget_s: timing per depth (:meth:`benchmarks`; ``None``: the study's).
 
         Returns:
             ``depth``, ``kind``, ``accuracy`` and ``images_per_s`` there, and ``rule`` in words.
@@ -536,7 +544,7 @@ class Study:
 
     # --- export and import -----------------------------------------------------------------------
 
-    def config(self, settings: AnalysisSettings, depth: int, time_budget_s: float = 1.0) -> dict[str, Any]:
+    def config(self, settings: AnalysisSettings, depth: int, time_budget_s: float | None = None) -> dict[str, Any]:
         """The configuration of the model cut at ``depth``: why (scores, the recommendation under
         ``settings``) and what it gives (accuracy, measured speed at batch 1 - ``time_budget_s`` of
         timing per depth, :meth:`benchmarks` -, FLOPs, parameters)."""

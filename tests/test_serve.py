@@ -53,3 +53,13 @@ def test_the_app_config_keeps_a_slider_move_free_of_full_garbage_collections():
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False
     assert config["server"]["fileWatcherType"] == "none"
+
+
+def test_the_apps_timing_per_depth_comes_from_the_environment(monkeypatch):
+    from slsviz import defaults
+    from slsviz.app import ui
+
+    for value, expected in (("0.3", 0.3), ("", defaults.TIMING_S), ("fast", defaults.TIMING_S), ("-1", defaults.TIMING_S),
+                            ("inf", defaults.TIMING_S)):
+        monkeypatch.setenv("SLSVIZ_TIMING_S", value)
+        assert ui.timing_s() == expected, value

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import streamlit as st
 
+from slsviz import defaults
 from slsviz.device import is_out_of_memory
 from slsviz.errors import SlsvizError
 from slsviz.layers.analysis import AnalysisSettings
@@ -35,7 +36,17 @@ MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, PICKED, EXPORT_DEPTH
 @st.cache_resource(show_spinner="Loading backbone, task and dataset...", max_entries=4)
 def study(selection: Selection) -> Study:
     """One study per selection, shared by sessions; its model is never mutated."""
-    return Study.open(selection)
+    return Study.open(selection, timing_s=timing_s())
+
+
+def timing_s() -> float:
+    """Seconds of timing per depth in the app: ``SLSVIZ_TIMING_S`` where it is a positive number
+    (quicker, noisier figures), otherwise the default."""
+    try:
+        value = float(os.environ.get("SLSVIZ_TIMING_S", ""))
+    except ValueError:
+        return defaults.TIMING_S
+    return value if 0 < value < float("inf") else defaults.TIMING_S
 
 
 def default_selection() -> Selection:
