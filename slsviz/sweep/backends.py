@@ -175,14 +175,11 @@ class RayBackend:
         pending: dict[Any, tuple[str, str, int | None]] = {}
 
         def opened(task: _Task) -> None:
-            """The entry opens a checkpoint: its model pass, and its benchmark (queued for a free node)."""
+            """The entry opens a checkpoint: its model pass."""
             features, facts = remote["extract"].options(num_returns=2, **model).remote(
                 task.opens, plan.use_cache, spec.threads)
             task.features = features
             pending[facts] = (task.entry.name, "features", None)
-            if spec.benchmarks:
-                ref = remote["benchmark"].options(**whole_node).remote(task.opens, plan.use_cache, spec.seconds, node_cpus)
-                pending[ref] = (task.entry.name, "benchmarks", None)
 
         def finish_if_ready(task: _Task) -> None:
             if task.decided is not None and (task.timed is not None or not spec.benchmarks):
@@ -221,6 +218,10 @@ class RayBackend:
                 opened(task)
             elif stage == "features":
                 task.facts = value
+                if spec.benchmarks:  # once the model opened: queued for a node to itself
+                    ref = remote["benchmark"].options(**whole_node).remote(task.opens, plan.use_cache, spec.seconds,
+                                                                           node_cpus)
+                    pending[ref] = (name, "benchmarks", None)
                 for block in range(1, value.num_layers + 1):
                     ref = remote["score_blocks"].options(**one).remote(task.features, [block], spec.seeds, plan.mappings, 1)
                     pending[ref] = (name, "maps and scores", block)
