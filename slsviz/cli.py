@@ -305,11 +305,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> dict:
 
 
 def _cmd_prune(args: argparse.Namespace) -> dict:
-    import dataclasses
-
     from slsviz.data import make_loader
+    from slsviz.export import save_pruned_task
     from slsviz.models.depth import prune_to_depth
-    from slsviz.models.task import save_task
     from slsviz.models.train import evaluate
 
     loaded = _study(args).loaded
@@ -320,9 +318,8 @@ def _cmd_prune(args: argparse.Namespace) -> dict:
     _note(note)
     accuracy = {split: evaluate(pruned, make_loader(loaded.data, split, loaded.preprocess, args.batch_size, limit=args.limit))
                 if applies else None for split in ("val", "test")}
-    meta = dataclasses.replace(loaded.meta, depth=args.depth, val_accuracy=accuracy["val"], test_accuracy=accuracy["test"],
-                               recipe={**loaded.meta.recipe, "pruned_from_depth": loaded.meta.num_layers, "head": "as is"})
-    path = save_task(args.out, pruned, meta)
+    path = save_pruned_task(loaded.model, loaded.meta, args.depth, args.out, val_accuracy=accuracy["val"],
+                            test_accuracy=accuracy["test"])
     return {"checkpoint": str(path), "bytes": path.stat().st_size, "depth": args.depth,
             "val_accuracy": accuracy["val"], "test_accuracy": accuracy["test"], "limit": args.limit}
 
@@ -372,10 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=choices.PETL_METHODS, default="convpass", help="PETL method (default convpass)")
     p.add_argument("--bottleneck", type=_positive, default=8, help="adapter width / LoRA rank (default 8)")
     p.add_argument("--scale", type=_float_in(-1e6, 1e6, what="a finite number"), help="adapter scale s (default: the method's own)")
-    p.add_argument("--epochs", type=_positive, default=100, help="epochs (paper: 100)")
-    p.add_argument("--warmup-epochs", type=_non_negative, default=10, help="linear warm-up epochs (paper: 10)")
-    p.add_argument("--lr", type=_float_in(0.0, 10.0, low_open=True, what="a learning rate"), default=1e-3, help="peak learning rate (paper: 1e-3)")
-    p.add_argument("--batch-size", type=_positive, default=64, help="batch size (paper: 64)")
+    p.add_argument("--epochs", type=_positive, default=defaults.TRAIN_EPOCHS, help=f"epochs (paper: {defaults.TRAIN_EPOCHS})")
+    p.add_argument("--warmup-epochs", type=_non_negative,
+                   help="linear warm-up epochs (default: a tenth of the epochs, at least one; the paper's 10 of 100)")
+    p.add_argument("--lr", type=_float_in(0.0, 10.0, low_open=True, what="a learning rate"), default=defaults.TRAIN_LR,
+                   help=f"peak learning rate (paper: {defaults.TRAIN_LR:g})")
+    p.add_argument("--batch-size", type=_positive, default=defaults.TRAIN_BATCH_SIZE,
+                   help=f"batch size (paper: {defaults.TRAIN_BATCH_SIZE})")
     p.add_argument("--train-seed", type=_seed, default=0, help="seed of shuffling, dropout and head init")
     p.add_argument("--limit", type=_positive, help="use only the first N images of each split (quick runs)")
     p.add_argument("--out", required=True, help="task checkpoint to write (.safetensors)")

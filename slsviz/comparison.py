@@ -10,7 +10,7 @@ re-fit). The scored images are the study's (train + val); the oracle reads val, 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pandas as pd
 from slsviz import defaults
 from slsviz.choices import METRICS
 from slsviz.errors import DataError, SlsvizError
-from slsviz.layers.analysis import AnalysisSettings
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
 from slsviz.layers.criteria import (
     SETTINGS,
     angular_distance_to_last,
@@ -30,13 +30,12 @@ from slsviz.layers.criteria import (
     criterion_depth,
     knn_accuracy,
 )
-from slsviz.layers.projection import project_layers
 from slsviz.layers.rule import SLSRule
-from slsviz.layers.scores import cluster_scores, probe_accuracy
 from slsviz.layers.stability import Spread
 from slsviz.layers.stability import resamples as draw
 from slsviz.progress import Progress, StageProgress
 from slsviz.pruning.accuracy import oracle_depth
+from slsviz.scheduler import SCHEDULER, Parallel
 from slsviz.storage import write_json_and_csv
 
 # The SLS family: (name, label, how the layers are mapped, the score the rule reads). The paper's
@@ -211,8 +210,8 @@ def other_picks(features: np.ndarray, labels: np.ndarray, settings: dict[str, fl
     picks = []
     for name, label in OTHER_CRITERIA.items():
         if names is None or name in names:
-            scores = (knn_accuracy(features, labels, seed=seed) if name == "knn_accuracy"
-                      else FEATURE_CRITERIA[name](features))
+            scores = SCHEDULER.run_heavy(lambda: knn_accuracy(features, labels, seed=seed) if name == "knn_accuracy"
+                                         else FEATURE_CRITERIA[name](features))
             depth, rule = criterion_depth(name, scores, settings[name])
             picks.append({"name": name, "label": label, "scores": scores, "higher_is_better": HIGHER_IS_BETTER[name],
                           "depth": depth, "rule": rule})
@@ -234,25 +233,23 @@ class _Resampled:
     def __init__(self, study: Any, seed: int) -> None:
         self.features, self.labels = study.scored_features()
         self.n_train, self.workers, self.seed = study.bank("train").num_samples, study.workers, seed
-        self._maps: dict[tuple, dict[int, np.ndarray]] = {}
+        self._analysis: tuple[tuple, LayerAnalysis] | None = None
 
     def sls(self, settings: AnalysisSettings, idx: np.ndarray, map_seed: int) -> np.ndarray:
-        """``settings``' score of every block: on new maps (``map_seed``), on the raw features, or the probe
-        fit on the resample's train images and scored on its val images."""
-        x, y = self.features[:, idx], self.labels[idx]
-        if settings.metric == "probe_accuracy":
+        """``settings``' score of every block (a :class:`LayerAnalysis` of the resample): on new maps
+        (``map_seed``), on the raw features, or the probe fit on the resample's train images and scored
+        on its val images."""
+        probe = settings.metric == "probe_accuracy"
+        mapping = replace(settings, seed=self.seed if probe else map_seed)
+        key = (idx.tobytes(), probe, replace(mapping, metric=defaults.METRIC, alpha=defaults.ALPHA))
+        if self._analysis is None or self._analysis[0] != key:
+            # One resample at a time: the variants on the same maps come one after another and share them.
             train, val = idx[idx < self.n_train], idx[idx >= self.n_train]
-            return np.array([probe_accuracy(np.asarray(layer[train], np.float32), self.labels[train],
-                                            np.asarray(layer[val], np.float32), self.labels[val], seed=self.seed)
-                             for layer in self.features])
-        if settings.space == "raw":
-            return np.array([cluster_scores(np.asarray(layer, np.float32), y)[settings.metric] for layer in x])
-        params = settings.projection_params if settings.projection == "umap" else {}
-        key = (settings.projection, map_seed, tuple(sorted(params.items())))
-        if key not in self._maps:
-            self._maps.clear()  # one resample at a time: the variants on the same maps come one after another
-            self._maps[key] = project_layers(x, settings.projection, seed=map_seed, n_jobs=self.workers, **params)
-        return np.array([cluster_scores(self._maps[key][layer], y)[settings.metric] for layer in range(1, len(x) + 1)])
+            self._analysis = key, LayerAnalysis(
+                self.features[:, idx], self.labels[idx], mapping, runner=Parallel(self.workers),
+                probe=(self.features[:, train], self.labels[train], self.features[:, val], self.labels[val]) if probe else None)
+        analysis = self._analysis[1]
+        return np.array([analysis.score(layer, settings.metric) for layer in range(1, analysis.num_layers + 1)])
 
     def knn(self, idx: np.ndarray) -> np.ndarray:
         """kNN accuracy on each drawn image once (a duplicate in another fold would be its own nearest
@@ -262,8 +259,9 @@ class _Resampled:
         if smallest < 2:
             raise DataError("A bootstrap resample drew a single image of some class, too few for kNN's "
                             "cross-validation: score more images per split for the stability of kNN.")
-        return knn_accuracy(self.features[:, drawn], self.labels[drawn],
-                            folds=int(max(2, min(defaults.KNN_FOLDS, smallest))), seed=self.seed)
+        return SCHEDULER.run_heavy(lambda: knn_accuracy(self.features[:, drawn], self.labels[drawn],
+                                                        folds=int(max(2, min(defaults.KNN_FOLDS, smallest))),
+                                                        seed=self.seed))
 
 
 
@@ -348,21 +346,23 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = defaults.TIMI
     merged = prepare_for_timing(loaded.model)
     loader = make_loader(loaded.data, "train", loaded.preprocess, study.batch_size, limit=study.limit)
     batches = [(x, y) for x, y in itertools.islice(iter(loader), taylor_batches)]
-    pruned = width_prune_to_flops(loaded.model, study.benchmarks(time_budget_s=time_budget_s)[depth].flops_per_image,
-                                  size, batches=batches)
-    banks = {split: feature_bank(pruned.model, loaded.data, split, loaded.preprocess, backbone_checksum="depgraph",
-                                 batch_size=study.batch_size, limit=study.limit, device=device, use_cache=False,
-                                 progress=_stage(progress, f"features of the {split} split, width-pruned model"))
-             for split in ("train", "test")}
+    flops = study.benchmarks(time_budget_s=time_budget_s)[depth].flops_per_image
+    pruned = SCHEDULER.run_heavy(lambda: width_prune_to_flops(loaded.model, flops, size, batches=batches))
+    banks = {split: SCHEDULER.run_heavy(lambda: feature_bank(  # noqa: B023 - called at once
+        pruned.model, loaded.data, split, loaded.preprocess, backbone_checksum="depgraph", batch_size=study.batch_size,
+        limit=study.limit, device=device, use_cache=False,
+        progress=_stage(progress, f"features of the {split} split, width-pruned model")))
+        for split in ("train", "test")}
     L = banks["test"].num_layers
-    head = fit_head(pruned.model, banks["train"], L)
+    head = SCHEDULER.run_heavy(lambda: fit_head(pruned.model, banks["train"], L))
     refit = float(head.score(normed(pruned.model, banks["test"].layer(L)), banks["test"].labels))
     as_is = float(accuracy_as_is(pruned.model, banks["test"])[-1]) if loaded.head[0] else float("nan")
     # Every depth and the width-pruned model in the same rounds, so that the chart's two series compare.
     views = depth_views(merged, range(1, study.num_layers + 1))
-    timed = benchmark_models({**views, "depgraph": pruned.model}, size, batch_size=1, device=device,
-                             time_budget_s=time_budget_s, merged=True,
-                             progress=_stage(progress, "timing every depth and DepGraph together"))
+    with SCHEDULER.timing():
+        timed = benchmark_models({**views, "depgraph": pruned.model}, size, batch_size=1, device=device,
+                                 time_budget_s=time_budget_s, merged=True,
+                                 progress=_stage(progress, "timing every depth and DepGraph together"))
     params = sum(p.numel() * p.element_size() for p in pruned.model.parameters())
     retrained: dict[str, Any] = {}
     if retrain_epochs:
@@ -370,10 +370,11 @@ def depgraph_row(study: Any, depth: int, *, time_budget_s: float = defaults.TIMI
             retrained = {"retrained_note": f"{loaded.method} was merged into the backbone to be width-pruned, so it "
                                            "has no adapters left to train; only Convpass and AdaptFormer retrain."}
         else:
-            out = retrain_pruned(pruned.model, loaded.data, loaded.preprocess, kind="ft", epochs=retrain_epochs,
-                                 device=device, limit=study.limit,
-                                 progress=(lambda e, n, _: progress("retraining the width-pruned model", e, n))
-                                 if progress else None)
+            with SCHEDULER.training():
+                out = retrain_pruned(pruned.model, loaded.data, loaded.preprocess, kind="ft", epochs=retrain_epochs,
+                                     device=device, limit=study.limit,
+                                     progress=(lambda e, n, _: progress("retraining the width-pruned model", e, n))
+                                     if progress else None)
             retrained = {"accuracy_retrained": out["accuracy_retrained"], "retrain_epochs": retrain_epochs}
     return {**retrained, "name": "depgraph", "label": f"DepGraph width pruning at the FLOPs of depth {depth}", "depth": depth,
             "ratio": pruned.ratio, "heads": pruned.heads, "mlp_hidden": pruned.mlp_hidden, "flops": pruned.flops,

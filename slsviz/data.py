@@ -7,9 +7,11 @@ and ``split_info`` records how, so a run can say exactly which images it saw.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,23 @@ class LabelledImages:
             "split_info": self.split_info,
             "skipped": len(self.skipped),
         }
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identifies the content: the images (in-memory bytes, or each file's path, size and
+        modification time), the labels and the splits. Caches key on it, not on the dataset's name, so
+        images replaced under the same names are read again."""
+        digest = hashlib.sha256()
+        if self.pixels is not None:
+            digest.update(np.ascontiguousarray(self.pixels).tobytes())
+        else:
+            for path in self.paths:
+                stat = os.stat(path)
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(self.labels.tobytes())
+        for key in sorted(self.splits):
+            digest.update(key.encode() + self.splits[key].tobytes())
+        return digest.hexdigest()[:24]
 
     def skipped_note(self) -> str | None:
         """A line saying which files were left out as unreadable (``None`` when none were)."""

@@ -43,6 +43,21 @@ SEED = 0
 # up to whole batches, so those batches are the ones the whole pass makes).
 PREVIEW_TEST_IMAGES = 512
 
+# Training a task (slsviz.models.train.Recipe reads these; so do the CLI's help, the app and the sweep):
+# the paper's recipe, AdamW with a linear warm-up then a cosine down to TRAIN_MIN_LR.
+TRAIN_EPOCHS = 100
+TRAIN_LR = 1e-3
+TRAIN_MIN_LR = 1e-5
+TRAIN_WEIGHT_DECAY = 1e-4
+TRAIN_BATCH_SIZE = 64
+TRAIN_DROP_PATH = 0.1
+
+
+def warmup_epochs(epochs: int) -> int:
+    """Warm-up epochs when none are given: a tenth of the epochs, at least one (the paper: 10 of 100)."""
+    return max(1, epochs // 10)
+
+
 # UMAP, when it is chosen (umap-learn's own defaults).
 UMAP_N_NEIGHBORS = 15
 UMAP_MIN_DIST = 0.1

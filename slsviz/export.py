@@ -334,16 +334,21 @@ def _parse(text: str, where: str) -> Any:
 # --- checkpoint -----------------------------------------------------------------------------------
 
 
-def save_pruned_task(model: nn.Module, meta: TaskMeta, depth: int, path: str | os.PathLike) -> Path:
+def save_pruned_task(model: nn.Module, meta: TaskMeta, depth: int, path: str | os.PathLike, *,
+                     val_accuracy: float | None = None, test_accuracy: float | None = None) -> Path:
     """Write the task checkpoint of ``model`` cut at ``depth``: adapters of ``blocks[:depth]`` and the head.
 
-    ``model`` is not changed. The saved metadata records ``depth``.
+    ``model`` is not changed. The saved metadata records ``depth`` and the depth it was cut from.
+    Its accuracies are those measured on the cut model (``val_accuracy``, ``test_accuracy``, head as
+    is) or none: a file never carries the full model's figures as its own.
 
     Raises:
         SlsvizError: ``depth`` out of range for ``model``.
     """
     pruned = prune_to_depth(model, depth)
-    return save_task(path, pruned, dataclasses.replace(meta, depth=len(pruned.blocks)))
+    return save_task(path, pruned, dataclasses.replace(
+        meta, depth=len(pruned.blocks), val_accuracy=val_accuracy, test_accuracy=test_accuracy,
+        recipe={**meta.recipe, "pruned_from_depth": meta.num_layers, "head": "as is"}))
 
 
 def restore(config: dict, task_checkpoint: str | os.PathLike, backbone: Backbone) -> nn.Module:

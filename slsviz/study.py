@@ -16,9 +16,9 @@ selection gives the same numbers everywhere.
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,7 +69,7 @@ from slsviz.pruning.accuracy import (
 from slsviz.pruning.bench import BenchmarkResult, benchmark_models, prepare_for_timing
 from slsviz.pruning.budget import fastest_within, most_accurate_at
 from slsviz.pruning.footprint import storage_per_task
-from slsviz.sharing import Background, OncePerKey
+from slsviz.scheduler import SCHEDULER, Memo, Parallel
 from slsviz.storage import atomic_path, cache_dir, write_json_and_csv
 
 if TYPE_CHECKING:
@@ -201,7 +201,8 @@ class Study:
     """One task on one dataset, with memoised features, analyses, accuracies, timings and exports.
 
     Never mutates its model; safe to share between threads (app sessions): each thing is computed
-    once, while different things are computed side by side (:class:`slsviz.sharing.OncePerKey`).
+    once, while different things are computed side by side (:class:`slsviz.scheduler.Memo`), and
+    :data:`slsviz.scheduler.SCHEDULER` decides what runs when.
 
     Args:
         loaded: the backbone, task model and dataset.
@@ -235,19 +236,17 @@ class Study:
         self.use_cache = use_cache
         self.workers = workers
         self.timing_s = timing_s
-        self._banks: OncePerKey[FeatureBank] = OncePerKey()
-        self._analyses: OncePerKey[LayerAnalysis] = OncePerKey()
-        self._depth_tables: OncePerKey[pd.DataFrame] = OncePerKey()
-        self._heads: OncePerKey[list] = OncePerKey()
-        self._previews: OncePerKey[FeatureBank] = OncePerKey()
-        self._background = Background("slsviz-study")
-        self._started: set[Hashable] = set()
-        self._lock = threading.Lock()
-        self._benchmarks: OncePerKey[dict[int, BenchmarkResult]] = OncePerKey()
-        self._task_files: OncePerKey[bytes] = OncePerKey()
-        self._onnx_files: OncePerKey[bytes] = OncePerKey()
-        self._comparisons: OncePerKey[Comparison] = OncePerKey()
-        self._spreads: OncePerKey[Spread] = OncePerKey()
+        self._banks: Memo[FeatureBank] = Memo()
+        self._analyses: Memo[LayerAnalysis] = Memo()
+        self._depth_tables: Memo[pd.DataFrame] = Memo()
+        self._heads: Memo[list] = Memo()
+        self._previews: Memo[FeatureBank] = Memo()
+        self._started: Memo[Future] = Memo()
+        self._benchmarks: Memo[dict[int, BenchmarkResult]] = Memo()
+        self._task_files: Memo[bytes] = Memo()
+        self._onnx_files: Memo[bytes] = Memo()
+        self._comparisons: Memo[Comparison] = Memo()
+        self._spreads: Memo[Spread] = Memo()
 
     @classmethod
     def open(cls, selection: Selection, *, workers: int | None = None, use_cache: bool = True,
@@ -317,9 +316,10 @@ class Study:
     def _feature_bank(self, split: str, limit: int | None, progress: Progress | None,
                       head: FeatureBank | None = None) -> FeatureBank:
         loaded = self.loaded
-        return feature_bank(loaded.model, loaded.data, split, loaded.preprocess, backbone_checksum=loaded.backbone.checksum,
-                            token=self.token, batch_size=self.batch_size, limit=limit, device=loaded.backbone.device,
-                            use_cache=self.use_cache, progress=progress, head=head)
+        return SCHEDULER.run_heavy(lambda: feature_bank(
+            loaded.model, loaded.data, split, loaded.preprocess, backbone_checksum=loaded.backbone.checksum,
+            token=self.token, batch_size=self.batch_size, limit=limit, device=loaded.backbone.device,
+            use_cache=self.use_cache, progress=progress, head=head))
 
     def analysis(self, settings: AnalysisSettings) -> LayerAnalysis:
         """The analysis SLS makes, under ``settings``: train + val features scored together
@@ -329,7 +329,8 @@ class Study:
             features = np.concatenate([train.as_float32(), val.as_float32()], axis=1)
             labels = np.concatenate([train.labels, val.labels])
             return LayerAnalysis(features, labels, settings, cache_key=f"{train.key}+{val.key}" if self.use_cache else None,
-                                 probe=(train.features, train.labels, val.features, val.labels), workers=self.workers)
+                                 probe=(train.features, train.labels, val.features, val.labels),
+                                 runner=Parallel(self.workers))
 
         return self._analyses.get(settings, build)
 
@@ -386,35 +387,33 @@ class Study:
         table.attrs["images"] = (head.num_samples, self._split_size("test"))
         return table, False
 
-    def finish(self, seed: int = defaults.SEED) -> None:
+    def finish(self, seed: int = defaults.SEED) -> Future:
         """Make the exact :meth:`depth_table` in the background, once (the rest of the test split
         read after what a provisional table read); :meth:`depth_table_ready` says when it is there."""
-        self._start_once(("table", seed), lambda: self.depth_table(seed))
+        return self._start_once(("table", seed), lambda study: study.depth_table(seed))
 
-    def prefetch(self, page: str, settings: AnalysisSettings = AnalysisSettings()) -> None:
+    def prefetch(self, page: str, settings: AnalysisSettings = AnalysisSettings()) -> Future:
         """Start, in the background, the heaviest part of what ``page`` will ask for, while the user
         reads the page before it: ``"layers"`` the train and val features and the recommendation under
         ``settings``; ``"prune"`` the first test images' features, the re-fit heads, the timing of
         every depth, and then the rest of the test split (:meth:`finish`). Each is started once; a
-        page that asks for it meanwhile waits for it rather than computing it again."""
-        def prune() -> None:
-            self.bank_head("test") if self.preview_size("test") else self.bank("test")
-            self._fitted_heads(defaults.SEED)
-            self.benchmarks()
-            self.finish()  # after the timing: a measurement has the machine alone
+        page that asks for it meanwhile waits for it rather than computing it again, and hears of its
+        failure. Returns the future of the job (its error, if it failed)."""
+        def prune(study: Study) -> None:  # the study as an argument: the queue holds it weakly
+            study.bank_head("test") if study.preview_size("test") else study.bank("test")
+            study._fitted_heads(defaults.SEED)
+            study.benchmarks()
+            study.finish()  # after the timing: a measurement has the machine alone
 
-        jobs = {"layers": lambda: self.recommend(settings), "prune": prune}
+        jobs = {"layers": lambda study: study.recommend(settings), "prune": prune}
         if page not in jobs:
             raise SlsvizError(f"Nothing to prefetch for {page!r}: use one of {', '.join(jobs)}.")
-        self._start_once((page, settings), jobs[page])
+        return self._start_once((page, settings), jobs[page])
 
-    def _start_once(self, key: Hashable, job: Callable[[], object]) -> None:
-        """Queue ``job`` for the background thread, unless ``key``'s job was queued before."""
-        with self._lock:
-            if key in self._started:
-                return
-            self._started.add(key)
-        self._background.submit(job)
+    def _start_once(self, key: Hashable, job: Callable[[Study], object]) -> Future:
+        """Queue ``job(self)`` for the scheduler's background thread, unless ``key``'s job was queued
+        before; the future of its result (or error)."""
+        return self._started.get(key, lambda: SCHEDULER.submit(self, job))
 
     def accuracy_head_refit(self, split: str, seed: int = defaults.SEED) -> np.ndarray:
         """Accuracy on ``split`` at every depth (index d-1) of the heads re-fit on train."""
@@ -451,7 +450,11 @@ class Study:
 
     def _fitted_heads(self, seed: int) -> list:
         """A re-fit head per depth on the train features: fit once, scored on a preview and the whole test split."""
-        return self._heads.get(seed, lambda: fit_heads(self.loaded.model, self.bank("train"), seed=seed))
+        def fit() -> list:
+            train = self.bank("train")  # outside the heavy section: it may wait for another thread's
+            return SCHEDULER.run_heavy(lambda: fit_heads(self.loaded.model, train, seed=seed))
+
+        return self._heads.get(seed, fit)
 
     def benchmarks(self, batch_size: int = 1, time_budget_s: float | None = None,
                    progress: Progress | None = None) -> dict[int, BenchmarkResult]:
@@ -462,14 +465,15 @@ class Study:
         blocks. Measured once per batch size and budget; ``time_budget_s`` is per depth (``None``:
         the study's :attr:`timing_s`). The
         measurement has the machine alone: other sessions' heavy work waits for it (see
-        :data:`slsviz.sharing.WORKLOAD`).
+        :meth:`slsviz.scheduler.Scheduler.timing`).
         """
         def measure() -> dict[int, BenchmarkResult]:
             merged = prepare_for_timing(self.loaded.model)
             views = depth_views(merged, range(1, self.num_layers + 1))
-            return benchmark_models(views, self.loaded.backbone.img_size, batch_size=batch_size,
-                                    device=self.loaded.backbone.device, time_budget_s=time_budget_s, merged=True,
-                                    progress=progress)
+            with SCHEDULER.timing():
+                return benchmark_models(views, self.loaded.backbone.img_size, batch_size=batch_size,
+                                        device=self.loaded.backbone.device, time_budget_s=time_budget_s, merged=True,
+                                        progress=progress)
 
         time_budget_s = self.timing_s if time_budget_s is None else time_budget_s
         return self._benchmarks.get((batch_size, time_budget_s), measure)
@@ -521,10 +525,11 @@ class Study:
         The file is named by its content, so another run (other settings, another session) never
         overwrites a checkpoint a study may be serving.
         """
-        recipe = Recipe(epochs=epochs, warmup_epochs=max(1, epochs // 10))
+        recipe = Recipe(epochs=epochs)
         backbone, data = self.loaded.backbone, self.loaded.data
-        model, meta, _ = fit_task(backbone, data, PetlConfig(method), recipe, device=backbone.device, limit=limit,
-                                  progress=progress)
+        with SCHEDULER.training():
+            model, meta, _ = fit_task(backbone, data, PetlConfig(method), recipe, device=backbone.device, limit=limit,
+                                      progress=progress)
         folder = cache_dir() / "tasks"
         with tempfile.TemporaryDirectory(prefix=".train-", dir=folder.parent) as scratch:
             written = save_task(Path(scratch) / "task.safetensors", model, meta)
@@ -537,9 +542,10 @@ class Study:
         """Test accuracy of the model cut at ``depth`` after training its adapters and head further
         (the paper's ``"ft"``: constant lr 1e-5, or ``"clr"``); ``{"depth", "kind", "epochs",
         "accuracy_retrained", "val_accuracy"}``. The study's model is not touched."""
-        out = accuracy_retrained(self.loaded.model, check_depth(depth, self.num_layers), self.loaded.data,
-                                 self.loaded.preprocess, kind=kind, epochs=epochs, device=self.loaded.backbone.device,
-                                 limit=self.limit, progress=progress)
+        with SCHEDULER.training():
+            out = accuracy_retrained(self.loaded.model, check_depth(depth, self.num_layers), self.loaded.data,
+                                     self.loaded.preprocess, kind=kind, epochs=epochs,
+                                     device=self.loaded.backbone.device, limit=self.limit, progress=progress)
         return {k: v for k, v in out.items() if k != "model"}
 
     # --- export and import -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from helpers import recommend_depth
 
 from slsviz.errors import SlsvizError
 from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
+from slsviz.scheduler import Parallel
 
 
 def _layers(num_layers=6, n_per_class=30, classes=3, dim=16, seed=0):
@@ -113,10 +114,10 @@ def test_parallel_lazy_scan_gives_the_same_answer_and_never_maps_twice(monkeypat
     monkeypatch.setattr(projection, "project", counting)
     feats, labels = _layers(num_layers=8)
     settings = AnalysisSettings(projection="pca")
-    one = LayerAnalysis(feats, labels, settings, workers=1)
+    one = LayerAnalysis(feats, labels, settings)
     rule_one, table_one = one.recommend(), one.table()
     calls.clear()
-    three = LayerAnalysis(feats, labels, settings, workers=3)
+    three = LayerAnalysis(feats, labels, settings, runner=Parallel(3))
     rule_three = three.recommend()
     assert (rule_three.depth_, rule_three.threshold_) == (rule_one.depth_, rule_one.threshold_)
     table_three = three.table()
@@ -144,7 +145,7 @@ def test_parallel_lazy_scan_returns_before_maps_it_does_not_need(monkeypatch):
     monkeypatch.setattr(analysis_module, "project_layers", slow_bottom)
     feats, labels = _layers(num_layers=4)
     feats[1] = np.random.default_rng(1).normal(size=feats[1].shape)  # layer 2: no clusters, the scan stops there
-    analysis = LayerAnalysis(feats, labels, AnalysisSettings(projection="pca"), workers=2)
+    analysis = LayerAnalysis(feats, labels, AnalysisSettings(projection="pca"), runner=Parallel(2))
     rule = analysis.recommend()
     assert rule.depth_ == 3 and not release.is_set()  # answered while layer 1's map was still running
     assert 1 in calls  # started ahead by the scan, still running

@@ -9,9 +9,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE = sorted((ROOT / "slsviz").rglob("*.py"))
 # The rank of each part of slsviz: a module may import parts of a lower rank and its own part.
-SHARED = {"data", "device", "errors", "storage", "environment", "defaults", "choices", "progress", "sharing", "__init__"}
-RANKS = {"shared": 0, "models": 1, "layers": 2, "pruning": 3, "export": 4, "comparison": 4, "study": 5, "sweep": 6,
-         "app": 7, "cli": 7}
+SHARED = {"data", "device", "errors", "storage", "environment", "defaults", "choices", "progress", "__init__"}
+RANKS = {"shared": 0, "models": 1, "layers": 2, "pruning": 3, "scheduler": 4, "export": 5, "comparison": 5, "study": 6,
+         "sweep": 7, "app": 8, "cli": 8}
+WINGS = ("models", "layers", "pruning")  # pure: functions and plain objects
+# What runs work or holds state across threads: the scheduler's alone.
+CONCURRENCY = ("threading", "_thread", "concurrent", "multiprocessing", "queue", "asyncio", "slsviz.scheduler")
 
 
 def _part(module: str) -> str:
@@ -58,6 +61,12 @@ def test_imports_run_one_way():
                 if there != here and RANKS[there] >= RANKS[here]:
                     wrong.append(f"{_module(path)} imports {imported}")
     assert wrong == []
+
+
+def test_the_engine_wings_hold_no_lock_and_start_no_thread():
+    offenders = {_module(path): sorted(m for m in _imports(path) if m.split(".")[0] in CONCURRENCY or m in CONCURRENCY)
+                 for path in ENGINE if _part(_module(path)) in WINGS}
+    assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_no_engine_function_or_class_is_called_only_from_tests():

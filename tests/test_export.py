@@ -212,6 +212,18 @@ def test_pruned_task_holds_only_kept_blocks(convpass, tmp_path):
     assert len(model.blocks) == 3  # the input is not pruned
 
 
+def test_a_pruned_task_never_carries_the_full_models_accuracies(convpass, tmp_path):
+    """The Export page and `slsviz export` wrote a depth-2 file with the full model's 0.5 / 0.25 as its own."""
+    model, meta = convpass
+    unmeasured = read_task_meta(save_pruned_task(model, meta, 2, tmp_path / "d2.safetensors"))
+    assert (unmeasured.val_accuracy, unmeasured.test_accuracy) == (None, None)
+    measured = read_task_meta(save_pruned_task(model, meta, 2, tmp_path / "m2.safetensors", val_accuracy=0.4,
+                                               test_accuracy=0.3))
+    assert (measured.val_accuracy, measured.test_accuracy, measured.depth) == (0.4, 0.3, 2)
+    assert measured.recipe["pruned_from_depth"] == 3
+    assert (meta.val_accuracy, meta.test_accuracy) == (0.5, 0.25)  # the input's record is not touched
+
+
 @pytest.mark.parametrize("full_checkpoint", [False, True], ids=["pruned-checkpoint", "full-checkpoint"])
 def test_round_trip_reproduces_pruned_logits_exactly(backbone, convpass, tmp_path, full_checkpoint):
     model, meta = convpass

@@ -11,13 +11,17 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
+from slsviz import scheduler
 from slsviz.errors import DataError, SlsvizError
+from slsviz.layers import analysis as analysis_module
 from slsviz.layers import projection
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
 from slsviz.layers.projection import (
     PROJECTIONS,
     project,
     project_layers,
 )
+from slsviz.scheduler import Parallel
 
 
 def blobs(n_per_class: int = 40, n_classes: int = 3, dim: int = 16, spread: float = 20.0, seed: int = 0):
@@ -293,19 +297,39 @@ def test_project_layers_ignores_a_corrupt_cache_file(monkeypatch, tmp_path):
     np.testing.assert_array_equal(np.load(path), expected)  # and the file is repaired
 
 
+def _count_ended(monkeypatch) -> threading.Semaphore:
+    """Released as each map's job ends, its cache file written."""
+    ended, real = threading.Semaphore(0), analysis_module.project_layers
+
+    def counted(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        finally:
+            ended.release()
+
+    monkeypatch.setattr(analysis_module, "project_layers", counted)
+    return ended
+
+
+def _parallel_maps(features, method, *, progress=None, cache_key=None, workers=2):
+    """Every layer's map through the app's runner: the scheduler's pool, several at once."""
+    labels = np.arange(features.shape[1]) % 2
+    analysis = LayerAnalysis(features, labels, AnalysisSettings(projection=method), cache_key=cache_key,
+                             runner=Parallel(workers))
+    return analysis.maps(progress=progress)
+
+
 @pytest.mark.parametrize("method", ["umap", "tsne"])
 def test_parallel_layers_equal_sequential_ones(method):
     features, _ = layer_stack(num_layers=2, n_per_class=12)
-    sequential = project_layers(features, method, n_jobs=1)
-    parallel = project_layers(features, method, n_jobs=2)
+    sequential = project_layers(features, method)
+    parallel = _parallel_maps(features, method)
     assert list(parallel) == [1, 2]
     for layer in sequential:
         np.testing.assert_array_equal(parallel[layer], sequential[layer])
 
 
 def test_maps_in_threads_leave_the_thread_limits_as_they_were():
-    from concurrent.futures import ThreadPoolExecutor
-
     from threadpoolctl import threadpool_info
 
     def limits():
@@ -314,61 +338,64 @@ def test_maps_in_threads_leave_the_thread_limits_as_they_were():
     features, _ = layer_stack(num_layers=4, n_per_class=12)
     project(features[0], "tsne")  # the main thread limits and restores once first
     before = limits()
-    barrier = threading.Barrier(3)
+    together = threading.Barrier(2)
 
     def inside(layer):
-        barrier.wait(timeout=30)  # three maps start together
-        return project(features[layer], "tsne")
+        def job():
+            together.wait(timeout=30)  # two maps start together
+            return project(features[layer], "tsne")
+        return job
 
-    with ThreadPoolExecutor(3) as pool:
-        maps = list(pool.map(inside, [1, 2, 3]))
+    maps = Parallel(2).run_all({layer: inside(layer) for layer in (1, 2)})
     assert limits() == before
-    np.testing.assert_array_equal(maps[0], project(features[1], "tsne"))
-
-
-def test_project_layers_n_jobs_minus_one_and_bad_values():
-    features, _ = layer_stack(num_layers=2, n_per_class=12)
-    assert list(project_layers(features, "pca", n_jobs=-1)) == [1, 2]
-    with pytest.raises(SlsvizError, match="n_jobs"):
-        project_layers(features, "pca", n_jobs=0)
+    np.testing.assert_array_equal(maps[1], project(features[1], "tsne"))
 
 
 def test_a_stopped_caller_leaves_unstarted_maps_undone_and_keeps_finished_ones(tmp_path, monkeypatch):
     """The app user left the page: the maps not started are not computed (the machine is free at once);
     those under way are kept in the disk cache for the next caller."""
     monkeypatch.setenv("SLSVIZ_CACHE_DIR", str(tmp_path))
-    started, real = [], projection.project
+    started, real, lock = [], projection.project, threading.Lock()
+    first_ended = threading.Event()
 
     def slow(features, *args, **kwargs):
-        started.append(1)
-        threading.Event().wait(0.2)
-        return real(features, *args, **kwargs)
+        with lock:
+            started.append(1)
+        result = real(features, *args, **kwargs)
+        first_ended.wait(10)  # no map ends before the caller has left
+        return result
 
     monkeypatch.setattr(projection, "project", slow)
     stack = np.random.default_rng(0).normal(size=(8, 40, 6)).astype(np.float32)
 
     def leave(done, total):
+        first_ended.set()
         raise KeyboardInterrupt  # what Streamlit's StopException does: a BaseException from the callback
 
+    ended = _count_ended(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        project_layers(stack, "pca", n_jobs=2, cache_key="k", progress=leave)
-    assert len(started) <= 4  # two under way when the first one ended, perhaps two more; not all eight
+        _parallel_maps(stack, "pca", cache_key="k", progress=leave)
+    for _ in range(len(started)):
+        assert ended.acquire(timeout=30)  # what was under way has ended
+    assert len(started) <= 2  # the two under way; none of the six not started
     kept = len(list((tmp_path / "maps").glob("*.npy")))
-    assert kept >= 1
+    assert kept == len(started) >= 1
     started.clear()
-    project_layers(stack, "pca", n_jobs=2, cache_key="k")
+    _parallel_maps(stack, "pca", cache_key="k")
     assert len(started) == 8 - kept  # the kept ones are read back, the rest computed now
 
 
 def test_a_caller_that_stops_while_maps_run_hears_of_them_before_any_ends(monkeypatch):
     """Progress beats while maps run, so a page left mid-way stops at once: no map beyond those under
     way is started, even when none has ended yet."""
-    started, real = [], projection.project
-    monkeypatch.setattr(projection, "HEARTBEAT_S", 0.05)
+    started, real, lock = [], projection.project, threading.Lock()
+    monkeypatch.setattr(scheduler, "HEARTBEAT_S", 0.05)
+    release = threading.Event()
 
     def slow(features, *args, **kwargs):
-        started.append(1)
-        threading.Event().wait(1.0)
+        with lock:
+            started.append(1)
+        release.wait(10)
         return real(features, *args, **kwargs)
 
     monkeypatch.setattr(projection, "project", slow)
@@ -379,7 +406,11 @@ def test_a_caller_that_stops_while_maps_run_hears_of_them_before_any_ends(monkey
         raise KeyboardInterrupt
 
     stack = np.random.default_rng(0).normal(size=(6, 40, 6)).astype(np.float32)
+    ended = _count_ended(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        project_layers(stack, "pca", n_jobs=2, progress=leave)
+        _parallel_maps(stack, "pca", progress=leave)
+    release.set()
+    for _ in range(len(started)):
+        assert ended.acquire(timeout=30)
     assert calls == [(0, 6)]  # heard before the first map ended
-    assert len(started) == 2
+    assert len(started) <= 2

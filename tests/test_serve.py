@@ -24,8 +24,8 @@ def test_the_server_start_opens_the_default_the_pages_get_and_queues_their_work(
     monkeypatch.setenv("SLSVIZ_PREFETCH", "1")
     monkeypatch.setenv("SLSVIZ_LIMIT", "24")
     queued = []
-    monkeypatch.setattr(Study, "prefetch", lambda self, page, settings=AnalysisSettings(): queued.append((self, page, settings)))
-    serve.warm_default()
+    monkeypatch.setattr(Study, "prefetch", lambda self, page, settings=AnalysisSettings(): queued.append((self, page, settings)) or page)
+    assert serve.warm_default() == ["layers", "prune"]  # the futures of the queued work, for whoever waits
     assert [(page, settings) for _, page, settings in queued] == [("layers", AnalysisSettings()), ("prune", AnalysisSettings())]
     opened = queued[0][0]
     assert ui.study(ui.default_selection()) is opened  # what a page opens: the same study, not a second one
@@ -36,14 +36,18 @@ def test_the_server_start_opens_the_default_the_pages_get_and_queues_their_work(
 def test_no_prefetch_means_nothing_opened_at_the_start(monkeypatch):
     monkeypatch.setenv("SLSVIZ_PREFETCH", "0")
     monkeypatch.setattr(ui, "study", lambda selection: (_ for _ in ()).throw(AssertionError("opened")))
-    serve.warm_default()
+    assert serve.warm_default() == []
 
 
-def test_a_default_that_cannot_open_is_left_to_the_pages(monkeypatch, caplog):
+def test_a_default_that_cannot_open_fails_the_warm_up_and_is_logged_beside_the_server(monkeypatch, caplog, no_freeze):
+    """warm_default caught every exception and only logged it: a test patching it to fail could not fail."""
     monkeypatch.setenv("SLSVIZ_PREFETCH", "1")
     monkeypatch.setattr(ui, "study", lambda selection: (_ for _ in ()).throw(OSError("disk gone")))
-    serve.warm_default()  # logs, does not raise: the pages open it again and show the user what is wrong
-    assert "Could not open the default model" in caplog.text
+    with pytest.raises(OSError, match="disk gone"):
+        serve.warm_default()
+    assert no_freeze == [1]  # what was loaded is frozen all the same
+    serve.warm_in_background()  # the server's thread: logs, the pages open it again and show what is wrong
+    assert "Could not open the default model" in caplog.text and "disk gone" in caplog.text
 
 
 def test_the_app_config_keeps_a_slider_move_free_of_full_garbage_collections():

@@ -1,26 +1,24 @@
-"""Sessions share one process: the same thing is computed once, different things side by side, and a
-measurement has the machine alone."""
+"""Sessions share one process: the same thing is computed once, different things side by side, a
+measurement has the machine alone, and every failure reaches whoever waits (slsviz.scheduler)."""
 
 from __future__ import annotations
 
+import gc
 import threading
-import time
+import weakref
+from concurrent.futures import wait
 
 import numpy as np
 import pytest
 from helpers import random_backbone
 
 from slsviz import study as study_module
-from slsviz.data import Preprocess, load_digits, make_loader
+from slsviz.data import load_digits
 from slsviz.layers import analysis as analysis_module
 from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
-from slsviz.layers.features import extract_features
-from slsviz.layers.projection import project
-from slsviz.layers.scores import probe_accuracy
 from slsviz.models.petl import PetlConfig
 from slsviz.models.task import build_task_model
-from slsviz.pruning import bench
-from slsviz.sharing import WORKLOAD, OncePerKey, Workload
+from slsviz.scheduler import SCHEDULER, Memo, Parallel, Scheduler
 from slsviz.study import LoadedTask, Study
 
 
@@ -46,19 +44,28 @@ def _in_threads(*calls, timeout: float = 60.0) -> list:
 
 
 def test_the_same_key_is_computed_once_while_callers_wait():
-    memo, calls = OncePerKey(), []
+    memo, calls, computing, release = Memo(), [], threading.Event(), threading.Event()
 
     def slow():
         calls.append(1)
-        time.sleep(0.2)
+        computing.set()
+        release.wait(10)
         return 42
 
-    assert _in_threads(*[lambda: memo.get("k", slow)] * 4) == [42] * 4
+    def waiter():
+        computing.wait(10)  # asks while the first caller computes
+        return memo.get("k", lambda: pytest.fail("computed twice"))
+
+    def releaser():
+        computing.wait(10)
+        release.set()
+
+    assert _in_threads(lambda: memo.get("k", slow), waiter, waiter, releaser)[:3] == [42] * 3
     assert len(calls) == 1
 
 
 def test_different_keys_do_not_queue_behind_each_other():
-    memo, both = OncePerKey(), threading.Barrier(2, timeout=10)
+    memo, both = Memo(), threading.Barrier(2, timeout=10)
 
     def meet(value):
         both.wait()  # only passes if the other key is being computed at the same time
@@ -67,16 +74,61 @@ def test_different_keys_do_not_queue_behind_each_other():
     assert _in_threads(lambda: memo.get("a", lambda: meet(1)), lambda: memo.get("b", lambda: meet(2))) == [1, 2]
 
 
-def test_a_failed_computation_is_tried_again():
-    memo = OncePerKey()
-    with pytest.raises(ZeroDivisionError):
-        memo.get("k", lambda: 1 / 0)
+def test_a_failure_reaches_every_waiter_and_the_next_caller_tries_again():
+    memo, computing, release = Memo(), threading.Event(), threading.Event()
+
+    def fail():
+        computing.set()
+        release.wait(10)
+        raise ZeroDivisionError("boom")
+
+    def waiter():
+        computing.wait(10)
+        try:
+            memo.get("k", lambda: pytest.fail("a waiter computed it again instead of hearing the failure"))
+        except ZeroDivisionError as exc:
+            return str(exc)
+
+    def first():
+        with pytest.raises(ZeroDivisionError):
+            memo.get("k", fail)
+
+    def releaser():
+        computing.wait(10)
+        release.set()
+
+    assert _in_threads(first, waiter, releaser)[1] == "boom"
     assert memo.get("k", lambda: 7) == 7
 
 
+def test_a_computation_stopped_by_its_caller_is_taken_over_by_a_waiter():
+    """A page the user left stops its computation (Streamlit raises a BaseException in it): another
+    session waiting for the same key computes it rather than failing."""
+    memo, computing, release = Memo(), threading.Event(), threading.Event()
+
+    class Stopped(BaseException):
+        pass
+
+    def stopped():
+        computing.set()
+        release.wait(10)
+        raise Stopped
+
+    def first():
+        with pytest.raises(Stopped):
+            memo.get("k", stopped)
+
+    def waiter():
+        computing.wait(10)
+        release.set()
+        return memo.get("k", lambda: 5)
+
+    assert _in_threads(first, waiter)[1] == 5
+
+
 def test_a_measurement_waits_for_heavy_work_and_holds_new_heavy_work_back():
-    load, log = Workload(), []
-    heavy_running, release = threading.Event(), threading.Event()
+    load, log = Scheduler(), []
+    heavy_running, release, timer_asking = threading.Event(), threading.Event(), threading.Event()
 
     def heavy():
         with load.heavy():
@@ -87,24 +139,26 @@ def test_a_measurement_waits_for_heavy_work_and_holds_new_heavy_work_back():
 
     def timing():
         heavy_running.wait(10)
+        timer_asking.set()
         with load.timing():
             log.append("timing starts")
-            time.sleep(0.2)
             log.append("timing ends")
 
     def late_heavy():
-        heavy_running.wait(10)
-        time.sleep(0.1)  # the measurement is waiting by now
-        release.set()
+        timer_asking.wait(10)
         with load.heavy():
             log.append("late heavy")
 
-    _in_threads(heavy, timing, late_heavy)
-    assert log.index("heavy ends") < log.index("timing starts") < log.index("timing ends") < log.index("late heavy")
+    def releaser():
+        timer_asking.wait(10)
+        release.set()
+
+    _in_threads(heavy, timing, late_heavy, releaser)
+    assert log.index("heavy ends") < log.index("timing starts") < log.index("timing ends")
 
 
 def test_heavy_work_nests_and_a_measurement_inside_heavy_work_is_refused():
-    load = Workload()
+    load = Scheduler()
     with load.heavy(), load.heavy():
         with pytest.raises(RuntimeError, match="inside heavy work"):
             with load.timing():
@@ -120,19 +174,20 @@ def tiny():
     return backbone, data, build_task_model(backbone, PetlConfig("convpass"), 10)
 
 
-@pytest.mark.parametrize("name", ["project", "extract_features", "probe_accuracy"])
-def test_heavy_work_waits_while_a_benchmark_measures(tiny, name):
+@pytest.mark.parametrize("name", ["features", "maps", "probe"])
+def test_a_studys_heavy_work_waits_while_a_benchmark_measures(tiny, name):
     backbone, data, model = tiny
-    x = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    study = Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=2)
+    x = np.random.default_rng(0).normal(size=(2, 30, 8)).astype(np.float32)
     y = np.arange(30) % 3
-    work = {"project": lambda: project(x, "pca"),
-            "extract_features": lambda: extract_features(model, make_loader(
-                data, "train", Preprocess(32, backbone.mean, backbone.std), 8, limit=8)),
-            "probe_accuracy": lambda: probe_accuracy(x, y, x, y)}[name]
+    work = {"features": lambda: study.bank("train"),
+            "maps": lambda: LayerAnalysis(x, y, AnalysisSettings(projection="pca"), runner=Parallel(2)).maps(),
+            "probe": lambda: LayerAnalysis(x, y, AnalysisSettings(metric="probe_accuracy"), probe=(x, y, x, y),
+                                           runner=Parallel(1)).score(1)}[name]
     measuring, release, finished = threading.Event(), threading.Event(), threading.Event()
 
     def measure():
-        with WORKLOAD.timing():
+        with SCHEDULER.timing():
             measuring.set()
             release.wait(10)
 
@@ -150,23 +205,23 @@ def test_heavy_work_waits_while_a_benchmark_measures(tiny, name):
     assert finished.is_set()
 
 
-def test_benchmarks_take_the_machine_alone(tiny):
-    backbone, _, model = tiny
-    inside = []
-    with WORKLOAD.heavy():
-        started = threading.Event()
+def test_a_studys_timing_waits_for_heavy_work(tiny):
+    backbone, data, model = tiny
+    study = Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=1, timing_s=0.01)
+    asked, log = threading.Event(), []
 
-        def measure():
-            started.set()
-            inside.append(bench.benchmark_models({1: model}, 32, time_budget_s=0.01, rounds=1, warmup_steps=1))
+    def measure():
+        asked.set()
+        study.benchmarks()
+        log.append("timed")
 
-        t = threading.Thread(target=measure)
-        t.start()
-        started.wait(10)
-        time.sleep(0.3)
-        assert not inside  # still waiting for this heavy work
-    t.join(60)
-    assert inside and inside[0][1].steps >= 1
+    def heavy():
+        with SCHEDULER.heavy():
+            asked.wait(10)
+            log.append("heavy ends")  # the measurement asked before this, and waited
+
+    _in_threads(heavy, measure)
+    assert log == ["heavy ends", "timed"]
 
 
 def test_two_sessions_extract_one_split_once_and_two_splits_side_by_side(tiny, monkeypatch):
@@ -190,15 +245,53 @@ def test_two_sessions_extract_one_split_once_and_two_splits_side_by_side(tiny, m
 def test_two_sessions_draw_each_map_once(monkeypatch):
     rng = np.random.default_rng(0)
     features, labels = rng.normal(size=(4, 40, 6)).astype(np.float32), np.arange(40) % 2
-    drawn, real = [], analysis_module.project_layers
+    drawn, real, lock = [], analysis_module.project_layers, threading.Lock()
 
     def spy(features, method, *, layers, **kwargs):
-        drawn.extend(layers)
-        time.sleep(0.1)
+        with lock:
+            drawn.extend(layers)
         return real(features, method, layers=layers, **kwargs)
 
     monkeypatch.setattr(analysis_module, "project_layers", spy)
-    shared = LayerAnalysis(features, labels, AnalysisSettings(projection="pca"), workers=2)
+    shared = LayerAnalysis(features, labels, AnalysisSettings(projection="pca"), runner=Parallel(2))
     maps = _in_threads(shared.maps, shared.maps, lambda: shared.recommend(lazy=True), shared.table)
     assert sorted(drawn) == [1, 2, 3, 4]
     np.testing.assert_array_equal(maps[0][2], maps[1][2])
+
+
+def test_a_failed_background_job_reaches_its_future_and_whoever_waits(tiny, monkeypatch):
+    """Background work swallowed every exception: a page waiting for it computed it again, and nobody heard."""
+    backbone, data, model = tiny
+    study = Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=1)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(study_module, "feature_bank", broken)
+    job = study.prefetch("layers", AnalysisSettings(projection="pca"))
+    assert isinstance(job.exception(timeout=60), OSError)
+    with pytest.raises(OSError, match="disk gone"):
+        study.bank("train")
+
+
+def test_a_study_dropped_by_the_page_cache_is_freed_with_work_still_queued(tiny):
+    """The background thread kept the last job's closure: a study dropped from the cache stayed in memory."""
+    backbone, data, model = tiny
+    blocker, release = threading.Event(), threading.Event()
+    holder = SCHEDULER.submit(blocker, lambda _: release.wait(30))  # the background thread is busy
+    study = Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=1)
+    queued = study.prefetch("layers", AnalysisSettings(projection="pca"))
+    ref = weakref.ref(study)
+    del study
+    gc.collect()
+    release.set()
+    holder.result(timeout=30)
+    assert ref() is None
+    wait([queued], timeout=30)
+    assert queued.cancelled()  # never ran for a study that is gone
+    done = Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=1)
+    done.prefetch("layers", AnalysisSettings(projection="pca")).result(timeout=60)
+    ref = weakref.ref(done)
+    del done
+    gc.collect()
+    assert ref() is None  # nor after its work ran

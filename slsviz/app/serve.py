@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
@@ -29,26 +30,31 @@ class _NotThisThread(logging.Filter):
         return threading.current_thread().name != THREAD
 
 
-def warm_default() -> None:
-    """Open the embedded default and queue the Layers and Prune pages' work in its background thread."""
+def warm_default() -> list[Future]:
+    """Open the embedded default and queue the Layers and Prune pages' work in the background; the
+    futures of that work (none when ``SLSVIZ_PREFETCH=0``). Raises what stops it from opening."""
     # The heavy imports (torch, timm) happen here, beside the server's start.
     from slsviz.app import ui
     from slsviz.layers.analysis import AnalysisSettings
 
     try:
         if not ui.prefetching():
-            return
-        try:
-            study = ui.study(ui.default_selection())
-        except Exception:  # the pages open it again and show the user what is wrong
-            log.exception("Could not open the default model ahead of the pages")
-            return
-        study.prefetch("layers", AnalysisSettings())
-        study.prefetch("prune")
+            return []
+        study = ui.study(ui.default_selection())
+        return [study.prefetch("layers", AnalysisSettings()), study.prefetch("prune")]
     finally:
         # What is loaded by now (torch, timm, scikit-learn, the default model) lives as long as the
         # server: out of the collector's full passes, which walk it with the GIL held (~0.3 s here).
         gc.freeze()
+
+
+def warm_in_background() -> None:
+    """:func:`warm_default` beside the server's start; a failure is logged, and the pages open the default
+    again and show the user what is wrong."""
+    try:
+        warm_default()
+    except Exception:
+        log.exception("Could not open the default model ahead of the pages")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from streamlit.web import cli
 
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_NotThisThread())
-    threading.Thread(target=warm_default, name=THREAD, daemon=True).start()
+    threading.Thread(target=warm_in_background, name=THREAD, daemon=True).start()
     try:  # click's own handling: a bad option is one line and exit code 2, never a traceback
         cli.main(["run", str(APP), *(sys.argv[1:] if argv is None else argv)], prog_name="streamlit")
     except SystemExit as exc:

@@ -3,16 +3,16 @@
 :class:`LayerAnalysis` computes a layer's map and scores only when asked, and remembers them, so
 the lazy SLS scan (top down, stopping at the first block under the threshold) recommends a depth
 before the other layers are mapped; :meth:`LayerAnalysis.table` fills in the rest afterwards. With
-several workers the scan maps the next layers down while the rule reads the current one: any map
-it computes beyond the rule's need is one the table needs next anyway.
+a runner of several workers the scan maps the next layers down while the rule reads the current
+one: any map it computes beyond the rule's need is one the table needs next anyway. The analysis
+starts no thread itself: its :class:`Runner` decides where each computation runs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,8 @@ from slsviz.layers.scores import (
     probe_accuracy,
 )
 from slsviz.progress import Progress
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,48 @@ class AnalysisSettings:
         return asdict(self)
 
 
+class Runner(Protocol):
+    """How an analysis runs its computations (:class:`InThisThread`, or the app's scheduler, which
+    runs maps several at once, each once, beside other sessions: ``slsviz.scheduler.Parallel``)."""
+
+    workers: int
+
+    def run(self, compute: Callable[[], T]) -> T:
+        """``compute()``, here (one layer's scores)."""
+
+    def run_all(self, jobs: Mapping[Hashable, Callable[[], T]], progress: Progress | None = None) -> dict[Hashable, T]:
+        """Every job's result, in ``jobs``' order; ``progress(done, total)`` as they end."""
+
+    def start(self, jobs: Mapping[Hashable, Callable[[], T]]) -> None:
+        """Start ``jobs`` without waiting (maps a lazy scan will read next); a no-op is allowed."""
+
+    def cancel_pending(self) -> None:
+        """Drop started jobs that have not begun."""
+
+
+class InThisThread:
+    """The plain :class:`Runner`: every computation in the caller's thread, one after the other."""
+
+    workers = 1
+
+    def run(self, compute: Callable[[], T]) -> T:
+        return compute()
+
+    def run_all(self, jobs: Mapping[Hashable, Callable[[], T]], progress: Progress | None = None) -> dict[Hashable, T]:
+        results = {}
+        for key, compute in jobs.items():
+            results[key] = compute()
+            if progress is not None:
+                progress(len(results), len(jobs))
+        return results
+
+    def start(self, jobs: Mapping[Hashable, Callable[[], T]]) -> None:
+        pass
+
+    def cancel_pending(self) -> None:
+        pass
+
+
 class LayerAnalysis:
     """Maps and scores of every layer of a feature set, computed on demand and memoised.
 
@@ -88,8 +132,9 @@ class LayerAnalysis:
         cache_key: identifies ``features`` for the disk cache of maps; ``None`` disables it.
         probe: ``(train (L, Ntr, D), train labels, eval (L, Nev, D), eval labels)`` for the
             linear-probe score; ``None`` leaves it NaN.
-        workers: maps computed at once, each in a thread on one core (see
-            :func:`slsviz.layers.projection.default_workers`); the maps do not depend on it.
+        runner: how maps and scores are computed (default :class:`InThisThread`); with
+            ``runner.workers > 1`` the lazy scan keeps that many maps under way. The maps do not
+            depend on it.
     """
 
     def __init__(
@@ -100,7 +145,7 @@ class LayerAnalysis:
         *,
         cache_key: str | None = None,
         probe: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-        workers: int = 1,
+        runner: Runner | None = None,
     ) -> None:
         if features.ndim != 3 or features.shape[1] != len(labels):
             raise SlsvizError(f"Features must be (layers, N, D) with N = {len(labels)} labels; got {features.shape}.")
@@ -116,12 +161,8 @@ class LayerAnalysis:
         self.settings = settings
         self.cache_key = cache_key
         self.probe_data = probe
-        if workers < 1:
-            raise SlsvizError(f"workers must be at least 1, not {workers!r}.")
-        self.workers = int(workers)
+        self.runner = InThisThread() if runner is None else runner
         self._maps: dict[int, np.ndarray] = {}
-        self._pending: dict[int, Future] = {}  # maps started ahead of the lazy scan
-        self._pending_lock = threading.Lock()  # app sessions may share one analysis
         self._scores: dict[int, dict[str, float]] = {}
         self._probes: dict[int, float] = {}
 
@@ -130,78 +171,46 @@ class LayerAnalysis:
         """L."""
         return int(self.features.shape[0])
 
+    @property
+    def workers(self) -> int:
+        """Maps computed at once."""
+        return self.runner.workers
+
     def map(self, layer: int) -> np.ndarray:
         """The 2-D map of ``layer`` (1-based), (N, 2) in [0, 1]."""
         return self._maps[layer] if layer in self._maps else self.maps([layer])[layer]
 
     def maps(self, layers: list[int] | None = None, progress: Progress | None = None) -> dict[int, np.ndarray]:
-        """Maps of ``layers`` (default: all), computing only the missing ones.
-
-        Each map is computed once even when threads (app sessions) ask at the same time: a map that
-        another caller or a lazy scan has under way is waited for, not started again.
-        """
+        """Maps of ``layers`` (default: all), computing only the missing ones (through the runner,
+        which computes each once even when app sessions ask at the same time)."""
         wanted = list(layers) if layers is not None else list(range(1, self.num_layers + 1))
-        reported = False
-        while True:
-            with self._pending_lock:
-                self._collect_finished()
-                missing = [layer for layer in wanted if layer not in self._maps]
-                mine = [layer for layer in missing if layer not in self._pending]
-                for layer in mine:  # a placeholder others wait on
-                    self._pending[layer] = Future()
-                theirs = [self._pending[layer] for layer in missing if layer not in mine]
-            if mine:
-                self._compute(mine, progress, offset=len(wanted) - len(mine), total=len(wanted))
-                reported = progress is not None
-            for future in theirs:
-                with contextlib.suppress(CancelledError):  # a scan's map never started: taken over next turn
-                    future.exception()
-            with self._pending_lock:
-                self._collect_finished()
-                if all(layer in self._maps for layer in wanted):
-                    break
-        if progress is not None and not reported:
+        missing = [layer for layer in wanted if layer not in self._maps]
+        if missing:
+            offset = len(wanted) - len(missing)
+            shown = (lambda done, _: progress(offset + done, len(wanted))) if progress is not None else None
+            self._maps.update(self.runner.run_all({layer: self._map_job(layer) for layer in missing}, shown))
+        elif progress is not None:
             progress(len(wanted), len(wanted))
         return {layer: self._maps[layer] for layer in wanted}
 
-    def _compute(self, layers: list[int], progress: Progress | None, offset: int, total: int) -> None:
-        """Map ``layers`` (whose placeholders this caller holds) and hand the maps to whoever waits."""
-        try:
-            done = self._project(layers, progress=(lambda k, _: progress(offset + k, total)) if progress else None)
-        except BaseException as exc:
-            with self._pending_lock:
-                for layer in layers:
-                    self._pending.pop(layer).set_exception(exc)
-            raise
-        with self._pending_lock:
-            for layer in layers:
-                self._maps[layer] = done[layer]
-                self._pending.pop(layer).set_result({layer: done[layer]})
-
-    def _collect_finished(self) -> None:
-        """Move maps that finished (a lazy scan's, or another caller's) out of ``_pending``; under the lock."""
-        for layer, future in list(self._pending.items()):
-            if future.done():
-                del self._pending[layer]
-                if not future.cancelled() and future.exception() is None:
-                    self._maps.setdefault(layer, future.result()[layer])
-
-    def _project(self, layers: list[int], progress: Progress | None = None,
-                 n_jobs: int | None = None) -> dict[int, np.ndarray]:
+    def _map_job(self, layer: int) -> Callable[[], np.ndarray]:
         s = self.settings
-        return project_layers(self.features, s.projection, layers=layers, seed=s.seed, cache_key=self.cache_key,
-                              n_jobs=self.workers if n_jobs is None else n_jobs, progress=progress,
-                              **s.projection_params)
+
+        def job() -> np.ndarray:
+            return project_layers(self.features, s.projection, layers=[layer], seed=s.seed, cache_key=self.cache_key,
+                                  **s.projection_params)[layer]
+        return job
 
     def scores(self, layer: int) -> dict[str, float]:
         """All scores of ``layer``: the three cluster scores (in the chosen space) and the probe."""
         return {**self._cluster(layer), "probe_accuracy": self._probe(layer)}
 
-    def score(self, layer: int) -> float:
-        """The score the SLS rule reads, for ``layer`` (computes nothing else)."""
-        if self.settings.metric == "probe_accuracy":  # needs no map
+    def score(self, layer: int, metric: str | None = None) -> float:
+        """``metric``'s score of ``layer`` (default: the one the SLS rule reads); computes nothing else."""
+        metric = self.settings.metric if metric is None else metric
+        if metric == "probe_accuracy":  # needs no map
             return self._probe(layer)
-        return self._cluster(layer)[self.settings.metric]
+        return self._cluster(layer)[metric]
 
     def _cluster(self, layer: int) -> dict[str, float]:
         if layer not in self._scores:
@@ -209,7 +218,7 @@ class LayerAnalysis:
                 raise SlsvizError(f"Layer {layer} is out of range: blocks are 1..{self.num_layers}.")
             points = self.map(layer) if self.settings.space == "2d" else np.asarray(self.features[layer - 1], np.float32)
             try:
-                self._scores[layer] = cluster_scores(points, self.labels)
+                self._scores[layer] = self.runner.run(lambda: cluster_scores(points, self.labels))
             except DataError as exc:
                 raise DataError(f"Layer {layer}: {exc}") from exc
         return self._scores[layer]
@@ -217,32 +226,25 @@ class LayerAnalysis:
     def recommend(self, lazy: bool = True) -> SLSRule:
         """The SLS rule fitted on this analysis; ``lazy`` scores only the layers the rule needs.
 
-        With ``workers > 1`` a lazy scan keeps that many maps under way, top down, ahead of the
-        rule. It returns as soon as the rule has its answer: maps still running finish in the
-        background and are picked up (not recomputed) by :meth:`maps` and :meth:`table`.
+        With a runner of several workers a lazy scan keeps that many maps under way, top down,
+        ahead of the rule. It returns as soon as the rule has its answer: maps still running finish
+        and are picked up (not recomputed) by :meth:`maps` and :meth:`table`.
         """
         rule = SLSRule(self.settings.alpha, self.settings.higher_is_better)
         if not lazy:
             return rule.fit([self.score(layer) for layer in range(1, self.num_layers + 1)])
         if self.workers == 1 or self.settings.space != "2d" or self.settings.metric == "probe_accuracy":
             return rule.fit_lazy(self.score, self.num_layers)
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="slsviz-scan")
 
         def score_ahead(layer: int) -> float:
-            with self._pending_lock:
-                for ahead in range(layer, max(layer - self.workers, 0), -1):
-                    if ahead not in self._maps and ahead not in self._pending:
-                        self._pending[ahead] = pool.submit(self._project, [ahead], n_jobs=1)
+            ahead = range(layer, max(layer - self.workers, 0), -1)
+            self.runner.start({a: self._map_job(a) for a in ahead if a not in self._maps})
             return self.score(layer)
 
         try:
             return rule.fit_lazy(score_ahead, self.num_layers)
         finally:
-            # Maps not started yet are dropped; running ones finish and stay in _pending.
-            pool.shutdown(wait=False, cancel_futures=True)
-            with self._pending_lock:
-                for layer in [layer for layer, f in self._pending.items() if f.cancelled()]:
-                    del self._pending[layer]
+            self.runner.cancel_pending()  # maps not begun are dropped; running ones finish and are kept
 
     def table(self, progress: Progress | None = None) -> pd.DataFrame:
         """Every layer's scores: columns ``layer`` and :data:`slsviz.layers.scores.METRICS`."""
@@ -258,8 +260,8 @@ class LayerAnalysis:
             return float("nan")
         if layer not in self._probes:
             train_x, train_y, eval_x, eval_y = self.probe_data
-            self._probes[layer] = probe_accuracy(np.asarray(train_x[layer - 1], np.float32), train_y,
-                                                 np.asarray(eval_x[layer - 1], np.float32), eval_y,
-                                                 seed=self.settings.seed)
+            self._probes[layer] = self.runner.run(lambda: probe_accuracy(
+                np.asarray(train_x[layer - 1], np.float32), train_y, np.asarray(eval_x[layer - 1], np.float32), eval_y,
+                seed=self.settings.seed))
         return self._probes[layer]
 

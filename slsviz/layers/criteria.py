@@ -33,7 +33,6 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from slsviz import defaults
 from slsviz.errors import DataError, SlsvizError
-from slsviz.sharing import WORKLOAD
 
 
 def _stack(features: np.ndarray) -> np.ndarray:
@@ -53,7 +52,6 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(np.einsum("nd,nd->n", a, b) / norms, -1.0, 1.0)
 
 
-@WORKLOAD.heavy()
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, *, k: int = defaults.KNN_NEIGHBORS,
                  folds: int = defaults.KNN_FOLDS, seed: int = defaults.SEED) -> np.ndarray:
     """Cross-validated kNN accuracy of every block: shape (L,), in [0, 1].

@@ -28,7 +28,6 @@ from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.device import autocast
 from slsviz.errors import SlsvizError
 from slsviz.progress import Progress
-from slsviz.sharing import WORKLOAD
 from slsviz.storage import cache_dir
 
 _FLOAT16_ABOVE_BYTES = 1 << 30  # float32 banks above 1 GiB are stored as float16
@@ -89,7 +88,6 @@ class FeatureBank:
 
 
 @torch.inference_mode()
-@WORKLOAD.heavy()
 def extract_features(
     model: nn.Module,
     loader: DataLoader,
@@ -210,7 +208,7 @@ def feature_bank(
     batches the batches are the ones one pass makes, so the bank is the one a single pass gives.
 
     The cache key covers the backbone checksum, the task's trainable tensors (adapters + head),
-    the depth, the dataset and its split seed, the split and ``limit``, the input size and the token.
+    the depth, the dataset (its content: :attr:`LabelledImages.fingerprint`) and its split seed, the split and ``limit``, the input size and the token.
     """
     from slsviz.models.backbones import weights_checksum
     from slsviz.models.petl import petl_state_dict
@@ -220,6 +218,7 @@ def feature_bank(
         "task_checksum": weights_checksum(petl_state_dict(model)),
         "depth": len(model.blocks),
         "dataset": data.name,
+        "data_fingerprint": data.fingerprint,  # the images themselves: an edited folder is read again
         "split_seed": data.split_info.get("seed"),
         "split": split,
         "limit": limit,

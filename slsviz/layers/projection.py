@@ -4,20 +4,16 @@ Every map is min-max scaled to ``[0, 1]`` on each axis, as the paper does for t-
 scores computed on a 2-D map (Calinski-Harabasz and Davies-Bouldin are not scale invariant) can be
 compared across layers and across methods.
 
-:func:`project_layers` maps many layers at once, optionally several at a time in threads, and can
-keep each map on disk under ``cache_dir() / "maps"`` so that a map is computed once per features,
+:func:`project_layers` maps many layers, one after the other, and can keep each map on disk under ``cache_dir() / "maps"`` so that a map is computed once per features,
 method and settings.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor, wait
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -30,39 +26,7 @@ from slsviz import defaults
 from slsviz.choices import PROJECTIONS
 from slsviz.errors import DataError, SlsvizError
 from slsviz.progress import Progress
-from slsviz.sharing import WORKLOAD
 from slsviz.storage import atomic_path, cache_dir
-
-
-class _ProcessBlasLimit:
-    """BLAS at one thread while any map runs, restored when the last one ends.
-
-    BLAS thread pools (OpenBLAS's, MKL's) are shared by the whole process. Per-thread
-    ``threadpool_limits`` calls race on them: a map that starts while another holds the limit saves
-    "1" as the original and may restore it last, leaving the process at one BLAS thread. One
-    counted limit for all map threads has no such race.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._limits: threadpool_limits | None = None
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._users == 0:
-                self._limits = threadpool_limits(limits=1, user_api="blas")
-            self._users += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0 and self._limits is not None:
-                self._limits.restore_original_limits()
-                self._limits = None
-
-
-_ONE_BLAS_THREAD = _ProcessBlasLimit()
 
 
 def default_workers() -> int:
@@ -75,12 +39,10 @@ def default_workers() -> int:
 
 # Bump when the stored map format or the projection code changes, to orphan old cache entries.
 _CACHE_FORMAT = 1
-HEARTBEAT_S = 0.5  # how often a caller waiting for maps hears from project_layers
 _UMAP_PARAMS = ("n_neighbors", "min_dist", "metric")
 _MIN_POINTS = 3
 
 
-@WORKLOAD.heavy()
 def project(
     features: np.ndarray,
     method: str = defaults.PROJECTION,
@@ -103,7 +65,7 @@ def project(
 
     The map is computed on one BLAS/OpenMP thread: the result is the same, and multi-threaded
     t-SNE slows down by orders of magnitude when another job keeps the cores busy. To use several
-    cores, map several layers at once with :func:`project_layers`.
+    cores, map several layers at once (the app's ``slsviz.scheduler.Parallel`` does).
 
     Args:
         features: Points, shape (N, D), with N >= 3 and D >= 2, all finite.
@@ -128,9 +90,10 @@ def project(
     x = _check_features(features)
     n = x.shape[0]
     # One thread gives the same map; t-SNE's OpenMP threads stall on busy cores (a 90-point map
-    # took 33 s instead of 0.15 s beside a training job). project_layers(n_jobs=...) uses more cores.
-    # OpenMP's limit is per thread, so every map thread sets its own; BLAS pools are the process's.
-    with _ONE_BLAS_THREAD, threadpool_limits(limits=1, user_api="openmp"):
+    # took 33 s instead of 0.15 s beside a training job). Maps run side by side for more cores.
+    # BLAS pools are the process's: a caller running maps in several threads holds one counted
+    # limit around them all (slsviz.scheduler), so that this one only ever saves and restores 1.
+    with threadpool_limits(limits=1):
         if method == "tsne":
             # Only perplexity may differ from the paper, and only where scikit-learn would refuse it.
             kwargs: dict[str, Any] = {}
@@ -235,33 +198,26 @@ def project_layers(
     *,
     layers: list[int] | None = None,
     seed: int = 0,
-    n_jobs: int = 1,
     cache_key: str | None = None,
     progress: Progress | None = None,
     **params: Any,
 ) -> dict[int, np.ndarray]:
-    """2-D maps of several layers' features, optionally cached on disk and computed in parallel.
+    """2-D maps of several layers' features, one after the other, optionally cached on disk.
 
     With ``cache_key``, each layer's map is stored under ``cache_dir() / "maps"`` in a file named by
     the sha256 of the key, method, the settings the method uses, library version and layer, and is
     read back instead of recomputed on later calls. The key must identify the features (e.g. the
-    feature banks' keys); a wrong key returns wrong maps.
-
-    ``n_jobs`` is the number of layers mapped at once, each in its own thread on one core (see
-    :func:`project` and :func:`default_workers`); ``n_jobs=1`` (the default) maps them one after
-    the other. t-SNE gains from threads; UMAP's numba code mostly holds the GIL, so it gains little.
-    Maps do not depend on ``n_jobs``.
+    feature banks' keys); a wrong key returns wrong maps. To map several layers at once, call it
+    per layer from several threads (:class:`slsviz.layers.analysis.LayerAnalysis` with the app's
+    runner does); maps do not depend on it.
 
     Args:
         features: Features of every layer, shape (L, N, D).
         method: One of :data:`PROJECTIONS`.
         layers: 1-based layers to map; ``None`` maps all ``L``.
         seed: Random state of every projection.
-        n_jobs: Layers mapped at once, each in a thread (-1 = :func:`default_workers`).
         cache_key: Identifies ``features`` for the disk cache; ``None`` disables the cache.
-        progress: Called as ``progress(done, total)`` after each layer, cached ones included; with
-            ``n_jobs > 1`` also every :data:`HEARTBEAT_S` with unchanged counts while maps run, so a
-            caller that stops (a Streamlit page left mid-way raises in it) frees the machine at once.
+        progress: Called as ``progress(done, total)`` after each layer, cached ones included.
         **params: UMAP settings passed on to :func:`project`: ``n_neighbors``, ``min_dist``, ``metric``.
 
     Returns:
@@ -284,68 +240,25 @@ def project_layers(
     if num_layers == 0:
         raise DataError("Layer features hold no layers (L = 0): extract at least one layer's features first.")
     wanted = _check_layers(layers, num_layers)
-
-    total = len(wanted)
-    done = 0
+    folder = cache_dir() / "maps"
+    settings = _settings(method, seed, params)
     maps: dict[int, np.ndarray] = {}
-    paths: dict[int, Any] = {}
-    if cache_key is not None:
-        settings = _settings(method, seed, params)
-        folder = cache_dir() / "maps"
-        for layer in wanted:
-            paths[layer] = folder / f"{_cache_name(cache_key, method, settings, layer)}.npy"
-            cached = _load_map(paths[layer], stack.shape[1])
-            if cached is not None:
-                maps[layer] = cached
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-
-    todo = [layer for layer in wanted if layer not in maps]
-
-    def finish(layer: int, result: np.ndarray, report: bool = True) -> None:
-        nonlocal done
-        maps[layer] = result
-        if layer in paths:
-            with atomic_path(paths[layer]) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, result)
-        done += 1
-        if progress is not None and report:
-            progress(done, total)
-
-    if todo:
-        # Validate once here so a bad layer fails fast with its number, not inside a worker.
-        for layer in todo:
+    for done, layer in enumerate(wanted, start=1):
+        path = folder / f"{_cache_name(cache_key, method, settings, layer)}.npy" if cache_key is not None else None
+        cached = _load_map(path, stack.shape[1]) if path is not None else None
+        if cached is None:
             try:
                 _check_features(stack[layer - 1])
             except DataError as exc:
                 raise DataError(f"Layer {layer}: {exc}") from exc
-        workers = default_workers() if n_jobs == -1 else int(n_jobs)
-        if workers < 1:
-            raise SlsvizError(f"n_jobs must be -1 or at least 1, not {n_jobs!r}.")
-        if workers == 1 or len(todo) == 1:
-            for layer in todo:
-                finish(layer, project(stack[layer - 1], method, seed=seed, **params))
-        else:
-            with ThreadPoolExecutor(min(workers, len(todo)), thread_name_prefix="slsviz-map") as pool:
-                futures = [pool.submit(project, stack[layer - 1], method, seed=seed, **params) for layer in todo]
-                try:
-                    for layer, future in zip(todo, futures):  # in layer order, so progress and files are orderly
-                        while not wait([future], timeout=HEARTBEAT_S).done:
-                            if progress is not None:  # unchanged counts: a chance for the caller to stop
-                                progress(done, total)
-                        finish(layer, future.result())
-                except BaseException:
-                    # Stopped (e.g. the app user left the page): maps not started are left for whoever asks
-                    # next, so the machine is free at once; those under way end and are kept in the cache.
-                    for future in futures:
-                        future.cancel()
-                    for layer, future in zip(todo, futures):
-                        if layer not in maps and not future.cancelled():
-                            with contextlib.suppress(Exception):
-                                finish(layer, future.result(), report=False)
-                    raise
-    return {layer: maps[layer] for layer in wanted}
+            cached = project(stack[layer - 1], method, seed=seed, **params)
+            if path is not None:
+                with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, cached)
+        maps[layer] = cached
+        if progress is not None:
+            progress(done, len(wanted))
+    return maps
 
 
 def _check_layers(layers: list[int] | None, num_layers: int) -> list[int]:

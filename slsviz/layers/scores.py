@@ -17,7 +17,6 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from slsviz.errors import DataError
-from slsviz.sharing import WORKLOAD
 
 CLUSTER_METRICS = ("silhouette", "calinski_harabasz", "davies_bouldin")
 
@@ -64,7 +63,6 @@ def linear_probe(*, seed: int = 0, max_iter: int = 1000) -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
 
 
-@WORKLOAD.heavy()
 def probe_accuracy(
     train_x: np.ndarray,
     train_y: np.ndarray,

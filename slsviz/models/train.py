@@ -6,7 +6,6 @@ with 10 warm-up epochs down to 1e-5, drop-path 0.1). The checkpoint kept is the 
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,12 +17,12 @@ from timm.scheduler import CosineLRScheduler
 from timm.scheduler.scheduler import Scheduler
 from torch.utils.data import DataLoader
 
+from slsviz import defaults
 from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.device import autocast
 from slsviz.errors import SlsvizError
 from slsviz.models.petl import set_drop_path, trainable_names
 from slsviz.progress import EpochProgress
-from slsviz.sharing import WORKLOAD
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,8 @@ class Recipe:
         lr: peak learning rate (AdamW).
         weight_decay: AdamW weight decay.
         batch_size: images per step.
-        warmup_epochs: linear warm-up length (capped below ``epochs``).
+        warmup_epochs: linear warm-up length (capped below ``epochs``); ``None``:
+            :func:`slsviz.defaults.warmup_epochs` (a tenth of the epochs, at least one).
         min_lr: learning rate at the end of the cosine decay; also the warm-up start.
         drop_path: stochastic-depth rate of the last block (linear over blocks) while training.
         schedule: ``"cosine"`` (warm-up then cosine, the paper's PETL and CLR recipes) or
@@ -44,13 +44,13 @@ class Recipe:
         split: the split trained on; checkpoints are chosen on ``"val"``.
     """
 
-    epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 64
-    warmup_epochs: int = 10
-    min_lr: float = 1e-5
-    drop_path: float = 0.1
+    epochs: int = defaults.TRAIN_EPOCHS
+    lr: float = defaults.TRAIN_LR
+    weight_decay: float = defaults.TRAIN_WEIGHT_DECAY
+    batch_size: int = defaults.TRAIN_BATCH_SIZE
+    warmup_epochs: int | None = None
+    min_lr: float = defaults.TRAIN_MIN_LR
+    drop_path: float = defaults.TRAIN_DROP_PATH
     schedule: str = "cosine"
     seed: int = 0
     split: str = "train"
@@ -60,6 +60,8 @@ class Recipe:
             raise SlsvizError(f"Training needs at least 1 epoch and a batch of at least 1 (got {self.epochs}, {self.batch_size}).")
         if self.schedule not in {"cosine", "constant"}:
             raise SlsvizError(f"Unknown schedule {self.schedule!r}: use cosine or constant.")
+        if self.warmup_epochs is None:
+            object.__setattr__(self, "warmup_epochs", defaults.warmup_epochs(self.epochs))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the optimiser named."""
@@ -88,8 +90,7 @@ def retrain_recipe(kind: str, epochs: int, *, seed: int = 0, batch_size: int = 6
     if kind == "ft":
         return Recipe(epochs=epochs, lr=1e-5, schedule="constant", seed=seed, batch_size=batch_size)
     if kind == "clr":
-        return Recipe(epochs=epochs, lr=1e-3, min_lr=1e-5, warmup_epochs=max(1, epochs // 10), seed=seed,
-                      batch_size=batch_size)
+        return Recipe(epochs=epochs, lr=1e-3, min_lr=1e-5, seed=seed, batch_size=batch_size)
     raise SlsvizError(f"Unknown retraining {kind!r}: use ft (constant lr 1e-5) or clr (warm-up + cosine).")
 
 
@@ -136,10 +137,6 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device | None = 
     return np.concatenate(outputs), np.concatenate(targets)
 
 
-_GLOBAL_GENERATOR = threading.Lock()
-
-
-@WORKLOAD.heavy()
 def train_task(
     model: nn.Module,
     data: LabelledImages,
@@ -172,9 +169,10 @@ def train_task(
     if not params:
         raise SlsvizError("The model has nothing to train: attach a PETL method and a head first.")
 
-    # Shuffling, dropout and drop-path all draw from torch's global generator: one seed fixes them all.
-    # It is the process's, so trainings take turns and the caller's generator state is put back after.
-    with _GLOBAL_GENERATOR, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    # Shuffling, dropout and drop-path all draw from torch's global generator: one seed fixes them all,
+    # and the caller's generator state is put back after. It is the process's: a caller running
+    # trainings in several threads has them take turns (the app's slsviz.scheduler does).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(recipe.seed)
         return _train(model, names, params, data, preprocess, recipe, device, progress, limit)
 

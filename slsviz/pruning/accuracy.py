@@ -19,7 +19,6 @@ from sklearn.pipeline import Pipeline
 from slsviz.errors import SlsvizError
 from slsviz.layers.features import FeatureBank
 from slsviz.layers.scores import linear_probe
-from slsviz.sharing import WORKLOAD
 
 
 def _check_cls_head(model: nn.Module, bank: FeatureBank) -> None:
@@ -55,7 +54,6 @@ def accuracy_as_is(model: nn.Module, bank: FeatureBank) -> np.ndarray:
     return np.array([_as_is(model, normed(model, bank.layer(d)), bank.labels) for d in range(1, bank.num_layers + 1)])
 
 
-@WORKLOAD.heavy()
 def fit_head(model: nn.Module, train: FeatureBank, layer: int, *, seed: int = 0, max_iter: int = 1000) -> Pipeline:
     """A new linear head for the depth-``layer`` model (:func:`~slsviz.layers.scores.linear_probe`),
     fit on the normed train features."""

@@ -24,7 +24,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from slsviz.device import autocast, describe_device
 from slsviz.models.petl import count_params, merge_petl
 from slsviz.progress import Progress
-from slsviz.sharing import WORKLOAD
 
 PRECISIONS = ("fp32", "bf16")
 K = TypeVar("K")
@@ -76,7 +75,6 @@ def prepare_for_timing(model: nn.Module) -> nn.Module:
     return merge_petl(copy.deepcopy(model)).eval()
 
 
-@WORKLOAD.timing()
 def benchmark_models(
     models: Mapping[K, nn.Module],
     img_size: int,

@@ -25,7 +25,6 @@ from slsviz.models.petl.adaptformer import AdaptFormerAdapter
 from slsviz.models.petl.attach import merge_petl
 from slsviz.models.petl.convpass import ConvpassAdapter
 from slsviz.pruning.bench import count_flops
-from slsviz.sharing import WORKLOAD
 
 ADAPTERS = (ConvpassAdapter, AdaptFormerAdapter)  # what stays in a merged model (RepAdapter and LoRA merge away)
 
@@ -116,7 +115,6 @@ def _prune(model: nn.Module, ratio: float, img_size: int, *, round_to: int,
     return pruned.requires_grad_(False).eval()
 
 
-@WORKLOAD.heavy()
 def width_prune_to_flops(model: nn.Module, target_flops: int, img_size: int, *,
                          batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (), round_to: int = 8,
                          tolerance: float = 0.05, steps: int = 12) -> WidthPruned:

@@ -46,8 +46,8 @@ class Training:
     method: str
     epochs: int
     bottleneck: int = 8
-    lr: float = 1e-3
-    batch_size: int = 64
+    lr: float = defaults.TRAIN_LR
+    batch_size: int = defaults.TRAIN_BATCH_SIZE
     limit: int | None = None
     seed: int = 0
 

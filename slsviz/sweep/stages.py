@@ -34,6 +34,7 @@ from slsviz.models.task import fit_task, save_task
 from slsviz.models.train import Recipe
 from slsviz.pruning.bench import count_flops, prepare_for_timing
 from slsviz.pruning.footprint import shared_backbone_bytes, storage_per_task
+from slsviz.scheduler import Parallel
 from slsviz.study import Study, load_task_for
 from slsviz.sweep.spec import SweepSpec, TaskEntry, with_task
 
@@ -75,8 +76,7 @@ def train(entry: TaskEntry, out: str | Path, threads: int) -> TaskEntry:
         t = entry.train
         with torch_threads(threads):
             loaded = load_task_for(replace(entry.selection, task="none"))
-            recipe = Recipe(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, warmup_epochs=max(1, t.epochs // 10),
-                            seed=t.seed)
+            recipe = Recipe(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, seed=t.seed)
             model, meta, _ = fit_task(loaded.backbone, loaded.data, PetlConfig(t.method, bottleneck=t.bottleneck),
                                       recipe, device=loaded.backbone.device, limit=t.limit)
         save_task(path, model, meta)
@@ -166,7 +166,7 @@ def score_blocks(task: TaskFeatures, layers: list[int], seeds: tuple[int, ...], 
     for seed in seeds:
         for projection, space in mappings:
             analysis = LayerAnalysis(x, y, AnalysisSettings(projection=projection, space=space, seed=seed),
-                                     cache_key=task.cache_key, workers=workers)
+                                     cache_key=task.cache_key, runner=Parallel(workers))
             if space == "2d":
                 analysis.maps(layers)  # all at once, ``workers`` in parallel
             for layer in layers:
