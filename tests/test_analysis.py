@@ -136,10 +136,15 @@ def test_parallel_lazy_scan_returns_before_maps_it_does_not_need(monkeypatch):
     calls: list[int] = []
     real = analysis_module.project_layers
 
+    bottom_started = threading.Event()
+
     def slow_bottom(features, method, *, layers, **kwargs):
         calls.extend(layers)
         if 1 in layers:  # the bottom layer is never needed by this scan: hold it until released
+            bottom_started.set()
             assert release.wait(timeout=30)
+        if 2 in layers:  # the scan's last answer comes only once the map ahead of it has begun
+            assert bottom_started.wait(timeout=30)
         return real(features, method, layers=layers, **kwargs)
 
     monkeypatch.setattr(analysis_module, "project_layers", slow_bottom)

@@ -3,7 +3,6 @@ exact figures equal to those of one whole pass."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +31,16 @@ def _study(batch_size: int = 64) -> Study:
 
 
 def _wait(study: Study) -> None:
-    deadline = time.monotonic() + 120
-    while not study.depth_table_ready():
-        assert time.monotonic() < deadline, "the exact table never came"
-        time.sleep(0.1)
+    """Until the exact table is there (the background job that makes it, queued once, has ended)."""
+    study.finish().result(timeout=120)
+    assert study.depth_table_ready()
 
 
 def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypatch):
+    import slsviz.study as study_module
+
+    fits, real_fit = [], study_module.fit_heads
+    monkeypatch.setattr(study_module, "fit_heads", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     study = _study()
     assert study.preview_size("test") == 128  # whole batches
     table, exact = study.depth_table_soon()
@@ -55,10 +57,7 @@ def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypat
     np.testing.assert_array_equal(study.bank("test").features, alone.bank("test").features)
     np.testing.assert_array_equal(study.bank("test").indices, alone.bank("test").indices)
     assert final.equals(alone.depth_table())
-    # The head re-fits are fit once, for the preview and the exact table alike.
-    monkeypatch.setattr("slsviz.study.fit_heads", lambda *a, **k: pytest.fail("heads fit twice"))
-    study._depth_tables = type(study._depth_tables)()
-    assert study.depth_table().equals(final)
+    assert len(fits) == 2  # once per study: for the preview and the exact table alike
 
 
 def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figures():
@@ -85,10 +84,12 @@ def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figure
 def test_prefetch_starts_the_next_pages_work_once_and_a_page_waits_for_it(monkeypatch):
     from slsviz.layers.analysis import AnalysisSettings
 
+    import slsviz.study as study_module
+
     study = _study()
     calls = []
-    real = study._feature_bank
-    monkeypatch.setattr(study, "_feature_bank", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = study_module.feature_bank
+    monkeypatch.setattr(study_module, "feature_bank", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     settings = AnalysisSettings(projection="pca")
     study.prefetch("layers", settings)
     study.prefetch("layers", settings)  # once
@@ -98,7 +99,8 @@ def test_prefetch_starts_the_next_pages_work_once_and_a_page_waits_for_it(monkey
     assert head.num_samples == 128 and sorted(calls) == ["test", "train", "val"]
     assert rule.depth_ >= 1
     _wait(study)  # the prune prefetch goes on to time every depth, then reads the rest of the test split
-    assert study._benchmarks.peek((1, 1.0)) is not None
+    monkeypatch.setattr(study_module, "benchmark_models", lambda *a, **k: pytest.fail("timed twice"))
+    assert len(study.benchmarks()) == 3  # timed by the prefetch, with the study's budget
     assert sorted(calls) == ["test", "test", "train", "val"]  # the rest continues the preview: no second preview
     with pytest.raises(Exception, match="Nothing to prefetch for 'export'"):
         study.prefetch("export")
