@@ -8,12 +8,12 @@ import tempfile
 
 from report import ROOT  # noqa: F401  (puts the repository on sys.path)
 
-from slsviz.study import LoadedTask, Selection, load_task_for
+from slsviz.study import LoadedTask, Selection, open_selection
 
 
 def default_task(device: str = "auto") -> LoadedTask:
     """The shipped default task (DINOv2 ViT-S/14 + Convpass, mnist5k) on ``device``."""
-    return load_task_for(Selection(device=device))
+    return open_selection(Selection(device=device))
 
 
 @contextlib.contextmanager

@@ -149,13 +149,13 @@ def floors() -> dict[str, float]:
             t = time.perf_counter()
             study = work()
             steps[name] = time.perf_counter() - t
-        n = study.preview_size("test")
+        n = study.features.preview_size("test")
         for name, work in [
-            ("features of train + val (one pass, 1000 images)", lambda: (study.bank("train"), study.bank("val"))),
-            ("maps the top-down scan needs, and the recommendation", lambda: study.recommend(AnalysisSettings())),
-            (f"features of the first {n} test images", lambda: study.bank_head("test")),
-            ("head re-fit at every depth (fit once)", lambda: study.depth_table_soon(defaults.SEED)),
-            ("timing of all depths, interleaved", lambda: study.benchmarks()),
+            ("features of train + val (one pass, 1000 images)", lambda: (study.features.bank("train"), study.features.bank("val"))),
+            ("maps the top-down scan needs, and the recommendation", lambda: study.layers.recommend(AnalysisSettings())),
+            (f"features of the first {n} test images", lambda: study.features.first_images("test")),
+            ("head re-fit at every depth (fit once)", lambda: study.depths.table_soon(defaults.SEED)),
+            ("timing of all depths, interleaved", lambda: study.timing.benchmarks()),
         ]:
             t = time.perf_counter()
             work()
@@ -169,12 +169,12 @@ def _panel_seconds(study) -> float:
     all-depth chart's figure), over every depth: the app's own share of a move."""
     from slsviz.app import charts
 
-    table, timed = study.depth_table_soon()[0], study.benchmarks()
+    table, timed = study.depths.table_soon()[0], study.timing.benchmarks()
     frame = table.assign(images_per_s=[timed[d].images_per_s for d in range(1, study.num_layers + 1)])
     charts.accuracy_vs_throughput(frame, chosen=1)  # plotly's first figure builds its templates
     t = time.perf_counter()
     for depth in range(1, study.num_layers + 1):
-        study.storage(depth)
+        study.timing.storage(depth)
         charts.accuracy_vs_throughput(frame, chosen=depth)
     return (time.perf_counter() - t) / study.num_layers
 

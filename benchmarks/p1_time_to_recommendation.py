@@ -32,6 +32,7 @@ from slsviz.layers.features import extract_features
 from slsviz.layers.projection import project
 from slsviz.layers.scores import cluster_scores
 from slsviz.study import Study
+from slsviz.study.report import report
 
 
 def paper_procedure(loaded, limit, batch_size) -> tuple[int, float, int, float]:
@@ -66,10 +67,10 @@ def main() -> None:
     loaded = default_task(args.device)
     settings = AnalysisSettings()  # the paper's: t-SNE, silhouette on the 2-D map, alpha 0.3
     with fresh_cache():
-        cold = Study(loaded, batch_size=args.batch_size, limit=args.limit).report(settings)
+        cold = report(Study(loaded, batch_size=args.batch_size, limit=args.limit), settings)
         cold_s = cold["timings"]["time_to_recommendation_s"]
         # A new study on the same inputs: nothing in memory, the disk cache of features and maps warm.
-        warm = Study(loaded, batch_size=args.batch_size, limit=args.limit).report(settings)
+        warm = report(Study(loaded, batch_size=args.batch_size, limit=args.limit), settings)
         warm_s = warm["timings"]["time_to_recommendation_s"]
     with fresh_cache():
         paper_depth, paper_s, scored, paper_forward_s = paper_procedure(loaded, args.limit, args.batch_size)

@@ -1,7 +1,7 @@
 """P4: a depth change -> accuracy (as-is and head re-fit) from the cached features (target < 0.2 s).
 
 What the app does: once the features are extracted, the accuracies of ALL depths are computed from
-that one cached pass (`Study.depth_table`, a one-off cost, reported here); a move of the depth
+that one cached pass (`Study.depths.table`, a one-off cost, reported here); a move of the depth
 slider then reads its row. Reported beside it: computing one depth from the cache with no table.
 
 Run: .venv/bin/python benchmarks/p4_depth_change.py [--device auto]
@@ -27,16 +27,16 @@ def main() -> None:
     args = parser.parse_args()
 
     study = Study(default_task(args.device))
-    train, test = study.bank("train"), study.bank("test")  # the one feature pass (disk-cached)
+    train, test = study.features.bank("train"), study.features.bank("test")  # the one feature pass (disk-cached)
     t = time.perf_counter()
-    table = study.depth_table()
+    table = study.depths.table()
     one_off = time.perf_counter() - t
 
     moves = []
     for i in range(args.moves):  # what the slider callback does: look the new depth up
         depth = 1 + (i * 5) % study.num_layers
         t = time.perf_counter()
-        row = study.depth_table().iloc[depth - 1]
+        row = study.depths.table().iloc[depth - 1]
         _ = (float(row["accuracy_as_is"]), float(row["accuracy_head_refit"]))
         moves.append(time.perf_counter() - t)
 

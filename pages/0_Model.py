@@ -16,6 +16,7 @@ from slsviz.errors import SlsvizError
 from slsviz.models.inspect import inspect_path
 from slsviz.storage import keep_upload, keep_upload_folder
 from slsviz.study import Selection
+from slsviz.study.training import train_new_task
 
 st.title("slsviz")
 st.caption(
@@ -126,9 +127,9 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
             source = ui.current_study()
             bar = st.progress(0.0, text="Training")
             with ui.user_errors():
-                path, meta = source.train(method, int(epochs), limit=int(train_limit) or None,
-                                          progress=lambda e, n, info: bar.progress(
-                                              e / n, text=f"epoch {e}/{n}: val {info['val_accuracy']:.3f}"))
+                path, meta = train_new_task(source.loaded, method, int(epochs), limit=int(train_limit) or None,
+                                            progress=lambda e, n, info: bar.progress(
+                                                e / n, text=f"epoch {e}/{n}: val {info['val_accuracy']:.3f}"))
             ui.load(dataclasses.replace(ui.selection(), task=str(path)))
             st.success(f"Trained: val {100 * meta.val_accuracy:.2f}%, test {100 * meta.test_accuracy:.2f}%; saved to {path}.")
 
@@ -154,7 +155,7 @@ st.markdown(
     + ", ".join(f"{k} {v}" for k, v in card["splits"].items())
     + (f" (first {card['limit']} images per split used)" if card["limit"] else "") + "."
 )
-applies, note = study.loaded.head
+applies, note = study.loaded.head_applies, study.loaded.head_note
 if note:
     (st.info if applies else st.warning)(f"As-is accuracy: {note}")
 if card["petl"]:

@@ -24,8 +24,8 @@ settings = AnalysisSettings(projection=projection, metric=metric, space=space, a
 st.session_state[ui.SETTINGS] = settings
 
 with ui.user_errors(), st.spinner("Scanning blocks from the last one down..."):
-    analysis = study.analysis(settings)
-    rule = study.recommend(settings)  # top down: only the blocks the rule needs
+    analysis = study.layers.analysis(settings)
+    rule = study.layers.recommend(settings)  # top down: only the blocks the rule needs
 st.session_state[ui.DEPTH] = int(rule.depth_)
 scored_on = f"{metric} of the {projection} map" if space == "2d" else f"{metric} of the raw features"
 st.success(f"**SLS recommends keeping {rule.depth_} of {rule.num_layers_} blocks** ({scored_on}, alpha {alpha:g}). "
@@ -45,7 +45,7 @@ resamples = b1.number_input("Stability: bootstrap resamples (0: off)", 0, 200, 0
 band = None
 if resamples:
     with ui.user_errors():
-        spread = study.stability(settings, int(resamples), progress=ui.StageProgressBars())
+        spread = study.layers.stability(settings, int(resamples), progress=ui.StageProgressBars())
     band = spread.band()
     low, high = spread.interval()
     b2.info(f"Over {int(resamples)} resamples SLS keeps {spread.mode} blocks most often; 90% of the picks lie in "
@@ -61,7 +61,7 @@ with left:
 with right:
     st.subheader("One block, large")
     layer = st.slider("Block", 1, analysis.num_layers, int(rule.depth_), key=ui.LAYER)
-    event = st.plotly_chart(charts.layer_map(maps[layer], labels, names, study.scored_indices(), layer), width="stretch",
+    event = st.plotly_chart(charts.layer_map(maps[layer], labels, names, study.features.scored_indices(), layer), width="stretch",
                             key="slsviz.layers.one", on_select="rerun", selection_mode=("points", "box", "lasso"))
     picked = [int(p["customdata"][0]) for p in (event.selection.points if event else []) if p.get("customdata")]
     if picked:  # thumbnails are cheap: the images are small and already loaded
@@ -76,6 +76,6 @@ st.subheader("Scores")
 st.dataframe(table, hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
 d1.download_button("Scores (CSV)", table.to_csv(index=False), "scores.csv", "text/csv", key="slsviz.layers.dl_scores")
-d2.download_button(f"{projection} coordinates of every block (CSV)", study.map_coordinates(settings).to_csv(index=False), f"{projection}_maps.csv",
+d2.download_button(f"{projection} coordinates of every block (CSV)", study.layers.map_coordinates(settings).to_csv(index=False), f"{projection}_maps.csv",
                    "text/csv", key="slsviz.layers.dl_maps")
 st.caption("Next: **Prune & benchmark**, in the sidebar.")

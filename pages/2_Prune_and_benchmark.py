@@ -7,6 +7,7 @@ import streamlit as st
 
 from slsviz.app import charts, ui
 from slsviz.errors import SlsvizError
+from slsviz.study.training import retrain_at
 
 st.title("Prune & benchmark")
 
@@ -14,17 +15,17 @@ study = ui.current_study(splits=("train",))
 L = study.num_layers
 with ui.user_errors():
     # Exact when ready; until then from the first test images, while the rest are read in the background.
-    table, exact = study.depth_table_soon(progress=ui.ProgressBar("Features of the test split"))
+    table, exact = study.depths.table_soon(progress=ui.ProgressBar("Features of the test split"))
     ui.chosen_depth(study)  # the recommendation, when the Layers page has not made it yet
     # Every depth timed together, in rounds, so that the speedups hold on a machine whose speed drifts.
-    timed = study.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"))
+    timed = study.timing.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"))
 if not exact:
-    study.finish()  # after the timing: a measurement has the machine alone
+    study.depths.finish()  # after the timing: a measurement has the machine alone
     read, total = table.attrs["images"]
     st.info(f"Provisional accuracies, from the first {read} of {total} test images (± the 95% interval); the "
             "exact figures replace them by themselves when the rest of the test split is read.")
 recommended = int(st.session_state[ui.DEPTH])
-applies, note = study.loaded.head
+applies, note = study.loaded.head_applies, study.loaded.head_note
 if note:
     (st.info if applies else st.warning)(f"Accuracy as is: {note}")
 full = timed[L]
@@ -40,7 +41,7 @@ def fmt_pct(x: float, pm: float | None = None) -> str:
 @st.fragment(run_every=2.0)
 def exact_figures_watch() -> None:
     """While the accuracies are provisional: looks every 2 s, and reloads the page once the exact ones are in."""
-    if study.depth_table_ready():
+    if study.depths.ready():
         st.rerun()
 
 
@@ -52,7 +53,7 @@ def depth_panel() -> None:
     st.session_state[ui.CHOSEN] = depth
     row, full_row = table.iloc[depth - 1], table.iloc[L - 1]
     cut = timed[depth]
-    storage = {r["storage"]: r for r in study.storage(depth)}
+    storage = {r["storage"]: r for r in study.timing.storage(depth)}
     a = st.columns(4)
     a[0].metric("Accuracy as is (task head)", fmt_pct(row["accuracy_as_is"], row.get("accuracy_as_is_pm")),
                 delta=None if pd.isna(row["accuracy_as_is"]) else f"{100 * (row['accuracy_as_is'] - full_row['accuracy_as_is']):+.2f} pts",
@@ -83,7 +84,7 @@ def depth_panel() -> None:
 def pick(budget: dict, kind: str) -> None:
     """The budget picker's button: move the slider to the depth that fits, or say why none does."""
     try:
-        picked = study.pick_depth(kind=kind, table=table, **budget)
+        picked = study.timing.pick_depth(kind=kind, table=table, **budget)
     except SlsvizError as exc:
         st.session_state[ui.PICKED] = (False, str(exc))
         return
@@ -121,8 +122,8 @@ if r1.button("Retrain", key="slsviz.prune.retrain"):
     depth = ui.chosen_depth(study)
     bar = st.progress(0.0, text="Retraining")
     with ui.user_errors():
-        out = study.retrain(depth, int(epochs), kind="ft",
-                            progress=lambda e, n, info: bar.progress(e / n, text=f"epoch {e}/{n}, val {info['val_accuracy']:.3f}"))
+        out = retrain_at(study.loaded, depth, int(epochs), kind="ft", limit=study.features.limit,
+                         progress=lambda e, n, info: bar.progress(e / n, text=f"epoch {e}/{n}, val {info['val_accuracy']:.3f}"))
     st.session_state[ui.RETRAINED] = out
 if ui.RETRAINED in st.session_state:
     res = st.session_state[ui.RETRAINED]

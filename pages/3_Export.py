@@ -19,8 +19,8 @@ depth = st.number_input("Blocks kept", 1, study.num_layers, ui.chosen_depth(stud
 depth = int(depth)
 
 with ui.user_errors():
-    study.benchmarks(progress=ui.ProgressBar(f"Timing all {study.num_layers} depths, interleaved"))
-    config = study.config(settings, depth)
+    study.timing.benchmarks(progress=ui.ProgressBar(f"Timing all {study.num_layers} depths, interleaved"))
+    config = study.exports.config(settings, depth)
 
 st.subheader("Configuration")
 st.json(config, expanded=False)
@@ -30,14 +30,14 @@ c1.download_button("Configuration (JSON)", config_to_json(config), "slsviz-confi
 c2.download_button("Configuration (YAML)", config_to_yaml(config), "slsviz-config.yaml", "application/yaml",
                    key="slsviz.export.yaml")
 with ui.user_errors():
-    c3.download_button("Task checkpoint, kept blocks only", study.task_checkpoint(depth), f"task-depth{depth}.safetensors",
+    c3.download_button("Task checkpoint, kept blocks only", study.exports.task_checkpoint(depth), f"task-depth{depth}.safetensors",
                        key="slsviz.export.task")
 if c4.button("Prepare ONNX of the pruned model", key="slsviz.export.onnx_make"):
     with ui.user_errors(), st.spinner("Exporting to ONNX..."):
-        study.onnx(depth)
+        study.exports.onnx(depth)
     st.session_state[ui.ONNX_DEPTH] = depth
 if st.session_state.get(ui.ONNX_DEPTH) == depth:  # prepared for this depth: cached in the study
-    c4.download_button("Pruned model (ONNX)", study.onnx(depth), f"pruned-depth{depth}.onnx", key="slsviz.export.onnx")
+    c4.download_button("Pruned model (ONNX)", study.exports.onnx(depth), f"pruned-depth{depth}.onnx", key="slsviz.export.onnx")
 
 st.subheader("Import")
 st.caption("A configuration and its task checkpoint restore the same pruned model; the check below compares logits.")
@@ -46,7 +46,7 @@ config_file = i1.file_uploader("Configuration (JSON or YAML)", type=["json", "ya
 task_file = i2.file_uploader("Task checkpoint (.safetensors)", type=["safetensors"], key="slsviz.export.in_task")
 if config_file is not None and task_file is not None:
     with ui.user_errors():
-        imported, same = study.check_import(config_file.getvalue(), task_file.getvalue())
+        imported, same = study.exports.check_import(config_file.getvalue(), task_file.getvalue())
     st.session_state[ui.CHOSEN] = int(imported["depth"])
     (st.success if same else st.warning)(
         f"Restored: depth {imported['depth']} of {imported['num_layers']}, {imported['petl']['method']} - "

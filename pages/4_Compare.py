@@ -81,7 +81,7 @@ if baseline is not None:
         st.info(baseline["retrained_note"])
     st.caption(f"Uniform ratio {baseline['ratio']:.3f}: heads kept {baseline['heads'][0]} per block, MLP channels "
                f"{baseline['mlp_hidden'][0]}; adapters, head and residual width left out.")
-    frame = study.depth_table().assign(images_per_s=baseline["depth_images_per_s_same_rounds"])  # timed with DepGraph
+    frame = study.depths.table().assign(images_per_s=baseline["depth_images_per_s_same_rounds"])  # timed with DepGraph
     st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=baseline["depth"], baseline=baseline), width="stretch",
                     key="slsviz.compare.speed")
 

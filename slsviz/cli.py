@@ -147,7 +147,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict:
     loaded = _study(args).loaded
     if loaded.meta is None:
         raise SlsvizError("evaluate needs a task (adapters + head): give --task.")
-    applies, note = loaded.head
+    applies, note = loaded.head_applies, loaded.head_note
     if not applies:
         raise SlsvizError(f"Accuracy is {note} Evaluate the task on data with its classes.")
     _note(note)
@@ -215,10 +215,12 @@ def _settings(args: argparse.Namespace):
 
 
 def _cmd_analyze(args: argparse.Namespace) -> dict:
+    from slsviz.study.report import write_report
+
     settings = _settings(args)
     study = _study(args, args.workers)
-    _note(study.loaded.head[1] if study.loaded.meta is not None else None)
-    r, written = study.write_report(settings, args.out, save_features=args.save_features, progress=_stderr_progress())
+    _note(study.loaded.head_note if study.loaded.meta is not None else None)
+    r, written = write_report(study, settings, args.out, save_features=args.save_features, progress=_stderr_progress())
     print(f"SLS recommends keeping {r['recommended_depth']} of {r['num_layers']} blocks "
           f"({r['metric']} on {r['projection']} {r['space']}, alpha {r['alpha']}): {r['reason']}", file=sys.stderr)
     return {key: r[key] for key in ("recommended_depth", "num_layers", "threshold", "accuracy_full",
@@ -229,7 +231,7 @@ def _cmd_analyze(args: argparse.Namespace) -> dict:
 def _cmd_compare(args: argparse.Namespace) -> dict:
 
     study = _study(args, args.workers)
-    _note(study.loaded.head[1] if study.loaded.meta is not None else None)
+    _note(study.loaded.head_note if study.loaded.meta is not None else None)
     settings = {name: value for name, value in (("knn_accuracy", args.knn_within), ("block_influence", args.bi_ratio),
                                                 ("angular_distance", args.angular_max), ("cka_to_last", args.cka_min))
                 if value is not None}
@@ -238,7 +240,7 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
                                depgraph_retrain=args.depgraph_retrain, progress=_stderr_progress())
     written = comparison.write(args.out)
     if args.save_features:
-        written.append(study.write_scored_features(Path(args.out) / "features.npz"))
+        written.append(study.features.write_scored(Path(args.out) / "features.npz"))
     for row in comparison.rows:
         spread = (f"; over {args.stability} resamples mode {row['stability']['mode']}, 90% in "
                   f"{row['stability']['interval'][0]}-{row['stability']['interval'][1]}") if "stability" in row else ""
@@ -258,8 +260,8 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
 def _cmd_pick(args: argparse.Namespace) -> dict:
     study = _study(args)
     within = args.within / 100 if args.within is not None else None
-    picked = study.pick_depth(within=within, min_images_per_s=args.min_images_per_s, kind=args.kind,
-                              time_budget_s=args.seconds)
+    picked = study.timing.pick_depth(study.depths.table(), within=within, min_images_per_s=args.min_images_per_s,
+                                     kind=args.kind, time_budget_s=args.seconds)
     print(f"Keep {picked['depth']} of {study.num_layers} blocks: {picked['rule']}.", file=sys.stderr)
     return picked
 
@@ -271,13 +273,13 @@ def _cmd_export(args: argparse.Namespace) -> dict:
 
     study = _study(args)
     settings = _settings(args)
-    depth = args.depth if args.depth is not None else int(study.recommend(settings).depth_)
-    config = study.config(settings, depth, time_budget_s=args.seconds)
+    depth = args.depth if args.depth is not None else int(study.layers.recommend(settings).depth_)
+    config = study.exports.config(settings, depth, time_budget_s=args.seconds)
     out = Path(args.out)
     config_path = save_config(config, out / f"slsviz-config.{args.format}")
     task_path = out / f"task-depth{depth}.safetensors"
     with atomic_path(task_path) as tmp:
-        tmp.write_bytes(study.task_checkpoint(depth))
+        tmp.write_bytes(study.exports.task_checkpoint(depth))
     return {"depth": depth, "recommended_depth": config["results"]["recommended_depth"],
             "written": [str(config_path), str(task_path)]}
 
@@ -314,7 +316,7 @@ def _cmd_prune(args: argparse.Namespace) -> dict:
     if loaded.meta is None:
         raise SlsvizError("prune needs a task (adapters + head) to cut; give --task.")
     pruned = prune_to_depth(loaded.model, args.depth)
-    applies, note = loaded.head
+    applies, note = loaded.head_applies, loaded.head_note
     _note(note)
     accuracy = {split: evaluate(pruned, make_loader(loaded.data, split, loaded.preprocess, args.batch_size, limit=args.limit))
                 if applies else None for split in ("val", "test")}

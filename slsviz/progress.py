@@ -16,3 +16,8 @@ EpochProgress = Callable[[int, int, dict[str, Any]], None]
 
 StageProgress = Callable[[str, int, int], None]
 """``progress(stage, done, total)`` for work in stages (``features:<split>``, ``maps``)."""
+
+
+def one_stage(progress: StageProgress | None, name: str) -> Progress | None:
+    """``progress`` for the stage ``name``, as a ``progress(done, total)`` callback (``None`` stays ``None``)."""
+    return (lambda done, total: progress(name, done, total)) if progress is not None else None

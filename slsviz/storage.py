@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -48,6 +49,12 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def json_float(x: Any) -> float | None:
+    """A float for JSON: ``None`` for NaN (JSON has no NaN)."""
+    x = float(x)
+    return None if math.isnan(x) else x
 
 
 def write_json_and_csv(out: str | os.PathLike, json_name: str, payload: Any, csv_name: str, table: Any) -> list[Path]:

@@ -245,8 +245,8 @@ def test_5_four_sessions_at_once_each_see_their_own(app_url, browser, tmp_path):
     expected = {}
     for dataset in ("mnist5k", "digits"):  # one session alone, in this process: the reference numbers
         study = Study.open(Selection(data=None if dataset == "mnist5k" else dataset, limit=limit))
-        table = study.depth_table()
-        flops = {d: r.flops_per_image for d, r in study.benchmarks(time_budget_s=0.01).items()}
+        table = study.depths.table()
+        flops = {d: r.flops_per_image for d, r in study.timing.benchmarks(time_budget_s=0.01).items()}
         expected[dataset] = {d: (f"{flops[d] / 1e9:.3f}", f"{100 * table.iloc[d - 1]['accuracy_as_is']:.2f}%",
                                  f"{100 * table.iloc[d - 1]['accuracy_head_refit']:.2f}%") for d in (3, 4, 9, 10)}
     pages = [browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in plans]

@@ -137,7 +137,7 @@ def test_cli_report_and_the_apps_study_give_the_same_numbers(tiny_task, tmp_path
     report = json.loads((tmp_path / "report.json").read_text())
     study = Study.open(_selection(tiny_task, 40))  # what ui.study(selection) opens for a page
     settings = AnalysisSettings(projection="pca")
-    rule, scores, accuracy = study.recommend(settings), study.analysis(settings).table(), study.depth_table()
+    rule, scores, accuracy = study.layers.recommend(settings), study.layers.analysis(settings).table(), study.depths.table()
     assert report["recommended_depth"] == rule.depth_ and report["threshold"] == rule.threshold_
     for row, layer in zip(scores.itertuples(), report["layers"]):
         assert (layer["silhouette"], layer["calinski_harabasz"], layer["davies_bouldin"], layer["probe_accuracy"]) == \
@@ -155,7 +155,7 @@ def test_export_writes_a_configuration_and_checkpoint_that_restore_the_model(tin
     assert out["depth"] == 3 and config_path.name == "slsviz-config.yaml" and task_path.name == "task-depth3.safetensors"
     assert read_task_meta(task_path).depth == 3
     study = Study.open(_selection(tiny_task, 30))
-    config, same = study.check_import(config_path.read_bytes(), task_path.read_bytes())
+    config, same = study.exports.check_import(config_path.read_bytes(), task_path.read_bytes())
     assert config["depth"] == 3 and config["results"]["recommended_depth"] == out["recommended_depth"] and same
     assert main(args) == 0  # no --depth: the SLS recommendation
     assert json.loads(capsys.readouterr().out)["depth"] == out["recommended_depth"]

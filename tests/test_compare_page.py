@@ -10,7 +10,7 @@ from slsviz.pruning.accuracy import oracle_depth
 def test_the_compare_page_shows_every_criterion_and_follows_the_oracle_tolerance(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from slsviz import comparison
+    from slsviz.study import comparison
     from slsviz.app import ui
     from slsviz.study import Selection
 
@@ -21,7 +21,7 @@ def test_the_compare_page_shows_every_criterion_and_follows_the_oracle_tolerance
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert len(table) == 11 and table["label"].iloc[0].startswith("SLS (the paper's")
-    val = ui.study(selection).accuracy_head_refit("val")
+    val = ui.study(selection).depths.head_refit_accuracy("val")
     assert f"The oracle keeps {oracle_depth(val, 0.01)} of 12 blocks" in at.success[0].value
     assert oracle_depth(val, 0.05) != oracle_depth(val, 0.01)  # so the change below must show
     assert len(at.get("plotly_chart")) == 2  # the score curves and the CKA heatmap

@@ -17,7 +17,6 @@ from slsviz.layers.criteria import (
     cka_to_last,
     criterion_depth,
     knn_accuracy,
-    linear_cka,
     top_run_depth,
 )
 from slsviz.pruning.accuracy import oracle_depth
@@ -89,22 +88,29 @@ def _cka_by_gram(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(k * m) / np.sqrt(np.sum(k * k) * np.sum(m * m)))
 
 
+def _linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """The CKA of two blocks as :func:`cka_matrix` gives it (a zero column leaves the Gram matrix as it is)."""
+    width = max(x.shape[1], y.shape[1])
+    pad = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (x, y)]
+    return float(cka_matrix(np.stack(pad))[0, 1])
+
+
 def test_linear_cka_is_one_on_itself_invariant_to_rotation_and_scale_and_equals_the_gram_form():
     x, y = RNG.normal(size=(50, 6)), RNG.normal(size=(50, 4))
     q = ortho_group.rvs(6, random_state=1)
-    assert linear_cka(x, x) == pytest.approx(1.0)
-    assert linear_cka(x @ q, y) == pytest.approx(linear_cka(x, y))
-    assert linear_cka(3.5 * x, y) == pytest.approx(linear_cka(x, y))
-    assert linear_cka(x, y) == pytest.approx(_cka_by_gram(x, y))
-    assert linear_cka(x, x[:, :3] @ RNG.normal(size=(3, 3))) < 1
+    assert _linear_cka(x, x) == pytest.approx(1.0)
+    assert _linear_cka(x @ q, y) == pytest.approx(_linear_cka(x, y))
+    assert _linear_cka(3.5 * x, y) == pytest.approx(_linear_cka(x, y))
+    assert _linear_cka(x, y) == pytest.approx(_cka_by_gram(x, y))
+    assert _linear_cka(x, x[:, :3] @ RNG.normal(size=(3, 3))) < 1
 
 
-def test_cka_matrix_is_symmetric_with_ones_on_the_diagonal_and_entries_of_linear_cka():
+def test_cka_matrix_is_symmetric_with_ones_on_the_diagonal_and_entries_of_the_gram_form():
     x = _features(4, 30, 5)
     m = cka_matrix(x)
     assert np.allclose(m, m.T) and np.allclose(np.diag(m), 1)
-    assert m[0, 3] == pytest.approx(linear_cka(x[0], x[3]))
-    assert np.allclose(cka_to_last(x), m[:, -1]) and cka_to_last(x)[-1] == pytest.approx(1.0)
+    assert m[0, 3] == pytest.approx(_cka_by_gram(x[0], x[3]))
+    assert np.array_equal(cka_to_last(x), m[:, -1])  # one CKA: the criterion is the matrix's last column
     with pytest.raises(DataError, match="no variance"):
         cka_matrix(np.ones((2, 5, 3)))
 

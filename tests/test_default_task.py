@@ -11,7 +11,7 @@ from slsviz import defaults
 from slsviz.data import Preprocess, load_dataset, make_loader
 from slsviz.models.task import read_task_meta
 from slsviz.models.train import evaluate
-from slsviz.study import Selection, load_task_for
+from slsviz.study import Selection, open_selection
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 LOG = Path(__file__).resolve().parents[1] / "assets" / "default_task.json"
@@ -27,7 +27,7 @@ def test_shipped_checkpoint_is_small_and_complete():
 
 
 def test_full_depth_test_accuracy_matches_checkpoint_and_training_log():
-    loaded = load_task_for(Selection(device="cpu"))
+    loaded = open_selection(Selection(device="cpu"))
     backbone, model, meta = loaded.backbone, loaded.model, loaded.meta
     data = load_dataset(meta.dataset, seed=meta.split_seed)
     loader = make_loader(data, "test", Preprocess(meta.img_size, meta.mean, meta.std), batch_size=64)  # quicker than 256 here

@@ -152,19 +152,20 @@ def test_an_image_folder_edited_under_the_same_names_is_read_again(tmp_path):
     from slsviz.data import load_dataset
     from slsviz.layers.analysis import AnalysisSettings
     from slsviz.study import LoadedTask, Study
+    from slsviz.study.report import report
 
     backbone = random_backbone("vit_tiny_patch16_224", img_size=32, depth=2, seed=0)
     root = image_folder(tmp_path / "pets", {"cat": 8, "dog": 8}, size=32)
     settings = AnalysisSettings(projection="pca")
 
-    def report(use_cache: bool = True) -> dict:
+    def analyse(use_cache: bool = True) -> dict:
         study = Study(LoadedTask(backbone, backbone.model, None, load_dataset(str(root))), workers=1, use_cache=use_cache)
-        return study.report(settings)
+        return report(study, settings)
 
-    before = report()
+    before = analyse()
     rng = np.random.default_rng(7)
     for path in sorted((root / "dog").iterdir()):  # other images, same names and sizes
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
-    after, fresh = report(), report(use_cache=False)
+    after, fresh = analyse(), analyse(use_cache=False)
     assert after["layers"] == fresh["layers"]
     assert after["layers"] != before["layers"]

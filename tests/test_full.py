@@ -14,7 +14,7 @@ from slsviz.cli import main
 from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.models.backbones import load_backbone
 from slsviz.models.task import load_task, save_task
-from slsviz.study import Selection, Study, load_task_for
+from slsviz.study import Selection, Study, open_selection
 
 transformers = pytest.importorskip("transformers")
 
@@ -47,14 +47,14 @@ def _x(size: int) -> torch.Tensor:
 
 def test_a_timm_state_dict_with_its_head_is_a_full_task(world, tmp_path):
     root, tuned, _, _ = world
-    loaded = load_task_for(Selection(model=TINY, task=str(root / "tuned.pth"), data="digits", device="cpu"))
+    loaded = open_selection(Selection(model=TINY, task=str(root / "tuned.pth"), data="digits", device="cpu"))
     assert loaded.method == "full" and loaded.backbone.num_layers == 12
     with torch.inference_mode():
         torch.testing.assert_close(loaded.model(_x(32)), tuned(_x(32)), atol=1e-4, rtol=0)
     # Per task a full fine-tune stores its whole backbone; cut at depth 2, the blocks it keeps.
     total = sum(p.numel() for p in loaded.model.parameters())
     study = Study(loaded, limit=20, use_cache=False, workers=1)
-    rows = {r["storage"]: r for r in study.storage(2)}
+    rows = {r["storage"]: r for r in study.timing.storage(2)}
     assert rows["full PETL"]["params"] == total and "fine-tuned backbone" in rows["SLS"]["what"]
     assert rows["SLS"]["params"] == total - sum(p.numel() for p in loaded.model.blocks[2:].parameters())
     # slsviz's own task checkpoint of it holds every weight, and opens to the same numbers.
@@ -68,20 +68,20 @@ def test_a_timm_state_dict_with_its_head_is_a_full_task(world, tmp_path):
 def test_a_full_fine_tune_needs_its_architecture_and_its_own_weights(world, tmp_path):
     root, _, _, _ = world
     with pytest.raises(SlsvizError, match="full fine-tune of a timm ViT: name its architecture with --model"):
-        load_task_for(Selection(task=str(root / "tuned.pth"), data="digits", device="cpu"))
+        open_selection(Selection(task=str(root / "tuned.pth"), data="digits", device="cpu"))
     other = tmp_path / "other.pth"
     torch.save(timm.create_model(TINY, img_size=32, num_classes=0).state_dict(), other)
     with pytest.raises(CheckpointError, match="its own weights are the backbone"):
-        load_task_for(Selection(model=TINY, checkpoint=str(other), img_size=32, task=str(root / "tuned.pth"),
+        open_selection(Selection(model=TINY, checkpoint=str(other), img_size=32, task=str(root / "tuned.pth"),
                                 data="digits", device="cpu"))
 
 
 def test_a_transformers_classifier_folder_is_a_full_task_with_its_class_names(world, tmp_path):
     root, _, hf, _ = world
     folder = str(root / "hf-classifier")
-    loaded = load_task_for(Selection(task=folder, data="digits", device="cpu"))
+    loaded = open_selection(Selection(task=folder, data="digits", device="cpu"))
     assert loaded.method == "full" and loaded.meta.class_names == list(DIGITS.values())
-    assert loaded.head == (True, "the task's head was trained on full:hf-classifier and is scored on digits, "
+    assert (loaded.head_applies, loaded.head_note) == (True, "the task's head was trained on full:hf-classifier and is scored on digits, "
                                  "which has the same 10 classes (0, 1, 2, 3, 4, ... (10 in all)).")
     with torch.inference_mode():
         torch.testing.assert_close(loaded.model(_x(32)), hf(pixel_values=_x(32)).logits, atol=1e-4, rtol=0)
@@ -120,7 +120,7 @@ def test_dinov2_folders_open_as_backbones_equal_to_transformers_and_their_head_i
         torch.testing.assert_close(final, theirs.last_hidden_state, atol=1e-4, rtol=0)
     assert backbone.mean == (0.485, 0.456, 0.406) and backbone.model.norm.eps == 1e-6
     with pytest.raises(SlsvizError, match="CLS token and mean patch token side by side"):
-        load_task_for(Selection(task=str(folder), data="digits", device="cpu"))
+        open_selection(Selection(task=str(folder), data="digits", device="cpu"))
     assert main(["inspect", str(folder), str(root / "hf-classifier"), str(root / "tuned.pth")]) == 0
     dinov2, vit, tuned = json.loads(capsys.readouterr().out)["files"]
     assert dinov2["opens"] and dinov2["opens_as"] == "backbone" and "head re-fit" in dinov2["as"]
@@ -162,8 +162,8 @@ def test_an_imported_task_exports_a_config_that_records_its_source_and_imports_a
     folder = str(root / "hf-classifier")
     study = Study.open(Selection(task=folder, data="digits", limit=40, device="cpu"), workers=1, use_cache=False)
     settings = AnalysisSettings(projection="pca")
-    config = study.config(settings, 2)
+    config = study.exports.config(settings, 2)
     assert config["task"]["source"] == {"format": "full fine-tune (transformers folder)", "path": folder}
     assert config["petl"]["method"] == "full" and config["depth"] == 2
-    imported, same = study.check_import(json.dumps(config), study.task_checkpoint(2))
+    imported, same = study.exports.check_import(json.dumps(config), study.exports.task_checkpoint(2))
     assert same and imported["task"]["source"]["path"] == folder

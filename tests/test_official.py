@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from slsviz.cli import main
 from slsviz.data import load_dataset
 from slsviz.errors import CheckpointError, SlsvizError
-from slsviz.study import Selection, load_task_for
+from slsviz.study import Selection, open_selection
 
 ARCH = "vit_base_patch16_224"  # 768 wide, 14x14 patches at 224 px: what the official Convpass assumes
 CLASSES = 3
@@ -63,7 +63,7 @@ def _selection(root, method, **kw) -> Selection:
 @pytest.mark.parametrize("method", ["convpass", "repadapter"])
 def test_an_official_checkpoint_gives_the_official_logits(world, method):
     root, refs = world
-    loaded = load_task_for(_selection(root, method))
+    loaded = open_selection(_selection(root, method))
     assert loaded.method == method and loaded.meta.petl["scale"] == (10.0 if method == "convpass" else 1.0)
     assert loaded.meta.mean == [0.485, 0.456, 0.406] and loaded.meta.img_size == 224
     x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -77,7 +77,7 @@ def test_an_official_checkpoint_gives_the_official_logits(world, method):
 def test_a_pruned_official_checkpoint_opens_at_its_depth(world, method):
     root, refs = world
     selection = _selection(root, method)
-    loaded = load_task_for(Selection(**{**selection.to_dict(), "task": str(root / f"images_1blocks_{method}.pt")}))
+    loaded = open_selection(Selection(**{**selection.to_dict(), "task": str(root / f"images_1blocks_{method}.pt")}))
     assert len(loaded.model.blocks) == 1 and loaded.meta.depth == 1
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
@@ -108,8 +108,8 @@ def test_evaluate_saves_the_logits_the_official_pipeline_gives(world, tmp_path, 
 def test_without_a_scale_the_reason_names_the_yaml(world):
     root, _ = world
     with pytest.raises(SlsvizError, match="--task-config configs/<method>/<dataset>.yaml"):
-        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task_config": None}))
-    loaded = load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task_config": None, "scale": 10.0}))
+        open_selection(Selection(**{**_selection(root, "convpass").to_dict(), "task_config": None}))
+    loaded = open_selection(Selection(**{**_selection(root, "convpass").to_dict(), "task_config": None, "scale": 10.0}))
     assert loaded.meta.petl["scale"] == 10.0
 
 
@@ -118,10 +118,10 @@ def test_a_backbone_the_official_convpass_cannot_take_is_named_with_the_checkpoi
     small = tmp_path / "small.safetensors"
     save_file(random_backbone("vit_small_patch16_224").model.state_dict(), str(small))
     with pytest.raises(CheckpointError, match="768-wide adapters; the backbone is vit_small_patch16_224 \\(384 wide"):
-        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "model": "vit_small_patch16_224",
+        open_selection(Selection(**{**_selection(root, "convpass").to_dict(), "model": "vit_small_patch16_224",
                                    "checkpoint": str(small)}))
     with pytest.raises(CheckpointError, match="14x14 grid of a 768-wide ViT"):
-        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "img_size": 112}))
+        open_selection(Selection(**{**_selection(root, "convpass").to_dict(), "img_size": 112}))
 
 
 def test_the_config_must_be_this_tasks_and_the_data_must_be_named(world, tmp_path):
@@ -129,9 +129,9 @@ def test_the_config_must_be_this_tasks_and_the_data_must_be_named(world, tmp_pat
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("name: cifar\nclass_num: 100\nscale: 10\n")
     with pytest.raises(SlsvizError, match="says 100 classes but the head"):
-        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task_config": str(wrong)}))
+        open_selection(Selection(**{**_selection(root, "convpass").to_dict(), "task_config": str(wrong)}))
     with pytest.raises(SlsvizError, match="give the dataset"):
-        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "data": None}))
+        open_selection(Selection(**{**_selection(root, "convpass").to_dict(), "data": None}))
 
 
 def test_a_torch_file_that_is_not_a_task_is_refused(world, tmp_path):
@@ -139,7 +139,7 @@ def test_a_torch_file_that_is_not_a_task_is_refused(world, tmp_path):
     other = tmp_path / "weights.pth"
     torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3)}, other)
     with pytest.raises(CheckpointError, match="not a task checkpoint slsviz opens"):
-        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task": str(other)}))
+        open_selection(Selection(**{**_selection(root, "convpass").to_dict(), "task": str(other)}))
 
 
 def test_inspect_says_what_each_file_is_and_what_is_missing(world, capsys):
@@ -186,4 +186,4 @@ def test_the_attention_only_mode_is_refused_with_the_reason(world, tmp_path):
     attn_only = tmp_path / "attn.pt"
     torch.save({k: v for k, v in tensors.items() if "adapter_mlp" not in k}, attn_only)
     with pytest.raises(SlsvizError, match="adapters beside attention only .* timm 0.9.10"):
-        load_task_for(Selection(**{**_selection(root, "convpass").to_dict(), "task": str(attn_only)}))
+        open_selection(Selection(**{**_selection(root, "convpass").to_dict(), "task": str(attn_only)}))

@@ -70,7 +70,7 @@ def test_layers_page_draws_the_stability_band_of_the_chosen_score():
     at.selectbox(key="slsviz.layers.projection").set_value("pca").run()
     at.number_input(key="slsviz.layers.resamples").set_value(3).run()
     assert not at.exception and not at.error
-    spread = ui.study(QUICK).stability(at.session_state[ui.SETTINGS], 3)
+    spread = ui.study(QUICK).layers.stability(at.session_state[ui.SETTINGS], 3)
     low, high = spread.interval()
     assert f"SLS keeps {spread.mode} blocks most often; 90% of the picks lie in {low}..{high}" in at.info[0].value
     curves = at.get("plotly_chart")[0].proto.spec
@@ -94,7 +94,7 @@ def test_prune_page_numbers_follow_the_slider():
 def test_prune_page_budget_picker_moves_the_slider():
     at = page("pages/2_Prune_and_benchmark.py")
     study = ui.study(QUICK)
-    expected = study.pick_depth(within=0.02)
+    expected = study.timing.pick_depth(study.depths.table(), within=0.02)
     at.number_input(key="slsviz.prune.budget_within").set_value(2.0).run()
     at.button(key="slsviz.prune.budget_go").click().run()
     assert not at.exception

@@ -80,7 +80,7 @@ def exported():
     assert not at.exception and not at.error
     config = at.json[0].value
     config = json.loads(config) if isinstance(config, str) else config
-    return config, ui.study(QUICK).task_checkpoint(5)
+    return config, ui.study(QUICK).exports.task_checkpoint(5)
 
 
 def _import(config: bytes, task: bytes) -> AppTest:
@@ -92,9 +92,9 @@ def _import(config: bytes, task: bytes) -> AppTest:
 
 def test_a_good_import_restores_the_same_model(exported):
     config, _ = exported
-    recommended = int(ui.study(QUICK).recommend(AnalysisSettings()).depth_)
+    recommended = int(ui.study(QUICK).layers.recommend(AnalysisSettings()).depth_)
     depth = 3 if recommended != 3 else 4
-    at = _import(json.dumps({**config, "depth": depth}).encode(), ui.study(QUICK).task_checkpoint(depth))
+    at = _import(json.dumps({**config, "depth": depth}).encode(), ui.study(QUICK).exports.task_checkpoint(depth))
     assert not at.exception and not at.error
     assert "logits identical" in at.success[0].value
     # the import sets the chosen depth, never the recommendation: the next export still records the rule's
@@ -128,7 +128,7 @@ def test_a_broken_task_checkpoint_to_import_is_one_error(exported):
 
 def test_loading_a_shallower_task_forgets_the_old_depths(exported, tmp_path):
     pruned = tmp_path / "task-depth6.safetensors"
-    pruned.write_bytes(ui.study(QUICK).task_checkpoint(6))
+    pruned.write_bytes(ui.study(QUICK).exports.task_checkpoint(6))
     at = run("app.py")  # one browser session, moving between pages
     at.switch_page("pages/2_Prune_and_benchmark.py").run()
     at.slider(key=ui.PRUNE_DEPTH).set_value(11).run()

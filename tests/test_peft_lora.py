@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 
 from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.models.petl import merge_petl
-from slsviz.study import Selection, load_task_for
+from slsviz.study import Selection, open_selection
+from slsviz.study.training import retrain_at
 
 peft = pytest.importorskip("peft")
 
@@ -50,7 +51,7 @@ def world(tmp_path_factory):
 
 
 def _open(root, name):
-    return load_task_for(Selection(model=TINY, checkpoint=str(root / "tiny.safetensors"), img_size=32,
+    return open_selection(Selection(model=TINY, checkpoint=str(root / "tiny.safetensors"), img_size=32,
                                    task=str(root / name), data="digits", device="cpu"))
 
 
@@ -101,7 +102,7 @@ def test_an_adapter_for_another_backbone_names_both_sides(world):
     small = world / "small.safetensors"
     save_file(random_backbone("vit_small_patch16_224", img_size=32).model.state_dict(), str(small))
     with pytest.raises(CheckpointError, match=r"192-wide ViT .* vit_small_patch16_224 is 384 wide with 12 blocks"):
-        load_task_for(Selection(model="vit_small_patch16_224", checkpoint=str(small), img_size=32,
+        open_selection(Selection(model="vit_small_patch16_224", checkpoint=str(small), img_size=32,
                                 task=str(world / "for-tiny"), data="digits", device="cpu"))
 
 
@@ -176,7 +177,7 @@ def test_a_peft_adapter_on_a_transformers_vit_gives_peft_logits(hf_world, config
                 key = re.sub(pattern, target, key)
             renamed[key] = value
         save_file(renamed, str(folder / "adapter_model.safetensors"))
-    loaded = load_task_for(Selection(checkpoint=str(root / "vit"), task=str(folder), data="digits", device="cpu"))
+    loaded = open_selection(Selection(checkpoint=str(root / "vit"), task=str(folder), data="digits", device="cpu"))
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected = reference(pixel_values=x).logits
@@ -217,9 +218,9 @@ def test_a_transformers_adapter_opens_in_the_app_and_runs_everything(hf_world):
 
     study = Study.open(Selection(checkpoint=str(root / "vit"), task=str(root / "app-adapter"), data="digits", limit=30,
                                  device="cpu"), workers=1, use_cache=False)
-    retrained = study.retrain(2, 1)
+    retrained = retrain_at(study.loaded, 2, 1, limit=study.features.limit)
     assert 0.0 <= retrained["accuracy_retrained"] <= 1.0
-    config = study.config(AnalysisSettings(projection="pca"), 2)
+    config = study.exports.config(AnalysisSettings(projection="pca"), 2)
     assert config["task"]["source"]["format"] == "PEFT LoRA adapter" and config["petl"]["hyperparameters"]["targets"] == ["q", "v"]
-    _, same = study.check_import(json.dumps(config), study.task_checkpoint(2))
+    _, same = study.exports.check_import(json.dumps(config), study.exports.task_checkpoint(2))
     assert same

@@ -32,31 +32,31 @@ def _study(batch_size: int = 64) -> Study:
 
 def _wait(study: Study) -> None:
     """Until the exact table is there (the background job that makes it, queued once, has ended)."""
-    study.finish().result(timeout=120)
-    assert study.depth_table_ready()
+    study.depths.finish().result(timeout=120)
+    assert study.depths.ready()
 
 
 def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypatch):
-    import slsviz.study as study_module
+    import slsviz.study.depths as depths_module
 
-    fits, real_fit = [], study_module.fit_heads
-    monkeypatch.setattr(study_module, "fit_heads", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    fits, real_fit = [], depths_module.fit_heads
+    monkeypatch.setattr(depths_module, "fit_heads", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     study = _study()
-    assert study.preview_size("test") == 128  # whole batches
-    table, exact = study.depth_table_soon()
+    assert study.features.preview_size("test") == 128  # whole batches
+    table, exact = study.depths.table_soon()
     assert not exact and table.attrs["images"] == (128, 797)
     np.testing.assert_allclose(table["accuracy_head_refit_pm"], interval(table["accuracy_head_refit"], 128))
-    study.finish()
-    study.finish()  # once
+    study.depths.finish()
+    study.depths.finish()  # once
     _wait(study)
-    final, exact = study.depth_table_soon()
+    final, exact = study.depths.table_soon()
     assert exact and "accuracy_head_refit_pm" not in final
     alone = _study()
     monkeypatch.setattr(defaults, "PREVIEW_TEST_IMAGES", 10_000)  # no preview: one pass over the test split
-    assert alone.preview_size("test") is None
-    np.testing.assert_array_equal(study.bank("test").features, alone.bank("test").features)
-    np.testing.assert_array_equal(study.bank("test").indices, alone.bank("test").indices)
-    assert final.equals(alone.depth_table())
+    assert alone.features.preview_size("test") is None
+    np.testing.assert_array_equal(study.features.bank("test").features, alone.features.bank("test").features)
+    np.testing.assert_array_equal(study.features.bank("test").indices, alone.features.bank("test").indices)
+    assert final.equals(alone.depths.table())
     assert len(fits) == 2  # once per study: for the preview and the exact table alike
 
 
@@ -84,23 +84,24 @@ def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figure
 def test_prefetch_starts_the_next_pages_work_once_and_a_page_waits_for_it(monkeypatch):
     from slsviz.layers.analysis import AnalysisSettings
 
-    import slsviz.study as study_module
+    import slsviz.study.features as features_module
+    import slsviz.study.timing as timing_module
 
     study = _study()
     calls = []
-    real = study_module.feature_bank
-    monkeypatch.setattr(study_module, "feature_bank", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = features_module.feature_bank
+    monkeypatch.setattr(features_module, "feature_bank", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     settings = AnalysisSettings(projection="pca")
     study.prefetch("layers", settings)
     study.prefetch("layers", settings)  # once
-    rule = study.recommend(settings)  # what the Layers page asks: waits for the prefetch, computes nothing twice
+    rule = study.layers.recommend(settings)  # what the Layers page asks: waits for the prefetch, computes nothing twice
     study.prefetch("prune")
-    head = study.bank_head("test")
+    head = study.features.first_images("test")
     assert head.num_samples == 128 and sorted(calls) == ["test", "train", "val"]
     assert rule.depth_ >= 1
     _wait(study)  # the prune prefetch goes on to time every depth, then reads the rest of the test split
-    monkeypatch.setattr(study_module, "benchmark_models", lambda *a, **k: pytest.fail("timed twice"))
-    assert len(study.benchmarks()) == 3  # timed by the prefetch, with the study's budget
+    monkeypatch.setattr(timing_module, "benchmark_models", lambda *a, **k: pytest.fail("timed twice"))
+    assert len(study.timing.benchmarks()) == 3  # timed by the prefetch, with the study's budget
     assert sorted(calls) == ["test", "test", "train", "val"]  # the rest continues the preview: no second preview
     with pytest.raises(Exception, match="Nothing to prefetch for 'export'"):
         study.prefetch("export")

@@ -29,7 +29,7 @@ def test_the_server_start_opens_the_default_the_pages_get_and_queues_their_work(
     assert [(page, settings) for _, page, settings in queued] == [("layers", AnalysisSettings()), ("prune", AnalysisSettings())]
     opened = queued[0][0]
     assert ui.study(ui.default_selection()) is opened  # what a page opens: the same study, not a second one
-    assert opened.limit == 24
+    assert opened.features.limit == 24
     assert no_freeze == [1]  # what is loaded by now is kept out of full collections
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import random_backbone
 
-from slsviz import study as study_module
+from slsviz.study import features as features_module
 from slsviz.data import load_digits
 from slsviz.layers import analysis as analysis_module
 from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
@@ -180,7 +180,7 @@ def test_a_studys_heavy_work_waits_while_a_benchmark_measures(tiny, name):
     study = Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=2)
     x = np.random.default_rng(0).normal(size=(2, 30, 8)).astype(np.float32)
     y = np.arange(30) % 3
-    work = {"features": lambda: study.bank("train"),
+    work = {"features": lambda: study.features.bank("train"),
             "maps": lambda: LayerAnalysis(x, y, AnalysisSettings(projection="pca"), runner=Parallel(2)).maps(),
             "probe": lambda: LayerAnalysis(x, y, AnalysisSettings(metric="probe_accuracy"), probe=(x, y, x, y),
                                            runner=Parallel(1)).score(1)}[name]
@@ -212,7 +212,7 @@ def test_a_studys_timing_waits_for_heavy_work(tiny):
 
     def measure():
         asked.set()
-        study.benchmarks()
+        study.timing.benchmarks()
         log.append("timed")
 
     def heavy():
@@ -227,7 +227,7 @@ def test_a_studys_timing_waits_for_heavy_work(tiny):
 def test_two_sessions_extract_one_split_once_and_two_splits_side_by_side(tiny, monkeypatch):
     backbone, data, model = tiny
     study = Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=1)
-    calls, both, real = [], threading.Barrier(2, timeout=10), study_module.feature_bank
+    calls, both, real = [], threading.Barrier(2, timeout=10), features_module.feature_bank
 
     def spy(model, data, split, *args, **kwargs):
         calls.append(split)
@@ -235,10 +235,10 @@ def test_two_sessions_extract_one_split_once_and_two_splits_side_by_side(tiny, m
             both.wait()  # val and test only pass together: they are computed side by side
         return real(model, data, split, *args, **kwargs)
 
-    monkeypatch.setattr(study_module, "feature_bank", spy)
-    first = _in_threads(*[lambda: study.bank("train")] * 3)
+    monkeypatch.setattr(features_module, "feature_bank", spy)
+    first = _in_threads(*[lambda: study.features.bank("train")] * 3)
     assert calls == ["train"] and first[0] is first[1] is first[2]
-    _in_threads(lambda: study.bank("val"), lambda: study.bank("test"))
+    _in_threads(lambda: study.features.bank("val"), lambda: study.features.bank("test"))
     assert sorted(calls) == ["test", "train", "val"]
 
 
@@ -267,11 +267,11 @@ def test_a_failed_background_job_reaches_its_future_and_whoever_waits(tiny, monk
     def broken(*args, **kwargs):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(study_module, "feature_bank", broken)
+    monkeypatch.setattr(features_module, "feature_bank", broken)
     job = study.prefetch("layers", AnalysisSettings(projection="pca"))
     assert isinstance(job.exception(timeout=60), OSError)
     with pytest.raises(OSError, match="disk gone"):
-        study.bank("train")
+        study.features.bank("train")
 
 
 def test_a_study_dropped_by_the_page_cache_is_freed_with_work_still_queued(tiny):

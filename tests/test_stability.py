@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from helpers import random_backbone
 
-from slsviz.comparison import stability
+from slsviz.study.resampling import stability
 from slsviz.data import load_digits
 from slsviz.errors import SlsvizError
 from slsviz.layers.criteria import block_influence
@@ -47,17 +47,17 @@ def _study() -> Study:
 
 def test_the_same_seed_gives_the_same_depths_and_bands():
     criteria = ["sls", "sls_raw", "knn_accuracy", "block_influence", "cka_to_last"]
-    first = stability(_study(), count=3, seed=5, criteria=criteria)
-    second = stability(_study(), count=3, seed=5, criteria=criteria)
+    first = stability(_study().features, workers=2, count=3, seed=5, criteria=criteria)
+    second = stability(_study().features, workers=2, count=3, seed=5, criteria=criteria)
     for name in criteria:
         assert np.array_equal(first[name].depths, second[name].depths)
         assert np.array_equal(first[name].scores, second[name].scores, equal_nan=True)
         assert first[name].scores.shape == (3, 4)
     # each resample's scores are the criterion on the drawn images
-    features, _ = _study().scored_features()
+    features, _ = _study().features.scored()
     idx, _ = resamples(len(features[0]), 3, seed=5)[0]
     assert np.allclose(first["block_influence"].scores[0][1:], block_influence(features[:, idx])[1:])
-    other = stability(_study(), count=3, seed=6, criteria=["sls"])
+    other = stability(_study().features, workers=2, count=3, seed=6, criteria=["sls"])
     assert not np.array_equal(other["sls"].scores, first["sls"].scores)
     with pytest.raises(SlsvizError, match="No stability for oracle"):
-        stability(_study(), count=2, criteria=["oracle"])
+        stability(_study().features, workers=2, count=2, criteria=["oracle"])

@@ -72,13 +72,27 @@ def test_a_spec_reads_paths_from_its_folder_and_refuses_twin_names(tmp_path):
         load_spec(tmp_path / "missing.yaml")
 
 
+OPENED: list[str] = []  # the tasks the local run opened, once per opening
+
+
 @pytest.fixture(scope="module")
 def local_run(tiny_tasks, tmp_path_factory):
     """Two tasks and one whose checkpoint is gone, two alphas, two seeds, every depth timed: swept here."""
+    from slsviz.sweep import stages
+
     spec = load_spec(_write(tiny_tasks, _spec(tiny_tasks, tasks=("convpass", "gone", "lora"),
                                               measure={"benchmarks": True, "seconds": 0.02})))
     out = tmp_path_factory.mktemp("local-sweep") / "out"
-    return spec, run_sweep(spec, out, backend="local", use_cache=False, progress=False)
+    real = stages.open_study
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stages, "open_study", lambda entry, *a, **k: OPENED.append(entry.name) or real(entry, *a, **k))
+        return spec, run_sweep(spec, out, backend="local", use_cache=False, progress=False)
+
+
+def test_a_local_sweep_opens_each_task_once(local_run):
+    """It opened each task twice: for the features, then again for the benchmark."""
+    spec, run = local_run
+    assert sorted(OPENED) == sorted(task.name for task in spec.tasks) and len(run.finished) == 2
 
 
 def test_local_and_ray_backends_give_identical_answers_and_ray_records_a_killed_worker(local_run, ray_cluster, tmp_path):
@@ -150,11 +164,11 @@ def test_a_sweeps_scores_are_those_of_the_one_task_analysis(local_run):
                                    ("sls_raw", AnalysisSettings(space="raw"), "silhouette"),
                                    ("sls_davies_bouldin", AnalysisSettings(seed=1), "davies_bouldin"),
                                    ("sls_probe", AnalysisSettings(seed=1), "probe_accuracy")):
-        expected = study.analysis(settings).table()[metric].to_numpy()
+        expected = study.layers.analysis(settings).table()[metric].to_numpy()
         np.testing.assert_allclose(report["scores"][str(settings.seed)][name], expected, rtol=0, atol=1e-9, err_msg=name)
-    np.testing.assert_allclose(report["scores"]["oracle"], study.accuracy_head_refit("val"), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(report["scores"]["oracle"], study.depths.head_refit_accuracy("val"), rtol=0, atol=1e-9)
     assert [row["accuracy_head_refit"] for row in report["depth_table"]] == pytest.approx(
-        study.depth_table()["accuracy_head_refit"].tolist(), abs=1e-9)
+        study.depths.table()["accuracy_head_refit"].tolist(), abs=1e-9)
 
 
 def test_a_failed_task_is_recorded_and_a_finished_one_is_skipped_next_time(local_run):

@@ -249,10 +249,11 @@ def test_evaluate_matches_a_manual_count(trained, backbone, digits):
 def test_the_same_training_request_gives_one_schedule_from_the_cli_the_app_and_the_sweep(monkeypatch, tmp_path):
     """`slsviz train --epochs 5` warmed up 10 epochs; the app and the sweep warmed up 1."""
     import slsviz.models.task as task_module
-    import slsviz.study as study_module
+    import slsviz.study.training as training_module
     import slsviz.sweep.stages as stages
     from slsviz import cli, defaults
-    from slsviz.study import LoadedTask, Study
+    from slsviz.study import LoadedTask
+    from slsviz.study.training import train_new_task
     from slsviz.sweep.spec import spec_from_dict
 
     class Asked(Exception):
@@ -264,13 +265,13 @@ def test_the_same_training_request_gives_one_schedule_from_the_cli_the_app_and_t
         recipes.append((petl.method, recipe))
         raise Asked
 
-    for module in (task_module, study_module, stages):
+    for module in (task_module, training_module, stages):
         monkeypatch.setattr(module, "fit_task", spy)
     with pytest.raises(Asked):
         cli.main(["train", "--data", "digits", "--method", "lora", "--epochs", "5", "--out", str(tmp_path / "t.safetensors")])
     backbone = random_backbone("vit_tiny_patch16_224", img_size=32, depth=2)
     with pytest.raises(Asked):
-        Study(LoadedTask(backbone, backbone.model, None, load_digits())).train("lora", 5)
+        train_new_task(LoadedTask(backbone, backbone.model, None, load_digits()), "lora", 5)
     spec = spec_from_dict({"tasks": [{"name": "a", "data": "digits", "train": {"method": "lora", "epochs": 5}}]})
     with pytest.raises(Asked):
         stages.train(spec.tasks[0], tmp_path, threads=1)

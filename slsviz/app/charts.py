@@ -81,7 +81,7 @@ def accuracy_vs_throughput(frame: pd.DataFrame, *, chosen: int, baseline: dict |
     """Accuracy (as-is and re-fit head) against measured images/s for every depth; ``chosen`` highlighted.
 
     ``frame`` has columns ``depth``, ``images_per_s``, ``accuracy_as_is``, ``accuracy_head_refit``;
-    ``baseline`` (the DepGraph row of :mod:`slsviz.comparison`) adds its point, re-fit head.
+    ``baseline`` (the DepGraph row of :mod:`slsviz.study.comparison`) adds its point, re-fit head.
     """
     fig = go.Figure()
     for column, name in (("accuracy_as_is", "as is (task head)"), ("accuracy_head_refit", "head re-fit")):
@@ -106,7 +106,7 @@ def criteria_curves(scores: pd.DataFrame, rows: list[dict]) -> go.Figure:
     Each curve is min-max normalised over blocks, flipped where lower is better (Davies-Bouldin,
     angular distance) so that up means closer to the end by that criterion; Block Influence is drawn
     as it is (how much each block turns its input). ``scores``: one column per criterion, indexed by
-    block; ``rows``: :attr:`slsviz.comparison.Comparison.rows`.
+    block; ``rows``: :attr:`slsviz.study.comparison.Comparison.rows`.
     """
     fig = go.Figure()
     for i, row in enumerate(rows):

@@ -131,7 +131,7 @@ def current_study(splits: tuple[str, ...] = ()) -> Study:
     with user_errors():
         current = study(selection())
         for split in splits:
-            current.bank(split, progress=ProgressBar(f"Features of the {split} split, all blocks in one pass"))
+            current.features.bank(split, progress=ProgressBar(f"Features of the {split} split, all blocks in one pass"))
     return current
 
 
@@ -139,5 +139,5 @@ def chosen_depth(current: Study) -> int:
     """The depth this session chose on the Prune page, else the SLS recommendation."""
     with user_errors():
         if DEPTH not in st.session_state:
-            st.session_state[DEPTH] = int(current.recommend(settings()).depth_)
+            st.session_state[DEPTH] = int(current.layers.recommend(settings()).depth_)
     return min(int(st.session_state.get(CHOSEN, st.session_state[DEPTH])), current.num_layers)

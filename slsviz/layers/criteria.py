@@ -11,7 +11,7 @@ Scores:
   NaN unless that output is given.
 - :func:`angular_distance_to_last` - Gromov et al.'s angular distance ``arccos(cos(h_l, h_L)) / pi``
   between block ``l`` and the last block, the mean over images.
-- :func:`linear_cka` / :func:`cka_matrix` - linear CKA (Kornblith et al., 2019) between two blocks'
+- :func:`cka_matrix` - linear CKA (Kornblith et al., 2019) between two blocks'
   features; the criterion reads ``CKA(l, L)`` (:func:`cka_to_last`).
 
 Depths: every rule removes top blocks only, as SLS does (:func:`top_run_depth`): keep blocks
@@ -115,42 +115,37 @@ def _centred(x: np.ndarray) -> np.ndarray:
     return x - x.mean(axis=0, keepdims=True)
 
 
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA of two feature sets of the same N images: ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)`` on
-    column-centred features (Kornblith et al., 2019). 1 for equal sets; unchanged by an orthogonal
-    transform or an isotropic scaling of either.
-
-    Raises:
-        DataError: different image counts, or a set with no variance.
-    """
-    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or len(a) != len(b):
-        raise DataError(f"CKA needs two (N, D) feature sets of the same N images, not {a.shape} and {b.shape}.")
-    a, b = _centred(a), _centred(b)
-    aa, bb = np.linalg.norm(a.T @ a), np.linalg.norm(b.T @ b)
-    if aa == 0 or bb == 0:
-        raise DataError("CKA is undefined for features with no variance (every image the same).")
+def _cka(a: np.ndarray, b: np.ndarray, aa: float, bb: float) -> float:
+    """Linear CKA of centred ``a`` and ``b`` whose Gram norms are ``aa`` and ``bb``: the one formula."""
     return float(np.linalg.norm(b.T @ a) ** 2 / (aa * bb))
+
+
+def _centred_blocks(features: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+    """Every block's centred features and Gram norm."""
+    centred = [_centred(layer) for layer in _stack(features)]
+    gram_norms = [np.linalg.norm(c.T @ c) for c in centred]
+    if min(gram_norms) == 0:
+        raise DataError("CKA is undefined for a block whose features have no variance (every image the same).")
+    return centred, gram_norms
 
 
 def cka_matrix(features: np.ndarray) -> np.ndarray:
     """Linear CKA between every pair of blocks: (L, L), symmetric, ones on the diagonal."""
-    x = _stack(features)
-    centred = [_centred(layer) for layer in x]
-    gram_norms = [np.linalg.norm(c.T @ c) for c in centred]
-    if min(gram_norms) == 0:
-        raise DataError("CKA is undefined for a block whose features have no variance (every image the same).")
-    out = np.eye(len(x))
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            out[i, j] = out[j, i] = np.linalg.norm(centred[j].T @ centred[i]) ** 2 / (gram_norms[i] * gram_norms[j])
+    centred, norms = _centred_blocks(features)
+    out = np.eye(len(centred))
+    for i in range(len(centred)):
+        for j in range(i + 1, len(centred)):
+            out[i, j] = out[j, i] = _cka(centred[i], centred[j], norms[i], norms[j])
     return out
 
 
 def cka_to_last(features: np.ndarray) -> np.ndarray:
-    """Linear CKA of every block with the last: (L,), 1 for the last block."""
-    x = _stack(features)
-    return np.array([linear_cka(layer, x[-1]) for layer in x])
+    """Linear CKA of every block with the last: (L,), 1 for the last block; exactly the last column of
+    :func:`cka_matrix`, without the other pairs."""
+    centred, norms = _centred_blocks(features)
+    last = len(centred) - 1
+    return np.array([_cka(c, centred[last], n, norms[last]) if i < last else 1.0
+                     for i, (c, n) in enumerate(zip(centred, norms))])
 
 
 def top_run_depth(qualifies: np.ndarray) -> int:

@@ -63,7 +63,7 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _needs(task: formats.ForeignTask) -> list[str]:
-    """The :class:`~slsviz.study.Selection` fields the file leaves open (what the app asks for)."""
+    """The :class:`~slsviz.models.selection.Selection` fields the file leaves open (what the app asks for)."""
     if task.kind == "official":
         return ["scale", "data"]
     if task.kind == "peft":

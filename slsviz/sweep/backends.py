@@ -80,7 +80,8 @@ class LocalBackend:
                     at("train")
                     entry = stages.train(entry, plan.out, spec.threads)
                 at("features")
-                task, facts = stages.extract(entry, plan.use_cache, spec.threads)
+                study = stages.open_study(entry, plan.use_cache)  # once: the benchmark times the same model
+                task, facts = stages.extract_from(study, spec.threads)
                 at("maps and scores")
                 blocks = stages.score_blocks(task, list(range(1, facts.num_layers + 1)), spec.seeds, plan.mappings,
                                              workers=default_workers())
@@ -88,7 +89,7 @@ class LocalBackend:
                 decided = stages.decide(task, facts, blocks, spec)
                 if spec.benchmarks:
                     at("benchmarks")
-                timed = stages.benchmark(entry, plan.use_cache, spec.seconds) if spec.benchmarks else None
+                timed = stages.benchmark_study(study, spec.seconds) if spec.benchmarks else None
                 at("report")
                 report = stages.assemble(entry, spec, facts, decided, timed)
             except Exception as exc:  # recorded with its reason; the sweep goes on

@@ -26,10 +26,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from slsviz import defaults
-from slsviz.comparison import OTHER_CRITERIA, SLS_VARIANTS
+from slsviz.study.criteria import OTHER_CRITERIA, SLS_VARIANTS
 from slsviz.errors import SlsvizError
 from slsviz.layers.criteria import SETTINGS
-from slsviz.study import Selection
+from slsviz.models.selection import Selection
 
 ALL_CRITERIA = tuple([name for name, *_ in SLS_VARIANTS] + list(OTHER_CRITERIA) + ["oracle"])
 _SCHEMA = Draft202012Validator(json.loads(

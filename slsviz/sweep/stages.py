@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from slsviz.comparison import SLS_VARIANTS, oracle_pick, other_picks, sls_picks
+from slsviz.study.criteria import SLS_VARIANTS, oracle_pick, other_picks, sls_picks
 from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
 from slsviz.layers.criteria import SETTINGS
 from slsviz.layers.scores import CLUSTER_METRICS
@@ -33,9 +33,10 @@ from slsviz.models.petl import PetlConfig
 from slsviz.models.task import fit_task, save_task
 from slsviz.models.train import Recipe
 from slsviz.pruning.bench import count_flops, prepare_for_timing
-from slsviz.pruning.footprint import shared_backbone_bytes, storage_per_task
+from slsviz.pruning.footprint import shared_backbone_bytes
 from slsviz.scheduler import Parallel
-from slsviz.study import Study, load_task_for
+from slsviz.storage import json_float
+from slsviz.study import Study, open_selection
 from slsviz.sweep.spec import SweepSpec, TaskEntry, with_task
 
 # The maps the SLS variants read, each scored on every seed: (projection, space).
@@ -75,7 +76,7 @@ def train(entry: TaskEntry, out: str | Path, threads: int) -> TaskEntry:
     if not path.is_file():
         t = entry.train
         with torch_threads(threads):
-            loaded = load_task_for(replace(entry.selection, task="none"))
+            loaded = open_selection(replace(entry.selection, task="none"))
             recipe = Recipe(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, seed=t.seed)
             model, meta, _ = fit_task(loaded.backbone, loaded.data, PetlConfig(t.method, bottleneck=t.bottleneck),
                                       recipe, device=loaded.backbone.device, limit=t.limit)
@@ -126,22 +127,26 @@ class TaskFacts:
 
 
 def extract(entry: TaskEntry, use_cache: bool, threads: int) -> tuple[TaskFeatures, TaskFacts]:
-    """Open the task and make everything that needs its model, once: features of train, val and test,
-    the per-depth accuracies, FLOPs and storage."""
+    """Open the task and make everything that needs its model (:func:`extract_from`)."""
+    return extract_from(open_study(entry, use_cache), threads)
+
+
+def extract_from(study: Study, threads: int) -> tuple[TaskFeatures, TaskFacts]:
+    """Everything that needs the opened task's model, once: features of train, val and test, the
+    per-depth accuracies, FLOPs and storage."""
     start = time.perf_counter()
     with torch_threads(threads):
-        study = open_study(entry, use_cache)
-        features, labels = study.scored_features()
-        train, val = study.bank("train"), study.bank("val")
-        table = study.depth_table()
-        val_refit = study.accuracy_head_refit("val")
+        features, labels = study.features.scored()
+        train = study.features.bank("train")
+        table = study.depths.table()
+        val_refit = study.depths.head_refit_accuracy("val")
         views = depth_views(prepare_for_timing(study.loaded.model), range(1, study.num_layers + 1))
         size, device = study.loaded.backbone.img_size, study.loaded.backbone.device
         flops = [count_flops(view, size, device) for view in views.values()]
     model = study.loaded.model
-    storage = [{row["storage"]: int(row["bytes"]) for row in storage_per_task(model, d)}
+    storage = [{row["storage"]: int(row["bytes"]) for row in study.timing.storage(d)}
                for d in range(1, study.num_layers + 1)]
-    key = f"{train.key}+{val.key}" if use_cache else None
+    key = study.features.scored_key()
     facts = TaskFacts(card=study.model_card(), num_layers=study.num_layers,
                       depth_table=table[["depth", "accuracy_as_is", "accuracy_head_refit"]].to_dict("records"),
                       val_head_refit=[float(a) for a in val_refit], flops=flops, storage=storage,
@@ -211,18 +216,23 @@ def decide(task: TaskFeatures, facts: TaskFacts, blocks: dict[int, dict[str, Any
         for pick in other_picks(task.features, task.labels, {**SETTINGS, **spec.settings}, seed=seed, names=other_names):
             found[pick["name"]] = pick["scores"]
             picks.append({**_public(pick), "alpha": None, "seed": seed})
-        scores[str(seed)] = {name: [_json(s) for s in values] for name, values in found.items()}
+        scores[str(seed)] = {name: [json_float(s) for s in values] for name, values in found.items()}
     oracle = oracle_pick(np.asarray(facts.val_head_refit), spec.oracle_within)
     picks.append({**_public(oracle), "alpha": None, "seed": None})
-    scores["oracle"] = [_json(s) for s in facts.val_head_refit]
+    scores["oracle"] = [json_float(s) for s in facts.val_head_refit]
     return {"picks": picks, "scores": scores}
 
 
 def benchmark(entry: TaskEntry, use_cache: bool, seconds: float, threads: int | None = None) -> list[dict[str, Any]]:
-    """Throughput and latency of the model cut at every depth (batch 1, all depths in turn), on
-    ``threads`` CPU threads (``None``: torch's default). Run it with the machine to itself."""
+    """Open the task and time it (:func:`benchmark_study`)."""
+    return benchmark_study(open_study(entry, use_cache), seconds, threads)
+
+
+def benchmark_study(study: Study, seconds: float, threads: int | None = None) -> list[dict[str, Any]]:
+    """Throughput and latency of the opened task's model cut at every depth (batch 1, all depths in
+    turn), on ``threads`` CPU threads (``None``: torch's default). Run it with the machine to itself."""
     with torch_threads(threads):
-        timed = open_study(entry, use_cache).benchmarks(time_budget_s=seconds)
+        timed = study.timing.benchmarks(time_budget_s=seconds)
     return [{"depth": d, "images_per_s": r.images_per_s, "latency_ms": r.latency_ms, "device": str(r.device)}
             for d, r in sorted(timed.items())]
 
@@ -242,8 +252,8 @@ def assemble(entry: TaskEntry, spec: SweepSpec, facts: TaskFacts, decided: dict[
                "criterion": pick["name"], "alpha": pick["alpha"], "seed": pick["seed"], "depth": d, "num_layers": L,
                "oracle_distance": d - oracle}
         for kind in spec.accuracy:
-            row[f"accuracy_{kind}"] = _json(table[d][f"accuracy_{kind}"])
-            row[f"accuracy_{kind}_full"] = _json(table[L][f"accuracy_{kind}"])
+            row[f"accuracy_{kind}"] = json_float(table[d][f"accuracy_{kind}"])
+            row[f"accuracy_{kind}_full"] = json_float(table[L][f"accuracy_{kind}"])
         row.update({"flops": facts.flops[d - 1], "flops_full": facts.flops[L - 1]})
         if speed:
             row.update({"images_per_s": speed[d], "images_per_s_full": speed[L]})
@@ -260,9 +270,3 @@ def assemble(entry: TaskEntry, spec: SweepSpec, facts: TaskFacts, decided: dict[
 def _public(pick: dict[str, Any]) -> dict[str, Any]:
     """A pick without its scores (they are kept per seed)."""
     return {k: v for k, v in pick.items() if k != "scores"}
-
-
-def _json(x: Any) -> float | None:
-    """A float, or ``None`` for NaN (JSON has no NaN)."""
-    x = float(x)
-    return None if np.isnan(x) else x

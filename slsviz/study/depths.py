@@ -1,0 +1,81 @@
+"""The depth evaluator: test accuracy of the model cut at every depth, as is and with a head re-fit on
+train, from a :class:`~slsviz.study.features.FeatureStore`; provisional from the first test images
+while the rest are read."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+import numpy as np
+import pandas as pd
+
+from slsviz import defaults
+from slsviz.models.selection import LoadedTask
+from slsviz.progress import Progress
+from slsviz.pruning.accuracy import accuracy_head_refit, depth_accuracy_table, fit_heads, interval
+from slsviz.scheduler import SCHEDULER, Memo
+from slsviz.study.features import FeatureStore
+
+
+class DepthEvaluator:
+    """Per-depth accuracies of one task on one feature store, each table made once per seed.
+
+    Args:
+        loaded: the task model (its head decides whether accuracy as is is defined).
+        features: where the train and test features come from.
+    """
+
+    def __init__(self, loaded: LoadedTask, features: FeatureStore) -> None:
+        self.loaded = loaded
+        self.features = features
+        self._tables: Memo[pd.DataFrame] = Memo()
+        self._classifiers: Memo[list] = Memo()
+        self._finishing: Memo[Future] = Memo()
+
+    def table(self, seed: int = defaults.SEED, progress: Progress | None = None) -> pd.DataFrame:
+        """Test accuracy at every depth, as is and with a head re-fit on train."""
+        def make() -> pd.DataFrame:
+            train, test, classifiers = self.features.bank("train"), self.features.bank("test", progress), self.classifiers(seed)
+            return depth_accuracy_table(self.loaded.model, train, test, seed=seed, as_is=self.loaded.head_applies,
+                                        heads=classifiers)
+
+        return self._tables.get(seed, make)
+
+    def table_soon(self, seed: int = defaults.SEED, progress: Progress | None = None) -> tuple[pd.DataFrame, bool]:
+        """``(table, exact)``: the exact :meth:`table` when it is there or as quick to make; otherwise
+        a provisional one from the first test images (:meth:`FeatureStore.first_images`), with the 95%
+        interval of each accuracy (``accuracy_as_is_pm``, ``accuracy_head_refit_pm``) and
+        ``table.attrs["images"] = (read, of)``. :meth:`finish` makes the exact one in the background."""
+        exact = self._tables.peek(seed)
+        if exact is not None or self.features.preview_size("test") is None:
+            return exact if exact is not None else self.table(seed, progress), True
+        first = self.features.first_images("test", progress)
+        table = depth_accuracy_table(self.loaded.model, self.features.bank("train"), first, seed=seed,
+                                     as_is=self.loaded.head_applies, heads=self.classifiers(seed))
+        table["accuracy_as_is_pm"] = interval(table["accuracy_as_is"].to_numpy(), first.num_samples)
+        table["accuracy_head_refit_pm"] = interval(table["accuracy_head_refit"].to_numpy(), first.num_samples)
+        table.attrs["images"] = (first.num_samples, self.features.split_size("test"))
+        return table, False
+
+    def ready(self, seed: int = defaults.SEED) -> bool:
+        """Whether the exact :meth:`table` is made."""
+        return self._tables.peek(seed) is not None
+
+    def finish(self, seed: int = defaults.SEED) -> Future:
+        """Make the exact :meth:`table` in the background, once (the rest of the test split read after
+        what a provisional table read); the future of that work."""
+        return self._finishing.get(seed, lambda: SCHEDULER.submit(self, lambda depths: depths.table(seed)))
+
+    def classifiers(self, seed: int = defaults.SEED) -> list:
+        """A linear classifier per depth fit on the train features: fit once, scored on the first test
+        images and the whole test split alike."""
+        def fit() -> list:
+            train = self.features.bank("train")  # outside the heavy section: it may wait for another thread's
+            return SCHEDULER.run_heavy(lambda: fit_heads(self.loaded.model, train, seed=seed))
+
+        return self._classifiers.get(seed, fit)
+
+    def head_refit_accuracy(self, split: str, seed: int = defaults.SEED) -> np.ndarray:
+        """Accuracy on ``split`` at every depth (index d-1) of the classifiers re-fit on train."""
+        return accuracy_head_refit(self.loaded.model, self.features.bank("train"), self.features.bank(split),
+                                   heads=self.classifiers(seed))
