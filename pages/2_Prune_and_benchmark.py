@@ -7,6 +7,7 @@ import streamlit as st
 
 from slsviz.app import charts, ui
 from slsviz.errors import SlsvizError
+from slsviz.pruning.footprint import FULL_PETL, PRUNED, SLS
 from slsviz.study.training import retrain_at
 
 st.title("Prune & benchmark")
@@ -20,7 +21,7 @@ with ui.user_errors():
     # Every depth timed together, in rounds, so that the speedups hold on a machine whose speed drifts.
     timed = study.timing.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"))
 if not exact:
-    study.depths.finish()  # after the timing: a measurement has the machine alone
+    study.depths.start_exact()  # after the timing: a measurement has the machine alone
     read, total = table.attrs["images"]
     st.info(f"Provisional accuracies, from the first {read} of {total} test images (± the 95% interval); the "
             "exact figures replace them by themselves when the rest of the test split is read.")
@@ -69,9 +70,9 @@ def depth_panel() -> None:
     b = st.columns(4)
     b[0].metric("Parameters", f"{cut.params / 1e6:.2f} M", help=f"full model: {full.params / 1e6:.2f} M")
     b[1].metric("GFLOPs / image", f"{cut.flops_per_image / 1e9:.3f}", help=f"full model: {full.flops_per_image / 1e9:.3f}")
-    b[2].metric("Stored per task (SLS)", f"{storage['SLS']['bytes'] / 1024:.0f} KiB",
-                help=f"full PETL: {storage['full PETL']['bytes'] / 1024:.0f} KiB")
-    b[3].metric("Structurally pruned, per task", f"{storage['structurally pruned']['bytes'] / 2**20:.1f} MiB",
+    b[2].metric("Stored per task (SLS)", f"{storage[SLS]['bytes'] / 1024:.0f} KiB",
+                help=f"full PETL: {storage[FULL_PETL]['bytes'] / 1024:.0f} KiB")
+    b[3].metric("Structurally pruned, per task", f"{storage[PRUNED]['bytes'] / 2**20:.1f} MiB",
                 help="a pruned backbone stored for every task")
     st.caption(f"Measured on {device}, {cut.precision}, all depths timed in turn over {cut.steps} steps each; "
                f"the full model: {full.images_per_s:.1f} img/s.")

@@ -73,6 +73,27 @@ def test_a_missing_folder_typed_into_the_load_form_is_an_error(tmp_path):
     assert "typo" in at.error[0].value and "no such built-in dataset or folder" in at.error[0].value
 
 
+def test_an_image_folder_edited_and_loaded_again_is_a_new_study(tmp_path):
+    """The app kept one study per selection: images fixed under the same names showed the old answer."""
+    from PIL import Image
+
+    root = image_folder(tmp_path / "pets", {"cat": 8, "dog": 8})
+    at = run("app.py")
+    at.selectbox(key="slsviz.home.data").set_value("an image folder or VTAB-1k root")
+    at.text_input(key="slsviz.home.folder").set_value(str(root))
+    next(b for b in at.button if b.label == "Load").click().run()
+    assert not at.exception and not at.error
+    first, selection = at.session_state[ui.CONTENT], at.session_state[ui.SELECTION]
+    rng = np.random.default_rng(7)
+    for path in sorted((root / "dog").iterdir()):  # other images under the same names
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(path)
+    next(b for b in at.button if b.label == "Load").click().run()
+    assert not at.exception and not at.error
+    second = at.session_state[ui.CONTENT]
+    assert at.session_state[ui.SELECTION] == selection and None is not first != second is not None
+    assert ui.study(selection, first) is not ui.study(selection, second)  # what the pages get: a new study
+
+
 @pytest.fixture(scope="module")
 def exported():
     """A valid configuration and task checkpoint from the Export page's study, to spoil one way at a time."""

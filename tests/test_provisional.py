@@ -32,7 +32,7 @@ def _study(batch_size: int = 64) -> Study:
 
 def _wait(study: Study) -> None:
     """Until the exact table is there (the background job that makes it, queued once, has ended)."""
-    study.depths.finish().result(timeout=120)
+    study.depths.start_exact().result(timeout=120)
     assert study.depths.ready()
 
 
@@ -46,8 +46,8 @@ def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypat
     table, exact = study.depths.table_soon()
     assert not exact and table.attrs["images"] == (128, 797)
     np.testing.assert_allclose(table["accuracy_head_refit_pm"], interval(table["accuracy_head_refit"], 128))
-    study.depths.finish()
-    study.depths.finish()  # once
+    study.depths.start_exact()
+    study.depths.start_exact()  # once
     _wait(study)
     final, exact = study.depths.table_soon()
     assert exact and "accuracy_head_refit_pm" not in final

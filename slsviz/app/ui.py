@@ -17,9 +17,11 @@ from slsviz import defaults
 from slsviz.device import is_out_of_memory
 from slsviz.errors import SlsvizError
 from slsviz.layers.analysis import AnalysisSettings
+from slsviz.models.selection import content_stamp
 from slsviz.study import Selection, Study
 
 SELECTION = "slsviz.selection"  # what this session loaded (a Selection)
+CONTENT = "slsviz.selection.content"  # what the files it names held when it was loaded (content_stamp)
 SETTINGS = "slsviz.settings"  # how the Layers page maps and scores (AnalysisSettings)
 DEPTH = "slsviz.depth"  # the SLS recommendation under SETTINGS, once the Layers page has it
 CHOSEN = "slsviz.prune.chosen"  # the depth chosen on the Prune page, or imported (Export starts there)
@@ -34,8 +36,9 @@ MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, PICKED, EXPORT_DEPTH
 
 
 @st.cache_resource(show_spinner="Loading backbone, task and dataset...", max_entries=4)
-def study(selection: Selection) -> Study:
-    """One study per selection, shared by sessions; its model is never mutated."""
+def study(selection: Selection, content: str | None = None) -> Study:
+    """One study per selection and content of the files it names (:func:`content_stamp`), shared by
+    sessions; its model is never mutated. A folder edited and loaded again is a new study."""
     return Study.open(selection, timing_s=timing_s())
 
 
@@ -66,6 +69,7 @@ def load(new: Selection) -> None:
     for key in MODEL_KEYS:
         st.session_state.pop(key, None)
     st.session_state[SELECTION] = new
+    st.session_state[CONTENT] = content_stamp(new)
 
 
 def settings() -> AnalysisSettings:
@@ -129,7 +133,7 @@ def prefetch(current: Study, page: str) -> None:
 def current_study(splits: tuple[str, ...] = ()) -> Study:
     """The study of this session's selection, with ``splits``' features ready (progress shown)."""
     with user_errors():
-        current = study(selection())
+        current = study(selection(), st.session_state.get(CONTENT))
         for split in splits:
             current.features.bank(split, progress=ProgressBar(f"Features of the {split} split, all blocks in one pass"))
     return current

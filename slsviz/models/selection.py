@@ -4,6 +4,8 @@ backbone, the task model (adapters + head) and the dataset. Every face opens a m
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -141,3 +143,25 @@ def open_selection(selection: Selection) -> LoadedTask:
     else:
         model, dataset = backbone.model, selection.data or defaults.DATASET
     return LoadedTask(backbone, model, meta, load_dataset(dataset, seed=seed))
+
+
+def content_stamp(selection: Selection) -> str | None:
+    """What the files ``selection`` names hold now - each file's path, size and modification time, a
+    folder's files included - or ``None`` when it names none. A cache keyed on a selection and its
+    stamp opens an edited dataset folder or a replaced checkpoint again."""
+    digest, named = hashlib.sha256(), False
+    for field in ("checkpoint", "task", "data", "task_config"):
+        value = getattr(selection, field)
+        if not value or not os.path.exists(value):
+            continue
+        named = True
+        walk = [(value, [], [""])] if os.path.isfile(value) else sorted(os.walk(value))
+        for folder, _, files in walk:
+            for name in sorted(files):
+                path = os.path.join(folder, name) if name else folder
+                try:
+                    stat = os.stat(path)
+                except OSError:  # a broken link: opening says what is wrong with it
+                    continue
+                digest.update(f"{field}\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16] if named else None

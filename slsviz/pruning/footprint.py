@@ -15,6 +15,8 @@ from slsviz.models.depth import check_depth
 from slsviz.models.petl import config_of, trainable_names
 
 DEPTH_INTEGER_BYTES = 8  # one int64
+# The three ways to store a task, named here once (the app, the CLI and the sweep read these names).
+FULL_PETL, SLS, PRUNED = "full PETL", "SLS", "structurally pruned"
 
 
 def _split_params(model: nn.Module, depth: int) -> dict[str, int]:
@@ -50,9 +52,9 @@ def storage_per_task(model: nn.Module, depth: int, *, bytes_per_param: int = 4) 
     full = config is not None and config.method == "full"
     own = "the fine-tuned backbone" if full else "adapters"
     rows = [
-        ("full PETL", f"{own} of all blocks + head", c["petl_all"] + c["head"], 0),
-        ("SLS", f"{own} of blocks 1..{depth} + head + the depth", c["petl_kept"] + c["head"], DEPTH_INTEGER_BYTES),
-        ("structurally pruned", f"a pruned backbone ({depth} blocks) + adapters + head, per task",
+        (FULL_PETL, f"{own} of all blocks + head", c["petl_all"] + c["head"], 0),
+        (SLS, f"{own} of blocks 1..{depth} + head + the depth", c["petl_kept"] + c["head"], DEPTH_INTEGER_BYTES),
+        (PRUNED, f"a pruned backbone ({depth} blocks) + adapters + head, per task",
          c["backbone_kept"] + c["petl_kept"] + c["head"], 0),
     ]
     return [{"storage": name, "what": what, "params": params, "bytes": params * bytes_per_param + extra}

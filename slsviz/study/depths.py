@@ -30,7 +30,7 @@ class DepthEvaluator:
         self.features = features
         self._tables: Memo[pd.DataFrame] = Memo()
         self._classifiers: Memo[list] = Memo()
-        self._finishing: Memo[Future] = Memo()
+        self._exact_started: Memo[Future] = Memo()
 
     def table(self, seed: int = defaults.SEED, progress: Progress | None = None) -> pd.DataFrame:
         """Test accuracy at every depth, as is and with a head re-fit on train."""
@@ -45,7 +45,7 @@ class DepthEvaluator:
         """``(table, exact)``: the exact :meth:`table` when it is there or as quick to make; otherwise
         a provisional one from the first test images (:meth:`FeatureStore.first_images`), with the 95%
         interval of each accuracy (``accuracy_as_is_pm``, ``accuracy_head_refit_pm``) and
-        ``table.attrs["images"] = (read, of)``. :meth:`finish` makes the exact one in the background."""
+        ``table.attrs["images"] = (read, of)``. :meth:`start_exact` makes the exact one in the background."""
         exact = self._tables.peek(seed)
         if exact is not None or self.features.preview_size("test") is None:
             return exact if exact is not None else self.table(seed, progress), True
@@ -61,10 +61,10 @@ class DepthEvaluator:
         """Whether the exact :meth:`table` is made."""
         return self._tables.peek(seed) is not None
 
-    def finish(self, seed: int = defaults.SEED) -> Future:
-        """Make the exact :meth:`table` in the background, once (the rest of the test split read after
-        what a provisional table read); the future of that work."""
-        return self._finishing.get(seed, lambda: SCHEDULER.submit(self, lambda depths: depths.table(seed)))
+    def start_exact(self, seed: int = defaults.SEED) -> Future:
+        """Start making the exact :meth:`table` in the background, once (the rest of the test split read
+        after what a provisional table read); the future of that work."""
+        return self._exact_started.get(seed, lambda: SCHEDULER.submit(self, lambda depths: depths.table(seed)))
 
     def classifiers(self, seed: int = defaults.SEED) -> list:
         """A linear classifier per depth fit on the train features: fit once, scored on the first test

@@ -105,7 +105,7 @@ class Study:
         """Start, in the background, the heaviest part of what ``page`` will ask for, while the user
         reads the page before it: ``"layers"`` the train and val features and the recommendation under
         ``settings``; ``"prune"`` the first test images' features, the re-fit classifiers, the timing
-        of every depth, and then the rest of the test split (:meth:`DepthEvaluator.finish`). Each is
+        of every depth, and then the rest of the test split (:meth:`DepthEvaluator.start_exact`). Each is
         started once; a page that asks for it meanwhile waits for it rather than computing it again,
         and hears of its failure. Returns the future of the job."""
         jobs = {"layers": lambda study: study.layers.recommend(settings), "prune": _prefetch_prune}
@@ -136,4 +136,4 @@ def _prefetch_prune(study: Study) -> None:
     store.first_images("test") if store.preview_size("test") else store.bank("test")
     study.depths.classifiers(defaults.SEED)
     study.timing.benchmarks()
-    study.depths.finish()  # after the timing: a measurement has the machine alone
+    study.depths.start_exact()  # after the timing: a measurement has the machine alone

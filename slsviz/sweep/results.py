@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 
 from slsviz.errors import SlsvizError
+from slsviz.pruning.footprint import FULL_PETL, PRUNED, SLS
 
 # How many tasks are stored, three ways (the curves of :meth:`SweepResults.storage_growth`).
 SCHEMES = {
-    "SLS": "SLS: one shared backbone + per task the kept blocks' adapters, head and the depth",
-    "pruned": "structurally pruned: a pruned backbone per task (+ its adapters and head)",
-    "full PETL": "full PETL: one shared backbone + per task every block's adapters and head",
+    SLS: f"{SLS}: one shared backbone + per task the kept blocks' adapters, head and the depth",
+    PRUNED: f"{PRUNED}: a pruned backbone per task (+ its adapters and head)",
+    FULL_PETL: f"{FULL_PETL}: one shared backbone + per task every block's adapters and head",
 }
 
 
@@ -106,10 +107,10 @@ class SweepResults:
         for k, row in enumerate(rows.itertuples(index=False), start=1):
             backbones[row.backbone] = int(row.shared_backbone_bytes)
             shared = sum(backbones.values())
-            totals["SLS"] += int(row.bytes_sls)
-            totals["pruned"] += int(row.bytes_pruned)
-            totals["full PETL"] += int(row.bytes_full_petl)
-            out += [{"tasks": k, "scheme": SCHEMES["SLS"], "bytes": shared + totals["SLS"]},
-                    {"tasks": k, "scheme": SCHEMES["pruned"], "bytes": totals["pruned"]},
-                    {"tasks": k, "scheme": SCHEMES["full PETL"], "bytes": shared + totals["full PETL"]}]
+            totals[SLS] += int(row.bytes_sls)
+            totals[PRUNED] += int(row.bytes_pruned)
+            totals[FULL_PETL] += int(row.bytes_full_petl)
+            out += [{"tasks": k, "scheme": SCHEMES[SLS], "bytes": shared + totals[SLS]},
+                    {"tasks": k, "scheme": SCHEMES[PRUNED], "bytes": totals[PRUNED]},
+                    {"tasks": k, "scheme": SCHEMES[FULL_PETL], "bytes": shared + totals[FULL_PETL]}]
         return pd.DataFrame(out, columns=["tasks", "scheme", "bytes"])

@@ -33,7 +33,7 @@ from slsviz.models.petl import PetlConfig
 from slsviz.models.task import fit_task, save_task
 from slsviz.models.train import Recipe
 from slsviz.pruning.bench import count_flops, prepare_for_timing
-from slsviz.pruning.footprint import shared_backbone_bytes
+from slsviz.pruning.footprint import FULL_PETL, PRUNED, SLS, shared_backbone_bytes
 from slsviz.scheduler import Parallel
 from slsviz.storage import json_float
 from slsviz.study import Study, open_selection
@@ -257,8 +257,8 @@ def assemble(entry: TaskEntry, spec: SweepSpec, facts: TaskFacts, decided: dict[
         row.update({"flops": facts.flops[d - 1], "flops_full": facts.flops[L - 1]})
         if speed:
             row.update({"images_per_s": speed[d], "images_per_s_full": speed[L]})
-        row.update({"bytes_sls": facts.storage[d - 1]["SLS"], "bytes_pruned": facts.storage[d - 1]["structurally pruned"],
-                    "bytes_full_petl": facts.storage[d - 1]["full PETL"],
+        row.update({"bytes_sls": facts.storage[d - 1][SLS], "bytes_pruned": facts.storage[d - 1][PRUNED],
+                    "bytes_full_petl": facts.storage[d - 1][FULL_PETL],
                     "shared_backbone_bytes": facts.shared_backbone_bytes})
         rows.append(row)
     return {"schema": "slsviz-sweep-task/1", "task": entry.to_dict(), "model": card, "num_layers": L, "picks": decided["picks"], "scores": decided["scores"],
