@@ -7,9 +7,9 @@ module is the only one that holds threads, locks or process-wide state for that:
   hears how it ended (its value, or its error); callers of other keys run alongside.
 - :data:`SCHEDULER`: heavy work (features, maps, head fits, training) shares the machine, a
   measurement has it alone (:meth:`Scheduler.heavy`, :meth:`Scheduler.timing`); trainings take
-  turns on torch's global generator (:meth:`Scheduler.training`); background work runs one job
-  after another in one daemon thread (:meth:`Scheduler.submit`), holding its owner only weakly, and
-  every failure reaches the returned future and the log.
+  turns on torch's global generator (:meth:`Scheduler.training`); background work runs in order per
+  owner, owners side by side (:meth:`Scheduler.submit`), each owner held only weakly, and every
+  failure reaches the returned future and the log.
 - :class:`Parallel`: several jobs at once (the maps of a layer study), each once per key, the
   waiting caller heard from every :data:`HEARTBEAT_S` so that a page the user left stops the jobs
   not yet started.
@@ -20,9 +20,9 @@ and start no thread; the facade runs them through here.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
-import queue
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -114,8 +114,7 @@ class Scheduler:
         self._timers_waiting = 0
         self._local = threading.local()
         self._training = threading.Lock()
-        self._jobs: queue.SimpleQueue[tuple[weakref.ref, Callable[[object], object], Future]] = queue.SimpleQueue()
-        self._worker: threading.Thread | None = None
+        self._queues: dict[int, tuple[weakref.ref, collections.deque]] = {}  # per owner, while it has work
         self._worker_lock = threading.Lock()
         self._blas_lock = threading.Lock()
         self._blas_users = 0
@@ -217,23 +216,35 @@ class Scheduler:
     # --- background work -------------------------------------------------------------------------
 
     def submit(self, owner: O, job: Callable[[O], T]) -> Future:
-        """Run ``job(owner)`` in the background thread, after the jobs queued before it.
+        """Run ``job(owner)`` in the background, after the jobs queued before it for ``owner``; other
+        owners' jobs (another session's study) run alongside.
 
-        The queue holds ``owner`` weakly: an owner dropped meanwhile (a study that left the page
-        cache) is freed, and its jobs are cancelled. A daemon thread never holds the process at
-        exit. The returned future holds the job's result or error; an error is also logged.
+        ``owner`` is held weakly between jobs: an owner dropped meanwhile (a study that left the page
+        cache) is freed, and its queued jobs are cancelled. An owner's thread is a daemon (it never
+        holds the process at exit) and ends when its queue is empty. The returned future holds the
+        job's result or error; an error is also logged.
         """
         future: Future = Future()
-        self._jobs.put((weakref.ref(owner), job, future))
         with self._worker_lock:
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run_jobs, name="slsviz-background", daemon=True)
-                self._worker.start()
+            queued = self._queues.get(id(owner))
+            start = queued is None or queued[0]() is not owner
+            if start:
+                queued = self._queues[id(owner)] = (weakref.ref(owner), collections.deque())
+            queued[1].append((job, future))
+        if start:
+            threading.Thread(target=self._drain, args=(id(owner), queued), name="slsviz-background",
+                             daemon=True).start()
         return future
 
-    def _run_jobs(self) -> None:
+    def _drain(self, key: int, queued: tuple[weakref.ref, collections.deque]) -> None:
+        ref, jobs = queued
         while True:
-            ref, job, future = self._jobs.get()
+            with self._worker_lock:
+                if not jobs:
+                    if self._queues.get(key) is queued:
+                        del self._queues[key]
+                    return
+                job, future = jobs.popleft()
             owner = ref()
             if owner is None or not future.set_running_or_notify_cancel():
                 future.cancel()
@@ -243,7 +254,7 @@ class Scheduler:
             except BaseException as exc:  # noqa: BLE001 - handed to the future; the thread goes on
                 log.warning("Background work for %r failed", owner, exc_info=exc)
                 future.set_exception(exc)
-            del owner, ref, job, future  # hold nothing of a finished job while waiting for the next
+            del owner, job, future  # between jobs the owner is held weakly
 
 
 SCHEDULER = Scheduler()

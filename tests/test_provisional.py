@@ -99,7 +99,8 @@ def test_prefetch_starts_the_next_pages_work_once_and_a_page_waits_for_it(monkey
     head = study.features.first_images("test")
     assert head.num_samples == 128 and sorted(calls) == ["test", "train", "val"]
     assert rule.depth_ >= 1
-    _wait(study)  # the prune prefetch goes on to time every depth, then reads the rest of the test split
+    study.prefetch("prune").result(timeout=120)  # the same job: it times every depth, then starts the rest
+    _wait(study)  # of the test split
     monkeypatch.setattr(timing_module, "benchmark_models", lambda *a, **k: pytest.fail("timed twice"))
     assert len(study.timing.benchmarks()) == 3  # timed by the prefetch, with the study's budget
     assert sorted(calls) == ["test", "test", "train", "val"]  # the rest continues the preview: no second preview

@@ -274,20 +274,29 @@ def test_a_failed_background_job_reaches_its_future_and_whoever_waits(tiny, monk
         study.features.bank("train")
 
 
-def test_a_study_dropped_by_the_page_cache_is_freed_with_work_still_queued(tiny):
+def test_a_study_dropped_by_the_page_cache_is_freed_with_work_still_queued(tiny, monkeypatch):
     """The background thread kept the last job's closure: a study dropped from the cache stayed in memory."""
+    from slsviz.study.layers import LayerStudy
+
     backbone, data, model = tiny
-    blocker, release = threading.Event(), threading.Event()
-    holder = SCHEDULER.submit(blocker, lambda _: release.wait(30))  # the background thread is busy
+    running, release = threading.Event(), threading.Event()
+
+    def slow_recommend(self, settings):
+        running.set()
+        assert release.wait(30)
+
+    monkeypatch.setattr(LayerStudy, "recommend", slow_recommend)
     study = Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=1)
-    queued = study.prefetch("layers", AnalysisSettings(projection="pca"))
+    first = study.prefetch("layers", AnalysisSettings(projection="pca"))
+    assert running.wait(30)
+    queued = study.prefetch("prune")  # waits behind the first job of the same study
     ref = weakref.ref(study)
     del study
-    gc.collect()
     release.set()
-    holder.result(timeout=30)
-    assert ref() is None
+    first.result(timeout=30)
     wait([queued], timeout=30)
+    gc.collect()
+    assert ref() is None
     assert queued.cancelled()  # never ran for a study that is gone
     done = Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=1)
     done.prefetch("layers", AnalysisSettings(projection="pca")).result(timeout=60)
@@ -295,3 +304,15 @@ def test_a_study_dropped_by_the_page_cache_is_freed_with_work_still_queued(tiny)
     del done
     gc.collect()
     assert ref() is None  # nor after its work ran
+
+
+def test_two_studies_background_work_runs_side_by_side(tiny, monkeypatch):
+    """One session's long background work (an exact table over a big test split) does not hold another's."""
+    from slsviz.study.layers import LayerStudy
+
+    backbone, data, model = tiny
+    both = threading.Barrier(2, timeout=30)
+    monkeypatch.setattr(LayerStudy, "recommend", lambda self, settings: both.wait())  # passes only together
+    studies = [Study(LoadedTask(backbone, model, None, data), limit=16, use_cache=False, workers=1) for _ in range(2)]
+    jobs = [study.prefetch("layers", AnalysisSettings(projection="pca")) for study in studies]
+    assert all(job.exception(timeout=60) is None for job in jobs)
