@@ -270,6 +270,8 @@ def split_indices(labels: np.ndarray, n_train: int = 800, n_val: int = 200, seed
             f"A split of {n_train} train + {n_val} val images leaves no test images: "
             f"the dataset has only {total} images."
         )
+    # Not sklearn's stratified train_test_split: same class counts, other images (another allocation and
+    # RNG), so every split made so far - and the tasks trained on it, the shipped default's - would change.
     classes, counts = np.unique(labels, return_counts=True)
     train_quota = _apportion(n_train, counts, counts)
     val_quota = _apportion(n_val, counts, counts - train_quota)
@@ -326,6 +328,8 @@ def load_image_folder(
             "and leave room for train (sum below 1)."
         )
     # Hidden folders and files (.ipynb_checkpoints, macOS ._ files) are tool debris, not classes or images.
+    # Not torchvision's find_classes/make_dataset: they take hidden folders as classes and hidden files and
+    # subfolders' images as images, so the same folder would give other classes and images.
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(

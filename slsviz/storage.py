@@ -9,9 +9,12 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from slsviz.errors import SlsvizError
 
@@ -49,6 +52,66 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def content_key(record: Any, length: int = 24) -> str:
+    """sha256 (hex, ``length`` chars) of the JSON of ``record``: a cache key for what it describes."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+class ArrayCache:
+    """slsviz's one disk cache of computed arrays (feature banks, maps): an entry is a folder
+    ``cache_dir() / kind / key`` of ``<name>.npy`` files and a ``meta.json``, written beside its place
+    and renamed there whole, so a reader sees a complete entry or none.
+
+    Args:
+        kind: the cache's subfolder (``"features"``, ``"maps"``).
+        noun: what an entry is, for the warning about an unreadable one.
+    """
+
+    def __init__(self, kind: str, noun: str) -> None:
+        self.kind, self.noun = kind, noun
+
+    def load(self, key: str, *, mapped: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """``(arrays, meta)`` stored under ``key`` (the arrays named in ``mapped`` memory-mapped), or
+        ``None``: absent, or unreadable (with a warning; the next :meth:`store` replaces it)."""
+        entry = cache_dir() / self.kind / key
+        if not entry.is_dir():
+            return None
+        try:
+            return self._read(entry, mapped)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"Ignoring unreadable cached {self.noun} {entry}: {exc}", stacklevel=2)
+            return None
+
+    def store(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
+        """Keep ``arrays`` and ``meta`` under ``key``; an entry already there (another writer's, the same
+        content) is kept, an unreadable one replaced."""
+        root = cache_dir() / self.kind
+        root.mkdir(parents=True, exist_ok=True)
+        target = root / key
+        scratch = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        try:
+            for name, array in arrays.items():
+                np.save(scratch / f"{name}.npy", array)
+            (scratch / "meta.json").write_text(json.dumps({"arrays": list(arrays), "meta": meta or {}}), encoding="utf-8")
+            try:
+                os.replace(scratch, target)
+            except OSError:  # an entry is there: another writer's (as good: kept), or a damaged one (replaced)
+                try:
+                    self._read(target, tuple(arrays))  # mapped: a check, not a read
+                except (OSError, ValueError, KeyError, TypeError):
+                    shutil.rmtree(target, ignore_errors=True)
+                    os.replace(scratch, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    @staticmethod
+    def _read(entry: Path, mapped: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="r" if name in mapped else None, allow_pickle=False)
+                  for name in meta["arrays"]}
+        return arrays, meta["meta"]
 
 
 def json_float(x: Any) -> float | None:

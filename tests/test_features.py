@@ -88,6 +88,24 @@ def test_feature_bank_is_cached_by_what_it_depends_on(setup, monkeypatch):
     assert len({first.key, other_token.key, pruned.key}) == 3 and pruned.num_layers == 2
 
 
+def test_features_and_maps_share_one_disk_cache_that_mends_a_damaged_entry(setup, tmp_path):
+    from slsviz.layers.projection import project_layers
+
+    backbone, data, model, pre = setup
+    first = feature_bank(model, data, "val", pre, backbone_checksum=backbone.checksum, limit=32)
+    project_layers(first.as_float32(), "pca", cache_key=first.key)
+    cache = tmp_path / "cache"
+    entries = {kind: sorted(p.name for p in (cache / kind).iterdir()) for kind in ("features", "maps")}
+    assert entries["features"] == [first.key] and len(entries["maps"]) == 3  # one entry per bank, per map
+    for kind, names in entries.items():  # the same layout: arrays and what they are
+        assert all((cache / kind / n / "meta.json").is_file() for n in names)
+    (cache / "features" / first.key / "labels.npy").write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="unreadable cached features"):
+        again = feature_bank(model, data, "val", pre, backbone_checksum=backbone.checksum, limit=32)
+    assert np.array_equal(again.features, first.features) and np.array_equal(again.labels, first.labels)
+    assert np.array_equal(np.load(cache / "features" / first.key / "labels.npy"), first.labels)  # mended
+
+
 def test_as_is_accuracy_equals_the_pruned_models_accuracy(setup):
     backbone, data, model, pre = setup
     bank = feature_bank(model, data, "test", pre, backbone_checksum=backbone.checksum, limit=120)

@@ -243,9 +243,9 @@ def test_project_layers_cache_is_reused(monkeypatch, tmp_path):
     features, _ = layer_stack()
     key = features_checksum(features)
     first = project_layers(features, "umap", cache_key=key, n_neighbors=5)
-    stored = sorted((tmp_path / "maps").glob("*.npy"))
+    stored = sorted((tmp_path / "maps").glob("*/map.npy"))
     assert len(stored) == 3
-    assert not list((tmp_path / "maps").glob("*.tmp"))  # atomic writes leave no temporary files
+    assert not list((tmp_path / "maps").glob(".*"))  # atomic writes leave no temporary entries
 
     def fail(*args, **kwargs):
         raise AssertionError("a cached map was computed again")
@@ -289,7 +289,7 @@ def test_project_layers_ignores_a_corrupt_cache_file(monkeypatch, tmp_path):
     monkeypatch.setenv("SLSVIZ_CACHE_DIR", str(tmp_path))
     features, _ = layer_stack(num_layers=1)
     expected = project_layers(features, "pca", cache_key="k")[1]
-    (path,) = (tmp_path / "maps").glob("*.npy")
+    (path,) = (tmp_path / "maps").glob("*/map.npy")
     path.write_bytes(b"not a numpy file")
     with pytest.warns(UserWarning, match="unreadable cached map"):
         again = project_layers(features, "pca", cache_key="k")[1]
@@ -378,7 +378,7 @@ def test_a_stopped_caller_leaves_unstarted_maps_undone_and_keeps_finished_ones(t
     for _ in range(len(started)):
         assert ended.acquire(timeout=30)  # what was under way has ended
     assert len(started) <= 2  # the two under way; none of the six not started
-    kept = len(list((tmp_path / "maps").glob("*.npy")))
+    kept = len(list((tmp_path / "maps").glob("*/map.npy")))
     assert kept == len(started) >= 1
     started.clear()
     _parallel_maps(stack, "pca", cache_key="k")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import recommend_depth, tiny_digits_tasks
+from helpers import image_folder, recommend_depth, tiny_digits_tasks
 
 from slsviz.cli import main
 from slsviz.errors import SlsvizError
@@ -171,7 +171,7 @@ def test_a_sweeps_scores_are_those_of_the_one_task_analysis(local_run):
         study.depths.table()["accuracy_head_refit"].tolist(), abs=1e-9)
 
 
-def test_a_failed_task_is_recorded_and_a_finished_one_is_skipped_next_time(local_run):
+def test_a_failed_task_is_recorded_and_a_finished_one_is_skipped_next_time(local_run, tmp_path):
     spec, run = local_run
     [failure] = run.failed
     assert failure["task"] == "digits-gone" and failure["stage"] == "features" and "gone.safetensors" in failure["reason"]
@@ -186,6 +186,12 @@ def test_a_failed_task_is_recorded_and_a_finished_one_is_skipped_next_time(local
     # Another analysis of the same task is another fingerprint: it would run again.
     changed = dataclasses.replace(spec, alphas=(0.5,))
     assert changed.fingerprint(spec.tasks[0]) != spec.fingerprint(spec.tasks[0])
+    # So is the same task on an image folder whose images were replaced under the same names.
+    folder = image_folder(tmp_path / "images", {"a": 2, "b": 2})
+    entry = dataclasses.replace(spec.tasks[0], selection=dataclasses.replace(spec.tasks[0].selection, data=str(folder)))
+    before = spec.fingerprint(entry)
+    image_folder(tmp_path / "images", {"a": 2}, size=16)
+    assert spec.fingerprint(entry) != before
 
 
 def test_the_sweep_command_trains_a_task_writes_the_table_and_skips_it_next_time(tiny_tasks, tmp_path, capsys):

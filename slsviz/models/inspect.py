@@ -11,8 +11,8 @@ from typing import Any
 from safetensors import safe_open
 
 from slsviz.errors import CheckpointError, SlsvizError
-from slsviz.models import formats, hf_vit, official, peft_lora
-from slsviz.models.task import META_KEY, read_task_meta
+from slsviz.models import formats, hf_vit, peft_lora
+from slsviz.models.weights import WeightsFile
 
 _BLOCK = re.compile(r"^(?:module\.)?blocks\.(\d+)\.")
 
@@ -27,20 +27,19 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist.")
+    file = WeightsFile(path)
     try:
-        foreign = formats.detect(path)
+        found = formats.detect(file)
     except SlsvizError as exc:  # a recognised file slsviz cannot open as a task: say why
         if not hf_vit.is_folder(path) or (path / peft_lora.CONFIG).is_file():
             kind = "PEFT adapter" if (path / peft_lora.CONFIG).is_file() else "file"
             return {"path": str(path), "format": kind, "opens": False, "reason": str(exc)}
-        foreign = None  # a transformers classifier whose head is not timm's: its backbone still opens
-    if foreign is not None:
-        return {"path": str(path), **foreign.found.describe(), "opens": True, "missing": _missing(foreign),
-                "needs": _needs(foreign),
-                **({"preprocessing": {"img_size": official.IMG_SIZE, "mean": list(official.MEAN),
-                                      "std": list(official.STD)}} if foreign.kind == "official" else {})}
+        found = None  # a transformers classifier whose head is not timm's: its backbone still opens
+    if found is not None:
+        opens = {} if found.kind == "slsviz" else {"opens": True, "needs": list(found.needs)}
+        return {"path": str(path), **found.describe(), **opens, "missing": list(found.missing)}
     if hf_vit.is_folder(path):
-        info = hf_vit.read_folder(path)
+        info = file.reading("transformers folder", hf_vit.read_folder)
         kw = info["kwargs"]
         head = info["classifier"]
         return {"path": str(path), "format": f"transformers {info['model_type']} folder", "arch": info["arch"],
@@ -55,49 +54,19 @@ def inspect_path(path: str | os.PathLike) -> dict[str, Any]:
                 "note": "give a file (task or weights) or a transformers or PEFT folder, or use the folder as --data"}
     if path.suffix.lower() == ".safetensors":
         return _safetensors(path)
-    state_dict = official.read_state_dict(path)
-    if state_dict is not None:
-        return {"path": str(path), **_weights(state_dict)}
-    return {"path": str(path), "format": "unknown", "opens": False,
-            "note": "not a safetensors file, nor a torch file of tensors"}
-
-
-def _needs(task: formats.ForeignTask) -> list[str]:
-    """The :class:`~slsviz.models.selection.Selection` fields the file leaves open (what the app asks for)."""
-    if task.kind == "official":
-        return ["scale", "data"]
-    if task.kind == "peft":
-        return (["checkpoint"] if task.found.naming == "transformers" else ["model", "checkpoint"]) + ["data"]
-    return (["data"] if task.found.kind == "transformers folder" else ["model", "data"])
-
-
-def _missing(task: formats.ForeignTask) -> list[str]:
-    """What the file does not say and must be given to open it."""
-    data = "the dataset: --data (the app: the Dataset field)"
-    if task.kind == "official":
-        return ["the adapter scale s: --task-config configs/<method>/<dataset>.yaml or --scale (the app: the Model "
-                "page's task config or scale)", data]
-    if task.kind == "peft":
-        backbone = ("the transformers folder it adapts: --checkpoint" if task.found.naming == "transformers"
-                    else "the timm backbone it adapts: --model and --checkpoint")
-        return [backbone, data]
-    own = [] if task.found.kind == "transformers folder" else ["its timm architecture: --model"]
-    return [*own, data]
+    try:
+        return {"path": str(path), **_weights(file.state_dict())}
+    except CheckpointError:
+        return {"path": str(path), "format": "unknown", "opens": False,
+                "note": "not a safetensors file, nor a torch file of tensors"}
 
 
 def _safetensors(path: Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for damaged files
         raise CheckpointError(f"{path} cannot be read as safetensors ({type(exc).__name__}).") from None
-    if META_KEY in metadata:
-        meta = read_task_meta(path)
-        return {"path": str(path), "format": "slsviz task", "method": meta.petl["method"], "petl": meta.petl,
-                "backbone": meta.backbone_id, "backbone_arch": meta.backbone_arch, "classes": meta.class_names,
-                "img_size": meta.img_size, "depth": meta.depth or meta.num_layers, "dataset": meta.dataset,
-                "missing": []}
     return {"path": str(path), **_weights(shapes)}
 
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -32,6 +31,7 @@ from slsviz.models.backbones import Backbone
 from slsviz.models.depth import prune_to_depth
 from slsviz.models.petl import PetlConfig
 from slsviz.models.task import TaskMeta, build_task_model
+from slsviz.models.weights import WeightsFile
 
 # What the official code's data pipeline does (timm's IMAGENET_DEFAULT_*, bicubic Resize((224, 224))).
 IMG_SIZE = 224
@@ -49,7 +49,8 @@ _METHOD_OF = {"adapter_down": "convpass", "adapter_conv": "convpass", "adapter_u
 
 @dataclass(frozen=True)
 class OfficialCheckpoint:
-    """What an official SLS checkpoint says about itself, from its keys and shapes.
+    """What an official SLS checkpoint says about itself, from its keys and shapes (format
+    ``"official"`` of :mod:`slsviz.models.formats`).
 
     Attributes:
         path: the file.
@@ -60,6 +61,7 @@ class OfficialCheckpoint:
         num_classes: rows of the head.
         depth: blocks with adapters (fewer than the backbone's after the official pruning).
         both_adapters: adapters beside attention and MLP (``False``: attention only, the code's other mode).
+        tensors: the file's tensors.
     """
 
     path: Path
@@ -70,39 +72,48 @@ class OfficialCheckpoint:
     num_classes: int
     depth: int
     both_adapters: bool
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    kind: ClassVar[str] = "official"
+    records_dataset: ClassVar[bool] = False
+    needs: ClassVar[tuple[str, ...]] = ("scale", "data")
+    missing: ClassVar[tuple[str, ...]] = (
+        "the adapter scale s: --task-config configs/<method>/<dataset>.yaml or --scale (the app: the Model page's "
+        "task config or scale)", "the dataset: --data (the app: the Dataset field)")
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready."""
+        """JSON-ready, with the preprocessing the official code trains with."""
         grid = (f", a {CONVPASS_GRID[0]}x{CONVPASS_GRID[1]} patch grid ({IMG_SIZE} px)" if self.method == "convpass"
                 else "")
-        return {"format": "official SLS checkpoint", **{k: (str(v) if isinstance(v, Path) else v)
-                                                       for k, v in dataclasses.asdict(self).items()},
-                "expects": f"a {self.width}-wide timm ViT with at least {self.depth} blocks{grid} (the paper: ViT-B/16)"}
+        said = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "tensors"}
+        return {"format": "official SLS checkpoint", **{k: (str(v) if isinstance(v, Path) else v) for k, v in said.items()},
+                "expects": f"a {self.width}-wide timm ViT with at least {self.depth} blocks{grid} (the paper: ViT-B/16)",
+                "preprocessing": {"img_size": IMG_SIZE, "mean": list(MEAN), "std": list(STD)}}
+
+    def input_size(self, asked: int | None) -> int:
+        """What the official code trains at, unless asked otherwise."""
+        return asked or IMG_SIZE
+
+    def backbone(self, model: str, checkpoint: Any) -> tuple[str, Any]:
+        """The backbone the user named (the file does not hold one)."""
+        return model, checkpoint
+
+    def open(self, backbone: Backbone, options: Any) -> tuple[nn.Module, TaskMeta]:
+        """The task model on ``backbone`` (see :func:`open_official`)."""
+        return open_official(self, backbone, task_config=options.task_config, scale=options.scale)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor] | None:
-    """The tensors of ``path`` if it is a ``torch.save``d dict of tensors, else ``None`` (another format)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not a torch file, or pickled objects besides tensors: not this format
-        return None
-    if isinstance(loaded, dict) and loaded and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                   for k, v in loaded.items()):
-        return loaded
-    return None
-
-
-def detect(path: str | os.PathLike) -> tuple[OfficialCheckpoint, dict[str, torch.Tensor]] | None:
-    """``(what it is, its tensors)`` when ``path`` is an official SLS checkpoint, else ``None``."""
-    path = Path(path)
+def detect(file: WeightsFile) -> OfficialCheckpoint | None:
+    """What ``file`` says when it is an official SLS checkpoint, else ``None``."""
+    path = file.path
     if path.suffix.lower() not in (".pt", ".pth", ".bin") or not path.is_file():
         return None
-    state_dict = read_state_dict(path)
-    if state_dict is None or not is_official(state_dict):
+    try:
+        state_dict = file.state_dict()
+    except CheckpointError:  # not a file of tensors: another format's reader says why
         return None
-    return inspect(path, state_dict), state_dict
+    if not is_official(state_dict):
+        return None
+    return dataclasses.replace(inspect(path, state_dict), tensors=state_dict)
 
 
 def is_official(state_dict: dict[str, torch.Tensor]) -> bool:
@@ -164,7 +175,6 @@ def read_task_config(path: str | os.PathLike) -> dict[str, Any]:
 
 def open_official(
     checkpoint: OfficialCheckpoint,
-    state_dict: dict[str, torch.Tensor],
     backbone: Backbone,
     *,
     task_config: str | os.PathLike | None = None,
@@ -189,6 +199,7 @@ def open_official(
         raise SlsvizError(f"{task_config} says {config['class_num']} classes but the head of {checkpoint.path} has "
                           f"{checkpoint.num_classes}: is it the config of this task?")
     _check_fits(checkpoint, backbone)
+    state_dict = checkpoint.tensors
     if not checkpoint.both_adapters:
         raise SlsvizError(f"{checkpoint.path} has adapters beside attention only (the official code's 'attn' mode); "
                           "slsviz opens the block mode the paper uses (adapters beside attention and MLP). That "

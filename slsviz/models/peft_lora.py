@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -32,7 +31,7 @@ from slsviz.models.backbones import Backbone
 from slsviz.models.petl import PetlConfig, petl_state_dict
 from slsviz.models.petl.config import LORA_TARGETS
 from slsviz.models.task import TaskMeta, build_task_model
-from slsviz.models.weights import read_folder_weights
+from slsviz.models.weights import WeightsFile, read_folder_weights
 
 CONFIG = "adapter_config.json"
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -60,6 +59,7 @@ class PeftLora:
         naming: ``"timm"`` or ``"transformers"``: whose module names the keys use.
         width: the token width the LoRA factors expect.
         base_model: ``base_model_name_or_path`` of the config (the model it was trained on), if set.
+        tensors: its tensors under slsviz's names (see :func:`detect`).
     """
 
     path: Path
@@ -74,6 +74,33 @@ class PeftLora:
     naming: str
     width: int
     base_model: str | None = None
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    kind: ClassVar[str] = "peft"
+    records_dataset: ClassVar[bool] = False
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """What the folder leaves open: the backbone it adapts, the dataset."""
+        return ("checkpoint",) + (() if self.naming == "transformers" else ("model",)) + ("data",)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """:attr:`needs`, in words."""
+        backbone = ("the transformers folder it adapts: --checkpoint" if self.naming == "transformers"
+                    else "the timm backbone it adapts: --model and --checkpoint")
+        return backbone, "the dataset: --data (the app: the Dataset field)"
+
+    def input_size(self, asked: int | None) -> int | None:
+        """The folder does not fix one: the backbone's, unless asked."""
+        return asked
+
+    def backbone(self, model: str, checkpoint: Any) -> tuple[str, Any]:
+        """The backbone the user named (the folder does not hold one)."""
+        return model, checkpoint
+
+    def open(self, backbone: Backbone, options: Any = None) -> tuple[nn.Module, TaskMeta]:
+        """The task model on ``backbone`` (see :func:`open_peft`)."""
+        return open_peft(self, backbone)
 
     @property
     def scaling(self) -> float:
@@ -89,8 +116,8 @@ class PeftLora:
                 "expects": f"a {self.width}-wide {self.naming} ViT with at least {max(self.layers) + 1} blocks"}
 
 
-def detect(path: str | os.PathLike) -> tuple[PeftLora, dict[str, torch.Tensor]] | None:
-    """``(what it is, its tensors under slsviz's names)`` when ``path`` is a PEFT adapter folder, else ``None``.
+def detect(file: WeightsFile) -> PeftLora | None:
+    """What ``file`` says, its tensors under slsviz's names, when it is a PEFT adapter folder, else ``None``.
 
     q/k/v tensors of a transformers model keep a ``#q``/``#k``/``#v`` suffix for :func:`open_peft` to
     place; LoRA factors are named ``<module>.lora_A`` / ``lora_B`` per target, e.g. ``blocks.0.attn.q.lora_A``.
@@ -99,7 +126,7 @@ def detect(path: str | os.PathLike) -> tuple[PeftLora, dict[str, torch.Tensor]] 
         SlsvizError: a PEFT folder slsviz cannot open, with the reason.
         CheckpointError: unreadable files, or tensors that disagree with the config.
     """
-    path = Path(path)
+    path = file.path
     if not (path.is_dir() and (path / CONFIG).is_file()):
         return None
     try:
@@ -111,7 +138,7 @@ def detect(path: str | os.PathLike) -> tuple[PeftLora, dict[str, torch.Tensor]] 
     ours: dict[str, torch.Tensor] = {}
     per_block: dict[int, set[str]] = {}
     naming = "timm"  # becomes "transformers" at the first transformers module name
-    for key, value in read_folder_weights(path, WEIGHTS, CONFIG).items():
+    for key, value in file.reading("adapter", lambda p: read_folder_weights(p, WEIGHTS, CONFIG)).items():
         if ".original_module." in key:
             continue  # the frozen head PEFT keeps beside the trained copy (saved with bias="all")
         name = re.sub(r"\.modules_to_save(?:\.default)?\.", ".", key.removeprefix(_PREFIX)).replace(".base_layer.", ".")
@@ -146,11 +173,11 @@ def detect(path: str | os.PathLike) -> tuple[PeftLora, dict[str, torch.Tensor]] 
                      dropout=float(config.get("lora_dropout") or 0.0), num_classes=int(ours["head.weight"].shape[0]),
                      targets=tuple(t for t in LORA_TARGETS if t in targets), layers=tuple(sorted(per_block)),
                      bias=str(config.get("bias", "none")), naming=naming, width=int(a.shape[1]),
-                     base_model=config.get("base_model_name_or_path"))
-    return found, ours
+                     base_model=config.get("base_model_name_or_path"), tensors=ours)
+    return found
 
 
-def open_peft(adapter: PeftLora, tensors: dict[str, torch.Tensor], backbone: Backbone) -> tuple[nn.Module, TaskMeta]:
+def open_peft(adapter: PeftLora, backbone: Backbone) -> tuple[nn.Module, TaskMeta]:
     """The task model of a PEFT LoRA adapter on ``backbone``, and its meta.
 
     Raises:
@@ -166,7 +193,7 @@ def open_peft(adapter: PeftLora, tensors: dict[str, torch.Tensor], backbone: Bac
                       bias=adapter.bias)
     model = build_task_model(backbone, petl, adapter.num_classes)
     expected = petl_state_dict(model)
-    loaded = _place(adapter, tensors, expected)
+    loaded = _place(adapter, adapter.tensors, expected)
     lora = {k for k in expected if "lora_" in k}
     wrong = sorted(k for k in lora | {"head.weight"} if k not in loaded or loaded[k].shape != expected[k].shape)
     if wrong:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch.nn as nn
 
@@ -15,9 +14,9 @@ from slsviz import defaults
 from slsviz.data import LabelledImages, Preprocess, load_dataset
 from slsviz.device import resolve_device
 from slsviz.errors import SlsvizError
-from slsviz.models import formats, hf_vit
+from slsviz.models import formats
 from slsviz.models.backbones import Backbone, load_backbone
-from slsviz.models.task import TaskMeta, head_applies, load_task, read_task_meta
+from slsviz.models.task import TaskMeta, head_applies
 
 
 @dataclass(frozen=True)
@@ -95,54 +94,33 @@ class LoadedTask:
 def open_selection(selection: Selection) -> LoadedTask:
     """Load what ``selection`` names. With the default backbone and no task, the shipped task.
 
-    A task fixes the input size and the dataset (unless ``selection.data`` overrides it). A bare
-    backbone (``task="none"``) is analysed without a task head: its as-is accuracy is not defined.
-    Task checkpoints are slsviz's own or other tools' (:mod:`slsviz.models.formats`: official SLS,
-    PEFT LoRA, full fine-tunes; a full fine-tune is its own backbone).
-    With no backbone named, a task's own is loaded: the default, or the local checkpoint the task
-    records (its checksum is checked).
+    The task file is told apart by the registry of formats (:mod:`slsviz.models.formats`: slsviz's
+    own, official SLS, PEFT LoRA, full fine-tunes), which says which backbone to load at which input
+    size (a full fine-tune is its own backbone; an slsviz task records its backbone, dataset and
+    split) and builds the task model on it. A bare backbone (``task="none"``) is analysed without a
+    task head: its as-is accuracy is not defined.
     """
     dev = resolve_device(selection.device)
     task, img_size = selection.task, selection.img_size
     model_name, checkpoint = selection.model, selection.checkpoint
     if task is None and model_name == defaults.BACKBONE:
         task = defaults.TASK_PATH
-    meta, foreign, seed = None, None, defaults.SEED
     if task == defaults.TASK_PATH and not defaults.TASK_PATH.is_file():
         raise SlsvizError(f"The shipped default task {task} is missing: run `make default-task` to create it.")
-    if task is not None and str(task) != "none":
-        foreign = formats.detect(task)
-        if foreign is not None:
-            img_size = img_size or foreign.img_size
-            if foreign.is_its_own_backbone and checkpoint is None:
-                checkpoint = str(task)
-                if model_name == defaults.BACKBONE and not hf_vit.is_folder(task):
-                    raise SlsvizError(f"{task} is a full fine-tune of a timm ViT: name its architecture with --model "
-                                      "(in the app: the Backbone field), e.g. vit_base_patch16_224.")
-        else:
-            meta = read_task_meta(task)
-            if img_size is not None and img_size != meta.img_size:
-                raise SlsvizError(f"The task was trained at {meta.img_size} px; --img-size {img_size} does not fit it.")
-            img_size = meta.img_size
-            if model_name == defaults.BACKBONE and checkpoint is None and meta.backbone_id != defaults.BACKBONE:
-                weights = meta.backbone_id.removeprefix(f"{meta.backbone_arch}:")
-                if weights != meta.backbone_id and Path(weights).exists():
-                    model_name, checkpoint = meta.backbone_arch, weights
+    source = formats.open_source(task) if task is not None and str(task) != "none" else None
+    if source is not None:
+        img_size = source.input_size(img_size)
+        model_name, checkpoint = source.backbone(model_name, checkpoint)
     backbone = load_backbone(model_name, checkpoint, img_size=img_size, hub=selection.hub, device=dev)
-    if foreign is not None:
-        model, meta = formats.open_task(foreign, backbone, task_config=selection.task_config, scale=selection.scale)
-        if selection.data is None:
-            raise SlsvizError(f"{task} does not record the images it was trained on: give the dataset (--data, or the "
-                              f"app's Dataset field; e.g. the VTAB-1k folder of {meta.dataset.split(':', 1)[1]}).")
-        dataset = selection.data
-    elif meta is not None:
-        model, meta = load_task(task, backbone)
-        dataset = selection.data or meta.dataset
-        if meta.split_seed is not None and selection.data is None:
-            seed = meta.split_seed
-    else:
-        model, dataset = backbone.model, selection.data or defaults.DATASET
-    return LoadedTask(backbone, model, meta, load_dataset(dataset, seed=seed))
+    if source is None:
+        return LoadedTask(backbone, backbone.model, None, load_dataset(selection.data or defaults.DATASET,
+                                                                       seed=defaults.SEED))
+    model, meta = source.open(backbone, formats.OpenOptions(selection.task_config, selection.scale))
+    if selection.data is None and not source.records_dataset:
+        raise SlsvizError(f"{task} does not record the images it was trained on: give the dataset (--data, or the "
+                          f"app's Dataset field; e.g. the VTAB-1k folder of {meta.dataset.split(':', 1)[1]}).")
+    seed = meta.split_seed if selection.data is None and meta.split_seed is not None else defaults.SEED
+    return LoadedTask(backbone, model, meta, load_dataset(selection.data or meta.dataset, seed=seed))
 
 
 def content_stamp(selection: Selection) -> str | None:

@@ -11,19 +11,21 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from slsviz import defaults
 from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.errors import CheckpointError, SlsvizError, key_mismatch
 from slsviz.models.backbones import Backbone
 from slsviz.models.depth import check_depth, prune_to_depth
 from slsviz.models.petl import PetlConfig, attach_petl, petl_state_dict
 from slsviz.models.train import Recipe, TrainResult, evaluate, train_task
+from slsviz.models.weights import WeightsFile
 from slsviz.progress import EpochProgress
 from slsviz.storage import atomic_path
 
@@ -182,48 +184,107 @@ def read_task_meta(path: str | os.PathLike) -> TaskMeta:
     return meta
 
 
-def load_task(path: str | os.PathLike, backbone: Backbone) -> tuple[nn.Module, TaskMeta]:
-    """Rebuild a task model on ``backbone`` from a task checkpoint.
+@dataclass(frozen=True)
+class SlsvizTask:
+    """An slsviz task file (format ``"slsviz"`` of :mod:`slsviz.models.formats`): its metadata read,
+    its tensors read when it is opened.
+
+    Attributes:
+        path: the file.
+        meta: its metadata.
+        file: the file, read through once.
+    """
+
+    path: Path
+    meta: TaskMeta
+    file: WeightsFile = field(repr=False, compare=False)
+    kind: ClassVar[str] = "slsviz"
+    records_dataset: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, ...]] = ()  # it names its backbone and dataset
+    missing: ClassVar[tuple[str, ...]] = ()
+
+    def input_size(self, asked: int | None) -> int:
+        """The size the task was trained at; another one asked for is refused."""
+        if asked is not None and asked != self.meta.img_size:
+            raise SlsvizError(f"The task was trained at {self.meta.img_size} px; --img-size {asked} does not fit it.")
+        return self.meta.img_size
+
+    def backbone(self, model: str, checkpoint: str | WeightsFile | None) -> tuple[str, str | WeightsFile | None]:
+        """With no backbone named, the task's own: the default, or the local weights it records (their
+        checksum is checked when the task opens)."""
+        meta = self.meta
+        if model == defaults.BACKBONE and checkpoint is None and meta.backbone_id != defaults.BACKBONE:
+            weights = meta.backbone_id.removeprefix(f"{meta.backbone_arch}:")
+            if weights != meta.backbone_id and Path(weights).exists():
+                return meta.backbone_arch, weights
+        return model, checkpoint
+
+    def open(self, backbone: Backbone, options: Any = None) -> tuple[nn.Module, TaskMeta]:
+        """The task model on ``backbone``.
+
+        Raises:
+            CheckpointError: a different backbone (arch or weights), an input size or class count that
+                does not fit, or missing / unexpected adapter tensors.
+        """
+        path, meta = self.path, self.meta
+        if meta.backbone_arch != backbone.arch or meta.backbone_checksum != backbone.checksum:
+            raise CheckpointError(
+                f"Task checkpoint {path} was trained on backbone {meta.backbone_id!r} ({meta.backbone_arch}, weights "
+                f"{meta.backbone_checksum}), but the loaded backbone is {backbone.id!r} ({backbone.arch}, weights "
+                f"{backbone.checksum}). Load the backbone it was trained on."
+            )
+        if meta.img_size != backbone.img_size:
+            raise CheckpointError(
+                f"Task checkpoint {path} was trained at {meta.img_size} px but the backbone is set up for "
+                f"{backbone.img_size} px: load the backbone with img_size={meta.img_size}."
+            )
+        if meta.num_layers != backbone.num_layers:
+            raise CheckpointError(f"Task checkpoint {path} expects {meta.num_layers} blocks; the backbone has {backbone.num_layers}.")
+        tensors = self.file.reading("safetensors", lambda p: load_file(str(p)))
+        head = tensors.get("head.weight")
+        if head is None or head.shape[0] != meta.num_classes:
+            got = "no head" if head is None else f"a head for {head.shape[0]} classes"
+            raise CheckpointError(f"Task checkpoint {path} names {meta.num_classes} classes but holds {got}.")
+        try:
+            petl = PetlConfig.from_dict(meta.petl)
+        except (SlsvizError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"Task checkpoint {path} has damaged PETL metadata: {exc}") from exc
+        model = build_task_model(backbone, petl, meta.num_classes)
+        if meta.depth is not None:
+            model = prune_to_depth(model, check_depth(meta.depth, backbone.num_layers))
+        mismatch = key_mismatch(petl_state_dict(model), tensors)
+        if mismatch:
+            raise CheckpointError(f"Task checkpoint {path} does not fit its PETL method {meta.petl.get('method')!r}: {mismatch}.")
+        model.load_state_dict(tensors, strict=False)
+        return model.eval(), meta
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready."""
+        meta = self.meta
+        return {"format": "slsviz task", "method": meta.petl["method"], "petl": meta.petl, "backbone": meta.backbone_id,
+                "backbone_arch": meta.backbone_arch, "classes": meta.class_names, "img_size": meta.img_size,
+                "depth": meta.depth or meta.num_layers, "dataset": meta.dataset}
+
+
+def detect(file: WeightsFile) -> SlsvizTask | None:
+    """The slsviz task in ``file``, or ``None`` (another format, or not a task).
 
     Raises:
-        CheckpointError: a different backbone (arch or weights), an input size or class count that
-            does not fit, or missing / unexpected adapter tensors.
+        CheckpointError: slsviz task metadata that cannot be read or is of another schema.
     """
-    path = Path(path)
-    meta = read_task_meta(path)
-    if meta.backbone_arch != backbone.arch or meta.backbone_checksum != backbone.checksum:
-        raise CheckpointError(
-            f"Task checkpoint {path} was trained on backbone {meta.backbone_id!r} ({meta.backbone_arch}, weights "
-            f"{meta.backbone_checksum}), but the loaded backbone is {backbone.id!r} ({backbone.arch}, weights "
-            f"{backbone.checksum}). Load the backbone it was trained on."
-        )
-    if meta.img_size != backbone.img_size:
-        raise CheckpointError(
-            f"Task checkpoint {path} was trained at {meta.img_size} px but the backbone is set up for "
-            f"{backbone.img_size} px: load the backbone with img_size={meta.img_size}."
-        )
-    if meta.num_layers != backbone.num_layers:
-        raise CheckpointError(f"Task checkpoint {path} expects {meta.num_layers} blocks; the backbone has {backbone.num_layers}.")
-    from safetensors.torch import load_file
+    if not is_task_file(file.path):
+        return None
+    return SlsvizTask(file.path, read_task_meta(file.path), file)
 
-    tensors = load_file(str(path))
-    head = tensors.get("head.weight")
-    if head is None or head.shape[0] != meta.num_classes:
-        got = "no head" if head is None else f"a head for {head.shape[0]} classes"
-        raise CheckpointError(f"Task checkpoint {path} names {meta.num_classes} classes but holds {got}.")
 
-    try:
-        petl = PetlConfig.from_dict(meta.petl)
-    except (SlsvizError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"Task checkpoint {path} has damaged PETL metadata: {exc}") from exc
-    model = build_task_model(backbone, petl, meta.num_classes)
-    if meta.depth is not None:
-        model = prune_to_depth(model, check_depth(meta.depth, backbone.num_layers))
-    mismatch = key_mismatch(petl_state_dict(model), tensors)
-    if mismatch:
-        raise CheckpointError(f"Task checkpoint {path} does not fit its PETL method {meta.petl.get('method')!r}: {mismatch}.")
-    model.load_state_dict(tensors, strict=False)
-    return model.eval(), meta
+def load_task(path: str | os.PathLike, backbone: Backbone) -> tuple[nn.Module, TaskMeta]:
+    """Rebuild a task model on ``backbone`` from a task checkpoint (:meth:`SlsvizTask.open`).
+
+    Raises:
+        CheckpointError: not an slsviz task file, or one that does not fit ``backbone``.
+    """
+    file = WeightsFile(path)
+    return SlsvizTask(file.path, read_task_meta(file.path), file).open(backbone)
 
 
 def fit_task(

@@ -4,11 +4,48 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import timm
 import torch
 
 from slsviz.errors import CheckpointError
+
+T = TypeVar("T")
+
+
+class WeightsFile:
+    """A file or folder of weights whose every reading is done at most once, however many formats
+    look at it: the registry of task formats (:mod:`slsviz.models.formats`) and the backbone loader
+    share one, so a ``.pth`` is unpickled once on its way from "what is it" to a loaded model.
+
+    A reading that failed fails again from its record, without touching the file.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._readings: dict[str, tuple[Any, BaseException | None]] = {}
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def reading(self, name: str, read: Callable[[Path], T]) -> T:
+        """``read(path)``, done the first time ``name`` is asked for."""
+        if name not in self._readings:
+            try:
+                self._readings[name] = (read(self.path), None)
+            except Exception as exc:  # kept, so the next reader is told the same without reading again
+                self._readings[name] = (None, exc)
+        value, error = self._readings[name]
+        if error is not None:
+            raise error
+        return value
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The file's tensors (:func:`read_state_dict`)."""
+        return self.reading("state dict", read_state_dict)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

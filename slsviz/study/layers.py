@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from slsviz.errors import SlsvizError
-from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis, train_val_probe
 from slsviz.layers.projection import default_workers
 from slsviz.layers.rule import SLSRule
 from slsviz.layers.stability import Spread
@@ -37,10 +37,9 @@ class LayerStudy:
         """The analysis SLS makes, under ``settings``: train + val features scored together
         (VTAB's train800val200), the linear probe fit on train and scored on val; maps on demand."""
         def build() -> LayerAnalysis:
-            train, val = self.features.bank("train"), self.features.bank("val")
             features, labels = self.features.scored()
             return LayerAnalysis(features, labels, settings, cache_key=self.features.scored_key(),
-                                 probe=(train.features, train.labels, val.features, val.labels),
+                                 probe=train_val_probe(features, labels, self.features.bank("train").num_samples),
                                  runner=Parallel(self.workers))
 
         return self._analyses.get(settings, build)

@@ -86,7 +86,7 @@ class LocalBackend:
                 blocks = stages.score_blocks(task, list(range(1, facts.num_layers + 1)), spec.seeds, plan.mappings,
                                              workers=default_workers())
                 at("criteria")
-                decided = stages.decide(task, facts, blocks, spec)
+                decided = stages.decide(task, facts, spec, blocks)
                 if spec.benchmarks:
                     at("benchmarks")
                 timed = stages.benchmark_study(study, spec.seconds) if spec.benchmarks else None
@@ -99,17 +99,18 @@ class LocalBackend:
 
 
 @dataclass
-class _Task:
-    """A task's refs and results on the Ray backend while it runs."""
+class _Running:
+    """A task's refs on the Ray backend, in the order its stages end, each with its stage's name for
+    the progress line and a failure's record."""
 
-    entry: TaskEntry  # as the spec gives it
-    opens: TaskEntry | None = None  # what it opens (a train: entry's, once trained)
+    entry: TaskEntry
+    opens: Any = None  # the TaskEntry to open, or the ref of the train that makes it
+    refs: dict[Any, str] = field(default_factory=dict)  # those not ended yet
+    facts: Any = None  # the model pass's refs: its facts say how many blocks to score
     features: Any = None
-    facts: Any = None
-    blocks: dict[int, Any] = field(default_factory=dict)
-    decided: Any = None
-    timed: Any = None
-    failed: bool = False
+    report: Any = None
+    scoring: set[Any] = field(default_factory=set)
+    num_layers: int = 0
 
 
 class RayBackend:
@@ -160,7 +161,9 @@ class RayBackend:
             ray.shutdown()
 
     def run(self, entries: list[TaskEntry], plan: Plan, done: Done) -> None:
-        """Submit every task's first stage, then the next stage of whichever task moves, until all end."""
+        """Submit each task's stages as Ray tasks that take the refs of the stages they read (Ray runs a
+        stage once its inputs are there and frees the features once their last reader ends), and report
+        each task as its report arrives, or the first stage that failed."""
         import ray
 
         spec = plan.spec
@@ -170,71 +173,51 @@ class RayBackend:
         model = {"num_cpus": min(spec.threads, node_cpus), "num_gpus": gpus, "max_retries": self.retries}
         one = {"num_cpus": 1, "max_retries": self.retries}
         whole_node = {"num_cpus": node_cpus, "num_gpus": gpus, "max_retries": self.retries}
-        remote = {fn.__name__: ray.remote(fn) for fn in (stages.train, stages.extract, stages.score_blocks,
-                                                         stages.decide, stages.benchmark)}
-        tasks = {entry.name: _Task(entry) for entry in entries}
-        pending: dict[Any, tuple[str, str, int | None]] = {}
+        train, extract, score, decide, benchmark, assemble = (
+            ray.remote(fn) for fn in (stages.train, stages.extract, stages.score_blocks, stages.decide,
+                                      stages.benchmark, stages.assemble))
+        running: dict[Any, _Running] = {}  # every watched ref -> its task
 
-        def opened(task: _Task) -> None:
-            """The entry opens a checkpoint: its model pass."""
-            features, facts = remote["extract"].options(num_returns=2, **model).remote(
-                task.opens, plan.use_cache, spec.threads)
-            task.features = features
-            pending[facts] = (task.entry.name, "features", None)
+        def watch(task: _Running, ref: Any, stage: str) -> Any:
+            running[ref], task.refs[ref] = task, stage
+            return ref
 
-        def finish_if_ready(task: _Task) -> None:
-            if task.decided is not None and (task.timed is not None or not spec.benchmarks):
-                try:
-                    report = stages.assemble(task.opens, spec, task.facts, task.decided, task.timed)
-                except Exception as exc:  # recorded, as a stage's error is
-                    done(task.entry, Failure.of("report", exc))
-                    return
-                done(task.entry, report)
-
-        for task in tasks.values():
-            task.opens = task.entry
-            if task.entry.train is not None:
-                pending[remote["train"].options(**model).remote(task.entry, plan.out, spec.threads)] = (
-                    task.entry.name, "train", None)
-            else:
-                opened(task)
-        while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            name, stage, layer = pending.pop(ref)
-            task = tasks[name]
-            if task.failed:
-                continue
+        for entry in entries:
+            task = _Running(entry, entry)
+            if entry.train is not None:
+                task.opens = watch(task, train.options(**model).remote(entry, plan.out, spec.threads), "train")
+            task.features, facts = extract.options(num_returns=2, **model).remote(task.opens, plan.use_cache, spec.threads)
+            task.facts = watch(task, facts, "features")
+        while running:
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            task = running.pop(ref)
+            stage = task.refs.pop(ref)
             try:
                 value = ray.get(ref)
-            except Exception as exc:  # the task raised, or its worker died: recorded, the rest go on
-                task.failed, task.features = True, None
-                for other in [r for r, (n, *_) in pending.items() if n == name]:
-                    del pending[other]
+            except Exception as exc:  # the stage raised, or its worker died: recorded, the rest go on
+                for other in task.refs:
+                    running.pop(other, None)
                     ray.cancel(other, force=True)
-                done(task.entry, Failure.of(stage if layer is None else f"{stage} (block {layer})", exc))
+                task.refs.clear()
+                task.features = None
+                done(task.entry, Failure.of(stage, exc))
                 continue
-            plan.moved(name, f"{stage} done" if layer is None else f"block {len(task.blocks) + 1}/{task.facts.num_layers} scored")
-            if stage == "train":
-                task.opens = value
-                opened(task)
-            elif stage == "features":
-                task.facts = value
-                if spec.benchmarks:  # once the model opened: queued for a node to itself
-                    ref = remote["benchmark"].options(**whole_node).remote(task.opens, plan.use_cache, spec.seconds,
-                                                                           node_cpus)
-                    pending[ref] = (name, "benchmarks", None)
-                for block in range(1, value.num_layers + 1):
-                    ref = remote["score_blocks"].options(**one).remote(task.features, [block], spec.seeds, plan.mappings, 1)
-                    pending[ref] = (name, "maps and scores", block)
-            elif stage == "maps and scores":
-                task.blocks.update(value)
-                if len(task.blocks) == task.facts.num_layers:
-                    ref = remote["decide"].options(**one).remote(task.features, task.facts, task.blocks, spec)
-                    pending[ref] = (name, "criteria", None)
-            elif stage == "criteria":
-                task.decided = value
-                task.features = None  # its last reader is done: the object store may free the features
-                finish_if_ready(task)
-            else:
-                task.timed = value
-                finish_if_ready(task)
+            if ref in task.scoring:
+                task.scoring.discard(ref)
+                plan.moved(task.entry.name, f"block {task.num_layers - len(task.scoring)}/{task.num_layers} scored")
+                continue
+            plan.moved(task.entry.name, f"{stage} done")
+            if ref == task.report:
+                done(task.entry, value)
+            elif ref == task.facts:  # the block count is known: the rest of the task's graph
+                task.num_layers = value.num_layers
+                timed = (watch(task, benchmark.options(**whole_node).remote(task.opens, plan.use_cache, spec.seconds,
+                                                                            node_cpus), "benchmarks")
+                         if spec.benchmarks else None)
+                blocks = [watch(task, score.options(**one).remote(task.features, [block], spec.seeds, plan.mappings, 1),
+                                f"maps and scores (block {block})") for block in range(1, value.num_layers + 1)]
+                task.scoring = set(blocks)
+                decided = watch(task, decide.options(**one).remote(task.features, ref, spec, *blocks), "criteria")
+                task.report = watch(task, assemble.options(num_cpus=0, max_retries=self.retries).remote(
+                    task.opens, spec, ref, decided, timed), "report")
+                task.features = None  # the stages that read it hold it now

@@ -29,7 +29,7 @@ from slsviz import defaults
 from slsviz.study.criteria import OTHER_CRITERIA, SLS_VARIANTS
 from slsviz.errors import SlsvizError
 from slsviz.layers.criteria import SETTINGS
-from slsviz.models.selection import Selection
+from slsviz.models.selection import Selection, content_stamp
 
 ALL_CRITERIA = tuple([name for name, *_ in SLS_VARIANTS] + list(OTHER_CRITERIA) + ["oracle"])
 _SCHEMA = Draft202012Validator(json.loads(
@@ -125,10 +125,11 @@ class SweepSpec:
                 "threads": self.threads}
 
     def fingerprint(self, task: TaskEntry) -> str:
-        """Identifies what ``task``'s results depend on - the entry, the files it opens as they are now
-        (size and modification time), what is computed - so a finished task with the same fingerprint
-        is skipped when the sweep runs again, and one whose checkpoint was replaced is not."""
-        files = {key: _stamp(getattr(task.selection, key)) for key in ("task", "checkpoint", "task_config")}
+        """Identifies what ``task``'s results depend on - the entry, the files and folders it opens as they
+        are now (:func:`~slsviz.models.selection.content_stamp`: every file's size and modification time,
+        an image folder's included), what is computed - so a finished task with the same fingerprint is
+        skipped when the sweep runs again, and one whose checkpoint or images changed is not."""
+        files = content_stamp(task.selection)
         text = json.dumps({"task": task.to_dict(), "files": files, **self.analysis_dict()}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -176,15 +177,6 @@ def spec_from_dict(raw: Any, base: str | Path = ".") -> SweepSpec:
 def with_task(entry: TaskEntry, checkpoint: str) -> TaskEntry:
     """``entry`` opening the task checkpoint ``checkpoint`` (what a trained entry analyses)."""
     return replace(entry, selection=replace(entry.selection, task=checkpoint))
-
-
-def _stamp(path: str | None) -> list[int] | None:
-    """A file's size and modification time (``None``: no file there)."""
-    try:
-        stat = Path(path).stat() if path else None
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns] if stat and Path(path).is_file() else None
 
 
 def _say(error: Any) -> str:

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from slsviz.study.criteria import SLS_VARIANTS, oracle_pick, other_picks, sls_picks
-from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
+from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis, train_val_probe
 from slsviz.layers.criteria import SETTINGS
 from slsviz.layers.scores import CLUSTER_METRICS
 from slsviz.models.depth import depth_views
@@ -178,7 +178,7 @@ def score_blocks(task: TaskFeatures, layers: list[int], seeds: tuple[int, ...], 
                 out[layer][f"seed:{seed}:{projection}:{space}"] = {
                     metric: analysis.scores(layer)[metric] for metric in CLUSTER_METRICS}
         probe = LayerAnalysis(x, y, AnalysisSettings(metric="probe_accuracy", seed=seed),
-                              probe=(x[:, :n], y[:n], x[:, n:], y[n:]))
+                              probe=train_val_probe(x, y, n))
         for layer in layers:
             out[layer][f"seed:{seed}:probe"] = probe.score(layer)
     return out
@@ -190,14 +190,15 @@ def needed_mappings(criteria: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(mapping for mapping in MAPPINGS if mapping in wanted)
 
 
-def decide(task: TaskFeatures, facts: TaskFacts, blocks: dict[int, dict[str, Any]], spec: SweepSpec) -> dict[str, Any]:
-    """Every criterion's pick under every alpha (the SLS variants) and seed, and the oracle.
+def decide(task: TaskFeatures, facts: TaskFacts, spec: SweepSpec, *parts: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Every criterion's pick under every alpha (the SLS variants) and seed, and the oracle, from the
+    blocks' scores (:func:`score_blocks`, in one part or one per block).
 
     Returns:
         ``picks``: ``name, label, alpha (None but for SLS), seed, depth, rule, higher_is_better``;
         ``scores``: per seed, per criterion, the score of every block.
     """
-    L = facts.num_layers
+    L, blocks = facts.num_layers, {layer: part[layer] for part in parts for layer in part}
     sls_names = [name for name, *_ in SLS_VARIANTS if name in spec.criteria]
     other_names = [name for name in spec.criteria if name not in sls_names and name != "oracle"]
     picks, scores = [], {}
