@@ -9,7 +9,7 @@ PORT   ?= 8501
 
 # `streamlit run app.py` that also starts the default's work with the server (slsviz/app/serve.py).
 run: $(VENV)/.installed
-	$(BIN)/python -m slsviz.app.serve --server.headless true --server.address 127.0.0.1 \
+	$(BIN)/python -m slsviz app --server.headless true --server.address 127.0.0.1 \
 		--server.port $(PORT) --browser.gatherUsageStats false
 
 test: $(VENV)/.installed-test chromium

@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"slsviz {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
+    sub.add_parser("app", help="start the app in the browser (what `make run` starts), from any folder; "
+                   "Streamlit options (e.g. --server.port 8600) follow", add_help=False)
+
     p = sub.add_parser("info", help="versions and the compute device that would be used")
     p.add_argument("--device", default=defaults.DEVICE, help=f"auto, cpu, cuda, cuda:N or mps (default: {defaults.DEVICE})")
     p.set_defaults(func=_cmd_info)
@@ -493,6 +496,11 @@ _OUTPUTS = {"analyze": True, "export": True, "sweep": True, "train": False, "pru
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2: bad input or out of memory, with a one-line reason)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["app"]:  # the rest are Streamlit's options, which argparse must not read
+        from slsviz.app import serve
+
+        serve.run(argv[1:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed --help, --version or its one-line error

@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import shutil
+import socket
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -135,3 +139,28 @@ def tiny_digits_tasks(folder: Path, methods: Sequence[str] = ("convpass",), arch
         model, meta, _ = fit_task(backbone, load_digits(), PetlConfig(method), Recipe(epochs=1, batch_size=32), limit=64)
         save_task(folder / f"{method}.safetensors", model, meta)
     return folder
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Without these, Chromium keeps trying to reach Google's services on this closed network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, seconds: float = 120) -> bool:
+    """Whether the Streamlit server at ``url`` answers its health check within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False

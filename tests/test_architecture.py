@@ -11,7 +11,7 @@ ENGINE = sorted((ROOT / "slsviz").rglob("*.py"))
 # The rank of each part of slsviz: a module may import parts of a lower rank and its own part.
 SHARED = {"data", "device", "errors", "storage", "environment", "defaults", "choices", "progress", "__init__"}
 RANKS = {"shared": 0, "models": 1, "layers": 2, "pruning": 3, "scheduler": 4, "export": 5, "study": 6,
-         "sweep": 7, "app": 8, "cli": 8}
+         "sweep": 7, "app": 8, "cli": 9}  # the CLI starts every face, the app's server (`slsviz app`) included
 WINGS = ("models", "layers", "pruning")  # pure: functions and plain objects
 # What runs work or holds state across threads: the scheduler's alone.
 CONCURRENCY = ("threading", "_thread", "concurrent", "multiprocessing", "queue", "asyncio", "slsviz.scheduler")

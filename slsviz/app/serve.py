@@ -1,5 +1,7 @@
-"""``python -m slsviz.app.serve [streamlit options]``: ``streamlit run app.py``, with the default's
-work started when the server starts rather than when the first page opens.
+"""``slsviz app [streamlit options]`` (``python -m slsviz.app.serve``; ``make run``): the app's router
+(:mod:`slsviz.app.router`, what ``streamlit run app.py`` runs) under the app's Streamlit settings
+(``.streamlit/config.toml``, shipped with the package), from any folder, with the default's work
+started when the server starts rather than when the first page opens.
 
 Streamlit runs a page only when a browser asks for it, so a new user would wait for the imports,
 the backbone and the first features after opening the app. Here a daemon thread opens the embedded
@@ -18,7 +20,9 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
-APP = Path(__file__).resolve().parents[2] / "app.py"
+from slsviz.app import router
+
+APP = router.entry()
 THREAD = "slsviz-warm-default"
 log = logging.getLogger(__name__)
 
@@ -57,24 +61,48 @@ def warm_in_background() -> None:
         log.exception("Could not open the default model ahead of the pages")
 
 
+def settings_file() -> Path:
+    """The app's Streamlit settings: the checkout's ``.streamlit/config.toml``, else the installed copy."""
+    return router.shipped(".streamlit/config.toml", "streamlit_config/config.toml")
+
+
+def settings_options() -> list[str]:
+    """:func:`settings_file` as Streamlit command-line options (``--server.port=8501``, ...), which hold
+    in any folder; Streamlit reads the file itself only from the folder it starts in."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the reader Streamlit itself depends on
+        import toml as tomllib
+    settings = tomllib.loads(settings_file().read_text(encoding="utf-8"))
+    return [f"--{section}.{key}={str(value).lower() if isinstance(value, bool) else value}"
+            for section, options in settings.items() for key, value in options.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Start the app as ``streamlit run app.py`` with ``argv`` (Streamlit's options) after it."""
+    """Start the app as ``streamlit run`` of the router with the app's settings, then ``argv``
+    (Streamlit's options, which win)."""
     from streamlit.web import cli
 
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_NotThisThread())
     threading.Thread(target=warm_in_background, name=THREAD, daemon=True).start()
+    options = [*settings_options(), *(sys.argv[1:] if argv is None else argv)]
     try:  # click's own handling: a bad option is one line and exit code 2, never a traceback
-        cli.main(["run", str(APP), *(sys.argv[1:] if argv is None else argv)], prog_name="streamlit")
+        cli.main(["run", str(APP), *options], prog_name="streamlit")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return 0
 
 
-if __name__ == "__main__":
-    code = main()
+def run(argv: list[str] | None = None) -> None:
+    """:func:`main`, then leave the process: ``slsviz app`` and ``python -m slsviz.app.serve``."""
+    code = main(argv)
     # The server has stopped (Ctrl-C, SIGTERM). A page script still computing, or waiting for the
     # background's work, would keep the process alive until it ends (a minute on a first visit), and
     # torch's worker threads abort the interpreter's normal exit: leave now, as the daemon work does.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":
+    run()
