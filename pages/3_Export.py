@@ -1,11 +1,12 @@
-"""Export: download the chosen configuration (JSON, YAML), the pruned task checkpoint, ONNX; import one."""
+"""Export: download the chosen configuration (JSON, YAML), the pruned task checkpoint, ONNX, the model
+for timm alone; import one."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from slsviz.app import ui
-from slsviz.export import config_to_json, config_to_yaml
+from slsviz.export import config_to_json, config_to_yaml, timm_refusal
 
 st.title("Export")
 
@@ -38,6 +39,21 @@ if c4.button("Prepare ONNX of the pruned model", key="slsviz.export.onnx_make"):
     st.session_state[ui.ONNX_DEPTH] = depth
 if st.session_state.get(ui.ONNX_DEPTH) == depth:  # prepared for this depth: cached in the study
     c4.download_button("Pruned model (ONNX)", study.exports.onnx(depth), f"pruned-depth{depth}.onnx", key="slsviz.export.onnx")
+
+st.subheader("For timm, without slsviz")
+refusal = timm_refusal(study.loaded.meta)
+if refusal is not None:
+    st.caption(refusal)
+else:
+    st.caption(f"The model cut at {depth} blocks, adapters merged: model.safetensors for "
+               f"timm.create_model('{study.loaded.backbone.arch}', depth={depth}, ...), config.json and a model card.")
+    if st.button("Prepare the timm model", key="slsviz.export.timm_make"):
+        with ui.user_errors(), st.spinner("Cutting, merging and checking against timm..."):
+            study.exports.timm_zip(depth, settings)
+        st.session_state[ui.TIMM_DEPTH] = depth
+    if st.session_state.get(ui.TIMM_DEPTH) == depth:  # prepared for this depth: cached in the study
+        st.download_button("Pruned model for timm (.zip)", study.exports.timm_zip(depth, settings),
+                           f"timm-depth{depth}.zip", "application/zip", key="slsviz.export.timm")
 
 st.subheader("Import")
 st.caption("A configuration and its task checkpoint restore the same pruned model; the check below compares logits.")

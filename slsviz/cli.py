@@ -274,8 +274,11 @@ def _cmd_export(args: argparse.Namespace) -> dict:
     study = _study(args)
     settings = _settings(args)
     depth = args.depth if args.depth is not None else int(study.layers.recommend(settings).depth_)
-    config = study.exports.config(settings, depth, time_budget_s=args.seconds)
     out = Path(args.out)
+    if args.as_format == "timm":
+        written = study.exports.timm(depth, out, settings, time_budget_s=args.seconds)
+        return {"depth": depth, "format": "timm", "written": [str(p) for p in written]}
+    config = study.exports.config(settings, depth, time_budget_s=args.seconds)
     config_path = save_config(config, out / f"slsviz-config.{args.format}")
     task_path = out / f"task-depth{depth}.safetensors"
     with atomic_path(task_path) as tmp:
@@ -457,7 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("json", "yaml"), default="json", help="configuration format (default json)")
     p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=defaults.TIMING_S,
                    help=f"timing per depth for the measured speed it records, all depths in turn (default {defaults.TIMING_S:g})")
-    p.add_argument("--out", default="out", help="folder for slsviz-config.* and task-depth<d>.safetensors (default: out)")
+    p.add_argument("--as", dest="as_format", choices=("slsviz", "timm"), default="slsviz",
+                   help="slsviz: the configuration and the pruned task checkpoint (default); timm: the model cut at "
+                        "--depth with LoRA/RepAdapter merged, for timm.create_model(arch, depth=D) alone, with a model card")
+    p.add_argument("--out", default="out", help="folder for slsviz-config.* and task-depth<d>.safetensors, or the "
+                                                "--as format's files (default: out)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("sweep", help="many tasks x criteria x alphas x seeds from a YAML spec, here or on Ray; one results table")

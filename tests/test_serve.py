@@ -29,6 +29,9 @@ def test_the_server_start_opens_the_default_the_pages_get_and_queues_their_work(
     assert [(page, settings) for _, page, settings in queued] == [("layers", AnalysisSettings()), ("prune", AnalysisSettings())]
     opened = queued[0][0]
     assert ui.study(ui.default_selection()) is opened  # what a page opens: the same study, not a second one
+    # ...however it is asked for: a page passes the session's content stamp (None for the default). Streamlit
+    # keys its cache on the arguments as passed, and two call forms made two studies, each computing all.
+    assert ui.study(ui.default_selection(), None) is opened and ui.study(ui.default_selection(), content=None) is opened
     assert opened.features.limit == 24
     assert no_freeze == [1]  # what is loaded by now is kept out of full collections
 

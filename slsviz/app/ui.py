@@ -31,14 +31,21 @@ RETRAINED = "slsviz.prune.retrained"  # the last retraining's result
 PICKED = "slsviz.prune.picked"  # what the budget picker last said: (ok, message)
 EXPORT_DEPTH = "slsviz.export.depth"  # the Export page's depth
 ONNX_DEPTH = "slsviz.export.onnx_depth"  # the depth the ONNX file was prepared for
+TIMM_DEPTH = "slsviz.export.timm_depth"  # the depth the timm folder was prepared for
 # Meaningful only for the model they were chosen on: cleared when another is loaded.
-MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, PICKED, EXPORT_DEPTH, ONNX_DEPTH)
+MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, PICKED, EXPORT_DEPTH, ONNX_DEPTH, TIMM_DEPTH)
 
 
-@st.cache_resource(show_spinner="Loading backbone, task and dataset...", max_entries=4)
 def study(selection: Selection, content: str | None = None) -> Study:
     """One study per selection and content of the files it names (:func:`content_stamp`), shared by
     sessions; its model is never mutated. A folder edited and loaded again is a new study."""
+    # One call form: Streamlit keys a cache on the arguments as passed, so study(s) and study(s, None)
+    # would be two studies of one model, each computing everything (the server's warm-up and a page).
+    return _study(selection, content)
+
+
+@st.cache_resource(show_spinner="Loading backbone, task and dataset...", max_entries=4)
+def _study(selection: Selection, content: str | None) -> Study:
     return Study.open(selection, timing_s=timing_s())
 
 

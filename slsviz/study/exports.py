@@ -3,14 +3,16 @@ file (each written once per depth), and the check that an imported configuration
 
 from __future__ import annotations
 
+import io
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from slsviz.errors import SlsvizError
-from slsviz.export import build_config, export_onnx, load_config, restore, save_pruned_task
+from slsviz.export import build_config, export_onnx, export_timm, load_config, restore, save_pruned_task
 from slsviz.layers.analysis import AnalysisSettings
 from slsviz.models.depth import check_depth, prune_to_depth
 from slsviz.models.selection import LoadedTask
@@ -39,6 +41,7 @@ class Exports:
         self.timing = timing
         self._task_files: Memo[bytes] = Memo()
         self._onnx_files: Memo[bytes] = Memo()
+        self._timm_files: Memo[bytes] = Memo()
 
     @property
     def num_layers(self) -> int:
@@ -73,6 +76,29 @@ class Exports:
                 return save_pruned_task(self.loaded.model, meta, depth, Path(folder) / "task.safetensors").read_bytes()
 
         return self._task_files.get(depth, write)
+
+    def timm(self, depth: int, out: str | Path, settings: AnalysisSettings | None = None,
+             time_budget_s: float | None = None) -> list[Path]:
+        """The model cut at ``depth`` as a plain timm model in the folder ``out``
+        (:func:`~slsviz.export.export_timm`), its card showing :meth:`config` under ``settings``
+        (``None``: no criterion, scores or accuracies on the card)."""
+        meta = self._require_task("Export")
+        config = self.config(settings, depth, time_budget_s) if settings is not None else None
+        return export_timm(self.loaded.model, meta, depth, out, config=config)
+
+    def timm_zip(self, depth: int, settings: AnalysisSettings | None = None) -> bytes:
+        """:meth:`timm`'s folder as ``.zip`` bytes (for a download), made once per depth and settings."""
+        depth = check_depth(depth, self.num_layers)
+
+        def write() -> bytes:
+            with tempfile.TemporaryDirectory(prefix="slsviz-timm-") as folder:
+                buffer = io.BytesIO()
+                with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for path in self.timm(depth, Path(folder) / f"timm-depth{depth}", settings):
+                        archive.write(path, f"timm-depth{depth}/{path.name}")
+                return buffer.getvalue()
+
+        return self._timm_files.get((depth, settings), write)
 
     def onnx(self, depth: int) -> bytes:
         """The model cut at ``depth`` (PETL merged) as ONNX file bytes."""
