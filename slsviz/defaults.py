@@ -12,7 +12,7 @@ from pathlib import Path
 
 def _shipped(name: str) -> Path:
     """A file of the top-level ``assets/``: in a source checkout there, once installed the package data
-    ``slsviz.assets`` (pyproject maps one onto the other)."""
+    ``slsviz.assets`` (setup.py maps one onto the other)."""
     checkout = Path(__file__).resolve().parent.parent / "assets" / name
     if checkout.is_file():
         return checkout
