@@ -1,12 +1,12 @@
 """Export: download the chosen configuration (JSON, YAML), the pruned task checkpoint, ONNX, the model
-for timm alone; import one."""
+for the user's own tools (timm, transformers, PEFT, the official SLS code); import one."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from slsviz.app import ui
-from slsviz.export import config_to_json, config_to_yaml, timm_refusal
+from slsviz.export import config_to_json, config_to_yaml
 
 st.title("Export")
 
@@ -40,20 +40,22 @@ if c4.button("Prepare ONNX of the pruned model", key="slsviz.export.onnx_make"):
 if st.session_state.get(ui.ONNX_DEPTH) == depth:  # prepared for this depth: cached in the study
     c4.download_button("Pruned model (ONNX)", study.exports.onnx(depth), f"pruned-depth{depth}.onnx", key="slsviz.export.onnx")
 
-st.subheader("For timm, without slsviz")
-refusal = timm_refusal(study.loaded.meta)
-if refusal is not None:
-    st.caption(refusal)
-else:
-    st.caption(f"The model cut at {depth} blocks, adapters merged: model.safetensors for "
-               f"timm.create_model('{study.loaded.backbone.arch}', depth={depth}, ...), config.json and a model card.")
-    if st.button("Prepare the timm model", key="slsviz.export.timm_make"):
-        with ui.user_errors(), st.spinner("Cutting, merging and checking against timm..."):
-            study.exports.timm_zip(depth, settings)
-        st.session_state[ui.TIMM_DEPTH] = depth
-    if st.session_state.get(ui.TIMM_DEPTH) == depth:  # prepared for this depth: cached in the study
-        st.download_button("Pruned model for timm (.zip)", study.exports.timm_zip(depth, settings),
-                           f"timm-depth{depth}.zip", "application/zip", key="slsviz.export.timm")
+st.subheader("For your own tools, without slsviz")
+refused = study.exports.refusals()
+fitting = [fmt for fmt, reason in refused.items() if reason is None]
+for fmt, reason in refused.items():
+    if reason is not None:
+        st.caption(f"{ui.TOOL_FORMATS[fmt]}: {reason}")
+if fitting:
+    fmt = st.selectbox("Format", fitting, format_func=ui.TOOL_FORMATS.get, key=ui.TOOL_FORMAT,
+                       help="the model cut at the blocks kept, in a folder that tool loads alone, with a model card")
+    if st.button(f"Prepare the folder for {fmt}", key="slsviz.export.tool_make"):
+        with ui.user_errors(), st.spinner(f"Cutting, writing and checking with {fmt}..."):
+            study.exports.for_tool_zip(fmt, depth, settings)
+        st.session_state[ui.TOOL_PREPARED] = (fmt, depth)
+    if st.session_state.get(ui.TOOL_PREPARED) == (fmt, depth):  # prepared for this format and depth: cached in the study
+        st.download_button(f"Pruned model for {fmt} (.zip)", study.exports.for_tool_zip(fmt, depth, settings),
+                           f"{fmt}-depth{depth}.zip", "application/zip", key="slsviz.export.tool_file")
 
 st.subheader("Import")
 st.caption("A configuration and its task checkpoint restore the same pruned model; the check below compares logits.")

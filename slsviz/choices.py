@@ -17,3 +17,6 @@ METRICS = {"silhouette": True, "calinski_harabasz": True, "davies_bouldin": Fals
 # Dataset splits a task is evaluated on.
 SPLITS = ("train", "val", "test")
 PETL_METHODS = ("convpass", "repadapter", "lora", "adaptformer", "linear", "full")
+# Formats of the user's own tools the pruned model is exported to (each is slsviz.export.to_<name>), in
+# the order a user is offered them.
+EXPORT_FORMATS = ("timm", "transformers", "peft", "official")

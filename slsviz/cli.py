@@ -275,9 +275,9 @@ def _cmd_export(args: argparse.Namespace) -> dict:
     settings = _settings(args)
     depth = args.depth if args.depth is not None else int(study.layers.recommend(settings).depth_)
     out = Path(args.out)
-    if args.as_format == "timm":
-        written = study.exports.timm(depth, out, settings, time_budget_s=args.seconds)
-        return {"depth": depth, "format": "timm", "written": [str(p) for p in written]}
+    if args.as_format != "slsviz":
+        written = study.exports.for_tool(args.as_format, depth, out, settings, time_budget_s=args.seconds)
+        return {"depth": depth, "format": args.as_format, "written": [str(p) for p in written]}
     config = study.exports.config(settings, depth, time_budget_s=args.seconds)
     config_path = save_config(config, out / f"slsviz-config.{args.format}")
     task_path = out / f"task-depth{depth}.safetensors"
@@ -460,9 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("json", "yaml"), default="json", help="configuration format (default json)")
     p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=defaults.TIMING_S,
                    help=f"timing per depth for the measured speed it records, all depths in turn (default {defaults.TIMING_S:g})")
-    p.add_argument("--as", dest="as_format", choices=("slsviz", "timm"), default="slsviz",
-                   help="slsviz: the configuration and the pruned task checkpoint (default); timm: the model cut at "
-                        "--depth with LoRA/RepAdapter merged, for timm.create_model(arch, depth=D) alone, with a model card")
+    p.add_argument("--as", dest="as_format", choices=("slsviz", *choices.EXPORT_FORMATS), default="slsviz",
+                   help="slsviz: the configuration and the pruned task checkpoint (default). The model cut at --depth "
+                        "for the user's own tools, with a model card: timm (timm.create_model(arch, depth=D), "
+                        "LoRA/RepAdapter merged), transformers (ViTForImageClassification, num_hidden_layers=D, "
+                        "merged), peft (a LoRA adapter folder and its base cut to D blocks), official (the SLS "
+                        "code's <name>_<D>blocks.pt and task config)")
     p.add_argument("--out", default="out", help="folder for slsviz-config.* and task-depth<d>.safetensors, or the "
                                                 "--as format's files (default: out)")
     p.set_defaults(func=_cmd_export)

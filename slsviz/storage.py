@@ -54,6 +54,24 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty folder beside ``target``; once the block succeeds, move each file it holds into
+    ``target`` (made if missing) by a rename, keeping sub-folders. On failure nothing reaches ``target``.
+    Files already in ``target`` under other names stay."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            placed = target / path.relative_to(staging)
+            placed.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, placed)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def content_key(record: Any, length: int = 24) -> str:
     """sha256 (hex, ``length`` chars) of the JSON of ``record``: a cache key for what it describes."""
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:length]

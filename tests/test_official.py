@@ -11,6 +11,7 @@ import sls_reference
 import timm
 import torch
 import torchvision.transforms as T
+import yaml
 from helpers import image_folder, random_backbone
 from PIL import Image
 from safetensors.torch import save_file
@@ -18,6 +19,10 @@ from safetensors.torch import save_file
 from slsviz.cli import main
 from slsviz.data import load_dataset
 from slsviz.errors import CheckpointError, SlsvizError
+from slsviz.export.handback import export_as
+from slsviz.models.depth import prune_to_depth
+from slsviz.models.petl import PetlConfig
+from slsviz.models.task import TaskMeta, build_task_model
 from slsviz.study import Selection, open_selection
 
 ARCH = "vit_base_patch16_224"  # 768 wide, 14x14 patches at 224 px: what the official Convpass assumes
@@ -187,3 +192,41 @@ def test_the_attention_only_mode_is_refused_with_the_reason(world, tmp_path):
     torch.save({k: v for k, v in tensors.items() if "adapter_mlp" not in k}, attn_only)
     with pytest.raises(SlsvizError, match="adapters beside attention only .* timm 0.9.10"):
         open_selection(Selection(**{**_selection(root, "convpass").to_dict(), "task": str(attn_only)}))
+
+
+@pytest.mark.parametrize("method", ["convpass", "repadapter"])
+def test_an_official_export_runs_in_the_official_forward_and_opens_again_at_its_depth(world, method, tmp_path):
+    root, refs = world
+    loaded = open_selection(_selection(root, method))
+    written = export_as("official", loaded.model, loaded.meta, 2, tmp_path / "out")
+    assert sorted(p.name for p in written) == ["README.md", "images.yaml", "images_2blocks.pt"]
+    task_config = yaml.safe_load((tmp_path / "out" / "images.yaml").read_text())
+    assert task_config == {"name": "images", "class_num": CLASSES, "scale": loaded.meta.petl["scale"], "xavier_init": False}
+    # The official code's model, built afresh: its ViT-B/16, its adapters, cut to the kept blocks, the file loaded.
+    ref = timm.create_model(ARCH, num_classes=CLASSES)
+    ref.load_state_dict(random_backbone(ARCH, seed=0).model.state_dict(), strict=False)
+    sls_reference.attach(ref, method, dim=8, s=task_config["scale"])
+    ref.blocks = ref.blocks[:2]
+    missing, unexpected = ref.load_state_dict(torch.load(tmp_path / "out" / "images_2blocks.pt"), strict=False)
+    assert unexpected == [] and not any("adapter" in k or k.startswith("head.") for k in missing)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ours = prune_to_depth(loaded.model, 2).eval()(x)
+        torch.testing.assert_close(ref.eval()(x), ours, atol=1e-4, rtol=0)
+        assert float(ours.abs().max()) > 0.1
+    again = open_selection(Selection(**{**_selection(root, method).to_dict(), "task": str(tmp_path / "out" / "images_2blocks.pt"),
+                                        "task_config": str(tmp_path / "out" / "images.yaml")}))
+    assert len(again.model.blocks) == 2 and again.meta.depth == 2
+    with torch.inference_mode():
+        torch.testing.assert_close(again.model.eval()(x), ours, atol=1e-4, rtol=0)
+
+
+def test_an_official_export_of_a_lora_task_is_refused_with_what_holds_it(world, tmp_path):
+    backbone = random_backbone(ARCH, seed=0)
+    model = build_task_model(backbone, PetlConfig("lora"), CLASSES)
+    meta = TaskMeta(backbone_id=backbone.id, backbone_arch=ARCH, backbone_checksum=backbone.checksum,
+                    petl=PetlConfig("lora").to_dict(), class_names=["a", "b", "c"], img_size=224, mean=[0.5] * 3,
+                    std=[0.5] * 3, dataset="images", split_seed=0, num_layers=12, recipe={})
+    with pytest.raises(SlsvizError, match="runs Convpass and RepAdapter tasks, not lora: export it for timm, transformers or PEFT"):
+        export_as("official", model, meta, 2, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -122,9 +122,11 @@ def test_export_page_builds_the_configuration():
     assert "slsviz.export.onnx" in [b.key for b in at.get("download_button")]
     at.number_input(key="slsviz.export.depth").set_value(4).run()  # another depth: no stale ONNX offered
     assert "slsviz.export.onnx" not in [b.key for b in at.get("download_button")]
-    # The default task is Convpass: no plain timm ViT holds its adapters, and the page says so.
-    assert any("modules of their own" in c.value for c in at.caption) and "slsviz.export.timm_make" not in [
-        b.key for b in at.button]
+    # The default task is Convpass on a ViT-S: no plain ViT holds its adapters, PEFT holds LoRA only and the
+    # official code's adapters are 768 wide; the page says so for each and offers no folder.
+    captions = [c.value for c in at.caption]
+    assert sum("modules of their own" in c for c in captions) == 2 and any("LoRA tasks, not convpass" in c for c in captions)
+    assert any("768 wide" in c for c in captions) and "slsviz.export.tool_make" not in [b.key for b in at.button]
 
 
 def test_train_now_trains_and_loads_the_new_task():

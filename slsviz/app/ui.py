@@ -31,9 +31,14 @@ RETRAINED = "slsviz.prune.retrained"  # the last retraining's result
 PICKED = "slsviz.prune.picked"  # what the budget picker last said: (ok, message)
 EXPORT_DEPTH = "slsviz.export.depth"  # the Export page's depth
 ONNX_DEPTH = "slsviz.export.onnx_depth"  # the depth the ONNX file was prepared for
-TIMM_DEPTH = "slsviz.export.timm_depth"  # the depth the timm folder was prepared for
+TOOL_FORMAT = "slsviz.export.tool"  # the format of the user's own tool the Export page prepares
+TOOL_PREPARED = "slsviz.export.tool_prepared"  # (format, depth) the tool's folder was prepared for
+# What the Export page calls each format of slsviz.export.handback.
+TOOL_FORMATS = {"timm": "timm (timm.create_model, adapters merged)",
+                "transformers": "transformers (ViTForImageClassification, adapters merged)",
+                "peft": "PEFT (LoRA adapter folder and its base)", "official": "the official SLS code (<name>_<D>blocks.pt)"}
 # Meaningful only for the model they were chosen on: cleared when another is loaded.
-MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, PICKED, EXPORT_DEPTH, ONNX_DEPTH, TIMM_DEPTH)
+MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, PICKED, EXPORT_DEPTH, ONNX_DEPTH, TOOL_FORMAT, TOOL_PREPARED)
 
 
 def study(selection: Selection, content: str | None = None) -> Study:

