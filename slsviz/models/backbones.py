@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import timm
 import torch
+from torch import nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
@@ -138,6 +139,9 @@ def load_backbone(
         return backbone
     if name != defaults.BACKBONE and name not in timm.list_models():
         raise SlsvizError(f"Unknown backbone {name!r}: use 'default' or a timm model name such as {DEFAULT_ARCH}.")
+    if name != defaults.BACKBONE and img_size is None:
+        with torch.device("meta"):  # shapes only; check_img_size probes the same way when a size is asked
+            check_cuttable(name, timm.create_model(name, pretrained=False, num_classes=0))
     if img_size is not None:
         check_img_size(DEFAULT_ARCH if name == defaults.BACKBONE else name, img_size, device)
     if name == defaults.BACKBONE:
@@ -170,6 +174,7 @@ def check_img_size(arch: str, img_size: int, device: torch.device) -> None:
     """
     with torch.device("meta"):  # shapes only: no memory, no weights
         probe = timm.create_model(arch, pretrained=False, num_classes=0)
+    check_cuttable(arch, probe)
     patch = int(probe.patch_embed.patch_size[0])
     dim, heads = int(probe.embed_dim), int(probe.blocks[0].attn.num_heads)
     if img_size < patch:
@@ -272,9 +277,29 @@ def _create(arch: str, img_size: int | None, **kwargs: Any) -> VisionTransformer
         model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
     except TypeError as exc:
         raise SlsvizError(f"{arch!r} is not a timm VisionTransformer that slsviz can analyse: {exc}") from exc
-    if not isinstance(model, VisionTransformer):
-        raise SlsvizError(f"{arch!r} is a {type(model).__name__}, not a timm VisionTransformer.")
+    check_cuttable(arch, model)
     return model
+
+
+def check_cuttable(arch: str, model: nn.Module) -> None:
+    """Refuse, in one line, an architecture slsviz does not cut: it cuts a plain ViT (timm's
+    ``VisionTransformer``: one sequence of blocks of one width, kept up to any block).
+
+    Raises:
+        SlsvizError: what ``arch`` is and why that is not what slsviz cuts.
+    """
+    if isinstance(model, VisionTransformer):
+        return
+    kind = type(model).__name__
+    if "swin" in kind.lower() or hasattr(model, "layers") and hasattr(model, "patch_embed"):
+        why = ("a hierarchical transformer: its blocks sit in stages of different widths and token grids joined by patch "
+               "merging, so a cut must also carry the merging layers; slsviz does not cut those yet")
+    elif hasattr(model, "stages") or hasattr(model, "layer1"):
+        why = "a convolutional network of stages: it has no sequence of transformer blocks whose CLS feature SLS scores"
+    else:
+        why = "not a plain vision transformer"
+    raise SlsvizError(f"{arch!r} is a {kind}, {why}. slsviz cuts plain ViTs (timm VisionTransformer, e.g. "
+                      f"{DEFAULT_ARCH} or vit_base_patch16_224).")
 
 
 def _load_local(arch: str, file: WeightsFile, img_size: int | None) -> Backbone:
