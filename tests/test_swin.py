@@ -1,0 +1,89 @@
+"""Swin with its blocks in one list: one pass gives every block's feature as the official code takes it,
+and the model cut at every depth computes the official cut (generalised to every depth and stage)."""
+
+from __future__ import annotations
+
+import pytest
+import sls_reference
+import timm
+import torch
+
+from slsviz.models.depth import prune_to_depth
+from slsviz.models.petl.lora import attach_lora, merge_lora
+from slsviz.models.swin import SwinBlocks, stage_boundaries
+
+# Swin-B's stages (2, 2, 18, 2), narrow and at 56 px (14, 7, 4, 2 token grids) so a pass is quick.
+PAPER_STAGES = {"depths": (2, 2, 18, 2), "embed_dim": 16, "num_heads": (1, 2, 4, 8), "img_size": 56, "window_size": 7}
+
+
+def _swin(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def paper():
+    swin = _swin(**PAPER_STAGES)
+    x = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(1))
+    return swin, SwinBlocks(swin).eval(), x
+
+
+def test_all_blocks_give_timms_own_logits_and_the_stages_are_named(paper):
+    swin, blocks, x = paper
+    assert len(blocks.blocks) == 24 and blocks.stage_sizes == (2, 2, 18, 2) and stage_boundaries(blocks) == [3, 5, 23]
+    with torch.inference_mode():
+        torch.testing.assert_close(blocks(x), swin(x), atol=1e-5, rtol=0)
+
+
+def test_one_pass_gives_each_blocks_feature_as_the_official_code_takes_it(paper):
+    swin, blocks, x = paper
+    with torch.inference_mode():
+        ours, theirs = blocks.block_features(x), sls_reference.swin_features(swin, x)
+        raw = blocks.block_features(x, merged=False)
+    assert len(ours) == len(theirs) == 24
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # merged: the next stage's width; raw: the stage's own (the last stage has nothing after it)
+    assert [f.shape[1] for f in ours] == [32] * 2 + [64] * 2 + [128] * 18 + [128] * 2
+    assert [f.shape[1] for f in raw] == [16] * 2 + [32] * 2 + [64] * 18 + [128] * 2
+
+
+def test_the_model_cut_at_every_depth_computes_the_official_cut(paper):
+    swin, blocks, x = paper
+    with torch.inference_mode():
+        for depth in range(1, 25):
+            cut = prune_to_depth(blocks, depth)
+            assert len(cut.blocks) == depth
+            ours = cut(x)
+            torch.testing.assert_close(ours, sls_reference.swin_cut(swin, depth, x), atol=1e-5, rtol=0)
+            if depth >= 5:  # where the official code has a path
+                torch.testing.assert_close(ours, sls_reference.swin_forward_drop(swin, depth, x), atol=1e-5, rtol=0)
+    assert len(blocks.blocks) == 24  # the cuts are copies
+
+
+def test_another_swin_cuts_the_same_way():
+    swin = _swin(depths=(2, 2, 6, 2), embed_dim=24, num_heads=(3, 6, 12, 24), img_size=112)
+    blocks = SwinBlocks(swin).eval()
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(2))
+    assert stage_boundaries(blocks) == [3, 5, 11]
+    with torch.inference_mode():
+        for depth in (1, 2, 3, 5, 10, 11, 12):
+            torch.testing.assert_close(prune_to_depth(blocks, depth)(x), sls_reference.swin_cut(swin, depth, x),
+                                       atol=1e-5, rtol=0)
+
+
+def test_lora_on_swin_blocks_merges_into_the_same_model(paper):
+    _, blocks, x = paper
+    model = prune_to_depth(blocks, 6)
+    for block in model.blocks:
+        attach_lora(block, ("qkv", "proj", "fc1", "fc2"), rank=4, scaling=2.0, dropout=0.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.05)
+    with torch.inference_mode():
+        before = model(x)
+        for block in model.blocks:
+            merge_lora(block)
+        assert not any("lora_" in name for name, _ in model.named_parameters())
+        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=0)
