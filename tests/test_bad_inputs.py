@@ -1,7 +1,8 @@
 """Bad input, as a new user types it: the CLI answers with exit code 2 and one line naming the problem and
 what to do - never a traceback, never a half-written file. Odd but valid input works, with a note.
 
-Every command line runs in its own process (as a user runs it); the processes run two at a time.
+Every command line runs in its own process (as a user runs it), forked from one that imported the modules
+once; the processes run two at a time. Two of them also run in a fresh interpreter, which must answer the same.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import struct
 import subprocess
 import sys
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -161,22 +161,44 @@ def world(tmp_path_factory):
     return {k: str(v) for k, v in paths.items()}
 
 
-def _run(world: dict, name: str, line: str) -> tuple[subprocess.CompletedProcess, Path]:
+def _env(world: dict) -> dict[str, str]:
+    return {**os.environ, "TQDM_DISABLE": "1", "SLSVIZ_CACHE_DIR": str(Path(world["root"]) / "cache"),
+            "HF_HUB_OFFLINE": "1"}
+
+
+def _argv(world: dict, name: str, line: str) -> tuple[list[str], Path]:
     out = Path(world["root"]) / "outs" / name
-    argv = [part.format(**world, out=out) for part in line.split()]
-    env = {**os.environ, "TQDM_DISABLE": "1", "SLSVIZ_CACHE_DIR": str(Path(world["root"]) / "cache"),
-           "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "slsviz", *argv], capture_output=True, text=True, env=env,
-                          cwd=world["root"], timeout=300)
-    return done, out
+    return [part.format(**world, out=out) for part in line.split()], out
 
 
 @pytest.fixture(scope="module")
 def answers(world):
-    """Every case's process result, computed two at a time."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_run, world, name, line) for name, line, _ in CASES}
-        return {name: future.result() for name, future in futures.items()}
+    """Every case's process result: each command line in a process of its own, two at a time, forked from
+    one that imported Python's and slsviz's modules once (tests/cli_runner.py)."""
+    root = Path(world["root"]) / "runs"
+    root.mkdir(exist_ok=True)
+    jobs, outs = [], {}
+    for name, line, _ in CASES:
+        argv, outs[name] = _argv(world, name, line)
+        jobs.append({"argv": argv, "cwd": world["root"], "stdout": str(root / f"{name}.out"),
+                     "stderr": str(root / f"{name}.err")})
+    (root / "jobs.json").write_text(json.dumps(jobs), encoding="utf-8")
+    subprocess.run([sys.executable, str(Path(__file__).with_name("cli_runner.py")), str(root / "jobs.json")],
+                   env=_env(world), check=True, timeout=1800)
+    codes = json.loads((root / "jobs.json.codes").read_text(encoding="utf-8"))
+    return {name: (subprocess.CompletedProcess(job["argv"], code, Path(job["stdout"]).read_text(),
+                                               Path(job["stderr"]).read_text()), outs[name])
+            for (name, _, _), job, code in zip(CASES, jobs, codes)}
+
+
+@pytest.mark.parametrize("name", ["backbone_checkpoint_corrupt", "analyze_task_of_another_backbone"])
+def test_a_fresh_interpreter_answers_as_the_forked_one(answers, world, name):
+    """What a user's own `python -m slsviz` prints, import-time messages included, is what the forked runs saw."""
+    argv, _ = _argv(world, name, next(line for n, line, _ in CASES if n == name))
+    done = subprocess.run([sys.executable, "-m", "slsviz", *argv], capture_output=True, text=True, env=_env(world),
+                          cwd=world["root"], timeout=300)
+    forked = answers[name][0]
+    assert (done.returncode, done.stdout, done.stderr) == (forked.returncode, forked.stdout, forked.stderr)
 
 
 def test_there_are_at_least_50_named_cases():

@@ -24,40 +24,33 @@ from slsviz.study import Selection, open_selection
 TINY = "vit_tiny_patch16_224"
 DINOV2 = "vit_small_patch14_dinov2"  # layer scales: folded into the layers before them for transformers
 DEPTH = 3
-# What a user's own code does with each folder: the tool alone, no slsviz. argv: the folders; each
-# folder's input is <folder>.x.pt and its logits go to <folder>.logits.pt.
-ALONE = {
-    "timm": """
+# What a user's own code does with each folder: the tool alone, no slsviz (one process for all three:
+# PEFT brings transformers and timm with it anyway). argv: FORMAT=FOLDER; each folder's input is
+# <folder>.x.pt and its logits go to <folder>.logits.pt.
+ALONE = """
 import json, sys, timm, torch
+from peft import PeftModel
 from safetensors.torch import load_file
-def load(folder):
+from transformers import ViTForImageClassification
+
+def timm_model(folder):
     config = json.load(open(f"{folder}/config.json"))
     model = timm.create_model(config["architecture"], pretrained=False, **config["create_model_kwargs"])
     model.load_state_dict(load_file(f"{folder}/model.safetensors"))
     return model.eval()
-""",
-    "transformers": """
-import sys, torch
-from transformers import ViTForImageClassification
-def load(folder):
+
+def transformers_model(folder):
     model = ViTForImageClassification.from_pretrained(folder).eval()
     return lambda x: model(pixel_values=x).logits
-""",
-    "peft": """
-import json, sys, timm, torch
-from peft import PeftModel
-from safetensors.torch import load_file
-def load(folder):
-    config = json.load(open(f"{folder}/base/config.json"))
-    model = timm.create_model(config["architecture"], pretrained=False, **config["create_model_kwargs"])
-    model.load_state_dict(load_file(f"{folder}/base/model.safetensors"))
-    return PeftModel.from_pretrained(model, f"{folder}/adapter").eval()
-""",
-}
-RUN = """
-for folder in sys.argv[1:]:
+
+def peft_model(folder):
+    return PeftModel.from_pretrained(timm_model(f"{folder}/base"), f"{folder}/adapter").eval()
+
+LOAD = {"timm": timm_model, "transformers": transformers_model, "peft": peft_model}
+for job in sys.argv[1:]:
+    fmt, folder = job.split("=", 1)
     with torch.inference_mode():
-        torch.save(load(folder)(torch.load(folder + ".x.pt")), folder + ".logits.pt")
+        torch.save(LOAD[fmt](folder)(torch.load(folder + ".x.pt")), folder + ".logits.pt")
 assert not any(name.startswith("slsviz") for name in sys.modules)
 """
 # (format, case): (arch, input size, PETL settings)
@@ -104,10 +97,9 @@ def exported(tmp_path_factory):
         with torch.inference_mode():
             ours = prune_to_depth(model, DEPTH)(x)
         done[fmt, case] = {"folder": folder, "written": written, "ours": ours, "arch": arch, "size": size}
-    for fmt, script in ALONE.items():
-        folders = [str(d["folder"]) for (f, _), d in done.items() if f == fmt]
-        ran = subprocess.run([sys.executable, "-c", script + RUN, *folders], capture_output=True, text=True)
-        assert ran.returncode == 0, ran.stderr[-3000:]
+    jobs = [f"{fmt}={d['folder']}" for (fmt, _), d in done.items()]
+    ran = subprocess.run([sys.executable, "-c", ALONE, *jobs], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-3000:]
     return done
 
 

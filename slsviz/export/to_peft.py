@@ -12,7 +12,6 @@ PEFT's ``lora_alpha`` may differ from the task's (the scaling on ``B A`` is the 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from slsviz.errors import SlsvizError
-from slsviz.export.handback import check_logits, cut_cpu, preprocessing
-from slsviz.export.to_timm import load_lines, timm_model
+from slsviz.export.handback import check_logits, cut_cpu
+from slsviz.export.to_timm import load_lines, timm_model, write_config
 from slsviz.models.petl import LoraLinear
 from slsviz.models.task import TaskMeta
 
@@ -64,9 +63,7 @@ def write(model: nn.Module, meta: TaskMeta, depth: int, folder: Path) -> tuple[s
     wrapped.save_pretrained(folder / "adapter")
     (folder / "base").mkdir()
     save_file(base, str(folder / "base" / "model.safetensors"), metadata={"format": "pt"})
-    settings = {"architecture": meta.backbone_arch, "create_model_kwargs": kwargs, "preprocessing": preprocessing(meta),
-                "classes": list(meta.class_names), "depth": depth, "num_layers": meta.num_layers}
-    (folder / "base" / "config.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    write_config(folder / "base" / "config.json", meta, kwargs)
     fresh, _ = timm_model(meta, base, depth)
     loaded = PeftModel.from_pretrained(fresh, str(folder / "adapter")).eval()
     check_logits(loaded, cut, meta.img_size, f"PEFT's adapter on timm's {meta.backbone_arch} at depth {depth}")

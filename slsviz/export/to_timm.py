@@ -35,11 +35,8 @@ def write(model: nn.Module, meta: TaskMeta, depth: int, folder: Path) -> tuple[s
     state = {k: v.detach().contiguous() for k, v in cut.state_dict().items()}
     built, kwargs = timm_model(meta, state, depth)
     check_logits(built, cut, meta.img_size, f"timm's {meta.backbone_arch} at depth {depth}")
-    settings = {"architecture": meta.backbone_arch, "create_model_kwargs": kwargs, "preprocessing": preprocessing(meta),
-                "classes": list(meta.class_names), "depth": depth, "num_layers": meta.num_layers,
-                "petl": dict(meta.petl), "source": meta.source or meta.dataset}
+    write_config(folder / CONFIG, meta, kwargs, petl=dict(meta.petl), source=meta.source or meta.dataset)
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
-    (folder / CONFIG).write_text(json.dumps(settings, indent=2, default=str), encoding="utf-8")
     return ("the task's first blocks, its final norm and head, with the adapters merged into the backbone's layers, "
             "as a plain timm model."), load_lines(meta.backbone_arch, kwargs, WEIGHTS)
 
@@ -66,6 +63,14 @@ def timm_model(meta: TaskMeta, state: dict[str, torch.Tensor], depth: int) -> tu
                           "task or as ONNX instead.")
     built.load_state_dict(state, strict=True)
     return built.eval(), kwargs
+
+
+def write_config(path: Path, meta: TaskMeta, kwargs: dict[str, Any], **extra: Any) -> None:
+    """``config.json``: the architecture, ``create_model``'s arguments (which slsviz reads back when it opens
+    the weights beside it), the preprocessing and the classes, and ``extra``."""
+    settings = {"architecture": meta.backbone_arch, "create_model_kwargs": kwargs, "preprocessing": preprocessing(meta),
+                "classes": list(meta.class_names), "depth": kwargs["depth"], "num_layers": meta.num_layers, **extra}
+    path.write_text(json.dumps(settings, indent=2, default=str), encoding="utf-8")
 
 
 def load_lines(arch: str, kwargs: dict[str, Any], weights: str) -> list[str]:
