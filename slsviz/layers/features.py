@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from slsviz import defaults
@@ -21,6 +22,7 @@ from slsviz.choices import TOKENS
 from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.device import autocast
 from slsviz.errors import SlsvizError
+from slsviz.models.swin import SwinBlocks
 from slsviz.progress import Progress
 from slsviz.storage import ArrayCache, content_key
 
@@ -116,12 +118,7 @@ def extract_features(
     try:
         for images, targets in loader:
             with autocast(device) if use_autocast else contextlib.nullcontext():
-                outs = model.forward_intermediates(
-                    images.to(device, non_blocking=True), indices=None, norm=token == "cls_norm",
-                    output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True,
-                )
-            # each entry is (patch tokens, prefix tokens) of one block
-            per_layer = [(prefix[:, 0] if token != "mean" else patches.mean(1)) for patches, prefix in outs]
+                per_layer = _block_features(model, images.to(device, non_blocking=True), token)
             chunks.append(torch.stack(per_layer).float().cpu().numpy())
             labels.append(targets.numpy())
             done += len(targets)
@@ -132,6 +129,25 @@ def extract_features(
     if not chunks:
         raise SlsvizError("No images to extract features from: the split is empty.")
     return np.concatenate(chunks, axis=1), np.concatenate(labels).astype(np.int64)
+
+
+def _block_features(model: nn.Module, images: torch.Tensor, token: str) -> list[torch.Tensor]:
+    """Every block's ``token`` feature of one batch, one (N, D) tensor per block, in one pass.
+
+    A ViT: timm's ``forward_intermediates``. A Swin (:class:`~slsviz.models.swin.SwinBlocks`) has no CLS token:
+    ``"cls"`` and ``"cls_norm"`` give the official SLS code's feature (the block's token average after the
+    merging that starts the next stage), ``"mean"`` the average at the stage's own width. Its stages differ
+    in width, so each feature is padded with zeros to the widest: distances, Gram matrices, PCA and the
+    maps built on them are the same with or without zero columns.
+    """
+    if isinstance(model, SwinBlocks):
+        features = model.block_features(images, merged=token != "mean")
+        width = max(f.shape[1] for f in features)
+        return [F.pad(f, (0, width - f.shape[1])) for f in features]
+    outs = model.forward_intermediates(images, indices=None, norm=token == "cls_norm", output_fmt="NLC",
+                                       intermediates_only=True, return_prefix_tokens=True)
+    # each entry is (patch tokens, prefix tokens) of one block
+    return [(prefix[:, 0] if token != "mean" else patches.mean(1)) for patches, prefix in outs]
 
 
 _CACHE = ArrayCache("features", "features")

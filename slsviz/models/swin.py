@@ -42,6 +42,7 @@ class SwinBlocks(nn.Module):
         norm: the final norm (the last stage's width).
         head: the classifier on the tokens' average (``Identity`` for a backbone).
         num_features: the width the head reads.
+        embed_dim: the first stage's width.
     """
 
     def __init__(self, swin: SwinTransformer) -> None:
@@ -55,6 +56,8 @@ class SwinBlocks(nn.Module):
         self.norm = swin.norm
         self.head = swin.head.fc
         self.num_features = int(swin.num_features)
+        self.embed_dim = int(swin.embed_dim)  # the first stage's width, as timm names it
+        self.pretrained_cfg = swin.pretrained_cfg
 
     @property
     def stage_sizes(self) -> tuple[int, ...]:
