@@ -38,8 +38,12 @@ def test_all_blocks_give_timms_own_logits_and_the_stages_are_named(paper):
 def test_one_pass_gives_each_blocks_feature_as_the_official_code_takes_it(paper):
     swin, blocks, x = paper
     with torch.inference_mode():
-        ours, theirs = blocks.block_features(x), sls_reference.swin_features(swin, x)
-        raw = blocks.block_features(x, merged=False)
+        (ours, heads), theirs = blocks.block_features(x), sls_reference.swin_features(swin, x)
+        raw, _ = blocks.block_features(x, merged=False)
+        # what the head reads at each depth is what the model cut there feeds it
+        for depth in (1, 4, 13, 24):
+            torch.testing.assert_close(blocks.head(heads[depth - 1]), sls_reference.swin_cut(swin, depth, x),
+                                       atol=1e-5, rtol=0)
     assert len(ours) == len(theirs) == 24
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

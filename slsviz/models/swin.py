@@ -87,22 +87,25 @@ class SwinBlocks(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def block_features(self, x: torch.Tensor, *, merged: bool = True) -> list[torch.Tensor]:
+    def block_features(self, x: torch.Tensor, *, merged: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Every kept block's feature, in one pass: its output averaged over tokens, after the merging that
-        starts the next stage (``merged``, the official code's choice) or at the stage's own width.
+        starts the next stage (``merged``, the official code's choice) or at the stage's own width; and what
+        the head reads when the model is cut after that block (the merges to the last width, the final norm,
+        the token average), which the feature alone does not give (the norm acts per token).
 
         Returns:
-            One (N, width) tensor per kept block.
+            ``(features, head_inputs)``: one (N, width) and one (N, num_features) tensor per kept block.
         """
         x = self.patch_embed(x)
-        stage, features = 0, []
+        stage, features, head_inputs = 0, [], []
         last = len(self.merges) - 1
         for block, to in zip(self.blocks, self.stage_of):
             x = block(self._merged(x, stage, to))
             stage = to
             out = self.merges[to + 1](x) if merged and to < last else x
             features.append(out.mean(dim=(1, 2)))
-        return features
+            head_inputs.append(self.norm(self._merged(x, to, last)).mean(dim=(1, 2)))
+        return features, head_inputs
 
 
 def stage_boundaries(model: SwinBlocks) -> list[int]:
