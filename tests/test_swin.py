@@ -91,3 +91,51 @@ def test_lora_on_swin_blocks_merges_into_the_same_model(paper):
             merge_lora(block)
         assert not any("lora_" in name for name, _ in model.named_parameters())
         torch.testing.assert_close(model(x), before, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def swin_backbone(tmp_path_factory):
+    from safetensors.torch import save_file
+
+    from slsviz.models.backbones import load_backbone
+
+    path = tmp_path_factory.mktemp("swin") / "swin_tiny.safetensors"
+    save_file(_swin().state_dict(), str(path))
+    return load_backbone("swin_tiny_patch4_window7_224", path, img_size=112)
+
+
+def test_a_swin_loads_as_a_backbone_with_its_stages(swin_backbone):
+    said = swin_backbone.describe()
+    assert said["num_layers"] == 12 and said["stage_starts"] == [3, 5, 11] and said["embed_dim"] == 96
+
+
+@pytest.mark.parametrize("method", ["lora", "linear"])
+def test_a_swin_task_merges_saves_and_opens_again_with_equal_logits(swin_backbone, method, tmp_path):
+    from slsviz.models.petl import PetlConfig, merge_petl
+    from slsviz.models.task import TaskMeta, build_task_model, load_task, save_task
+
+    petl = PetlConfig(method)
+    model = build_task_model(swin_backbone, petl, 5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(4))
+    meta = TaskMeta(backbone_id=swin_backbone.id, backbone_arch=swin_backbone.arch, backbone_checksum=swin_backbone.checksum,
+                    petl=petl.to_dict(), class_names=list("abcde"), img_size=112, mean=list(swin_backbone.mean),
+                    std=list(swin_backbone.std), dataset="digits", split_seed=0, num_layers=12, recipe={})
+    save_task(tmp_path / "task.safetensors", model, meta)
+    again, _ = load_task(tmp_path / "task.safetensors", swin_backbone)
+    with torch.inference_mode():
+        ours = model.eval()(x)
+        torch.testing.assert_close(again.eval()(x), ours, atol=1e-5, rtol=0)
+        torch.testing.assert_close(merge_petl(prune_to_depth(model, 7))(x), prune_to_depth(model, 7)(x), atol=1e-5, rtol=0)
+
+
+def test_adapters_written_for_a_vit_block_are_refused_on_a_swin(swin_backbone):
+    from slsviz.errors import SlsvizError
+    from slsviz.models.petl import PetlConfig
+    from slsviz.models.task import build_task_model
+
+    with pytest.raises(SlsvizError, match="On a Swin, slsviz trains LoRA, a linear probe or a full fine-tune so far"):
+        build_task_model(swin_backbone, PetlConfig("convpass"), 5)

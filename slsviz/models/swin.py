@@ -59,6 +59,10 @@ class SwinBlocks(nn.Module):
         self.embed_dim = int(swin.embed_dim)  # the first stage's width, as timm names it
         self.pretrained_cfg = swin.pretrained_cfg
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new linear head of ``num_classes`` on the token average (``0``: none), as timm's models have."""
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
     @property
     def stage_sizes(self) -> tuple[int, ...]:
         """Blocks per stage of the whole model."""

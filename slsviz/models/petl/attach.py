@@ -14,6 +14,7 @@ from slsviz.models.petl.convpass import ConvpassBlock
 from slsviz.models.petl.lora import attach_lora, merge_lora
 from slsviz.models.petl.params import CONFIG_ATTR, mark_trainable
 from slsviz.models.petl.repadapter import RepAdapterBlock
+from slsviz.models.swin import SwinBlocks
 
 
 def attach_petl(model: VisionTransformer, config: PetlConfig | str = PetlConfig()) -> VisionTransformer:
@@ -36,11 +37,15 @@ def attach_petl(model: VisionTransformer, config: PetlConfig | str = PetlConfig(
     """
     if isinstance(config, str):
         config = PetlConfig(method=config)
-    if not isinstance(model, VisionTransformer):
-        raise SlsvizError(f"PETL adapts timm VisionTransformer models, not {type(model).__name__}.")
+    swin = isinstance(model, SwinBlocks)
+    if not isinstance(model, VisionTransformer) and not swin:
+        raise SlsvizError(f"PETL adapts timm VisionTransformer and Swin models, not {type(model).__name__}.")
     if config_of(model) is not None:
         raise SlsvizError(f"This model is already adapted ({config_of(model).method}): attach PETL to a fresh backbone.")
-    for block in model.blocks:
+    if swin and config.method not in ("lora", "linear", "full"):
+        raise SlsvizError(f"On a Swin, slsviz trains LoRA, a linear probe or a full fine-tune so far; {config.method}'s "
+                          "blocks are written for a ViT's block (one token grid with a CLS token).")
+    for block in model.blocks if not swin else ():  # a Swin block's LoRA targets have a ViT block's names
         check_block(block)
     if config.method == "repadapter" and model.embed_dim % config.groups:
         raise SlsvizError(f"RepAdapter needs groups ({config.groups}) to divide the width {model.embed_dim}.")
