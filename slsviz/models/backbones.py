@@ -323,9 +323,8 @@ def _load_local(arch: str, file: WeightsFile, img_size: int | None) -> Backbone:
         _load_npz(model, path)
     else:
         kwargs = _exported_kwargs(path, arch)
-        size = img_size or kwargs.pop("img_size", None)
-        kwargs.pop("img_size", None)
-        model = _create(arch, size, **kwargs)
+        exported_size = kwargs.pop("img_size", None)
+        model = _create(arch, img_size or exported_size, **kwargs)
         _load_state_dict(model, file.state_dict(), str(path))
     return _wrap(model, f"{arch}:{path}", arch, file_checksum(path), f"local file {path}", model.patch_embed.img_size[0])
 
