@@ -109,7 +109,7 @@ def test_a_swin_loads_as_a_backbone_with_its_stages(swin_backbone):
     assert said["num_layers"] == 12 and said["stage_starts"] == [3, 5, 11] and said["embed_dim"] == 96
 
 
-@pytest.mark.parametrize("method", ["lora", "linear"])
+@pytest.mark.parametrize("method", ["lora", "linear", "convpass", "repadapter", "adaptformer"])
 def test_a_swin_task_merges_saves_and_opens_again_with_equal_logits(swin_backbone, method, tmp_path):
     from slsviz.models.petl import PetlConfig, merge_petl
     from slsviz.models.task import TaskMeta, build_task_model, load_task, save_task
@@ -132,10 +132,31 @@ def test_a_swin_task_merges_saves_and_opens_again_with_equal_logits(swin_backbon
         torch.testing.assert_close(merge_petl(prune_to_depth(model, 7))(x), prune_to_depth(model, 7)(x), atol=1e-5, rtol=0)
 
 
-def test_adapters_written_for_a_vit_block_are_refused_on_a_swin(swin_backbone):
-    from slsviz.errors import SlsvizError
+@pytest.mark.parametrize("img_size", [56, 96])  # 96 px: grids of 24 and 12 tokens, padded to 7-token windows
+def test_repadapter_on_a_swin_merges_exactly_even_where_windows_are_padded(img_size):
+    from slsviz.models.petl import PetlConfig, attach_petl, merge_petl
+
+    blocks = SwinBlocks(_swin(**{**PAPER_STAGES, "depths": (2, 2, 4, 2), "img_size": img_size})).eval()
+    model = attach_petl(blocks, PetlConfig("repadapter", bottleneck=4))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "adapter" in name:
+                p.normal_(0, 0.1)
+    x = torch.randn(2, 3, img_size, img_size, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        before = model.eval()(x)
+        merged = merge_petl(model)
+        assert not any("adapter" in name for name in merged.state_dict())
+        torch.testing.assert_close(merged(x), before, atol=1e-5, rtol=0)
+
+
+def test_each_adapter_sits_at_its_stages_width_and_convpass_on_its_grid(swin_backbone):
     from slsviz.models.petl import PetlConfig
     from slsviz.models.task import build_task_model
 
-    with pytest.raises(SlsvizError, match="On a Swin, slsviz trains LoRA, a linear probe or a full fine-tune so far"):
-        build_task_model(swin_backbone, PetlConfig("convpass"), 5)
+    convpass = build_task_model(swin_backbone, PetlConfig("convpass", bottleneck=4), 5)
+    assert [b.adapter_attn.adapter_down.in_features for b in convpass.blocks] == [96] * 2 + [192] * 2 + [384] * 6 + [768] * 2
+    assert [b.adapter_attn.grid_size for b in convpass.blocks][::2] == [(28, 28), (14, 14), (7, 7), (7, 7), (7, 7), (4, 4)]  # 7 rows merge into 4
+    repadapter = build_task_model(swin_backbone, PetlConfig("repadapter", bottleneck=8), 5)
+    assert repadapter.blocks[4].attn.adapter.conv_A.in_channels == 384
+    assert swin_backbone.model.blocks[4].attn.__class__.__name__ == "WindowAttention"  # the backbone is untouched
