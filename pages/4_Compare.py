@@ -77,8 +77,9 @@ if baseline is not None:
     if "accuracy_retrained" in baseline:
         st.metric(f"DepGraph retrained ({baseline['retrain_epochs']} FT epochs): test accuracy",
                   f"{100 * baseline['accuracy_retrained']:.2f}%")
-    if "retrained_note" in baseline:
-        st.info(baseline["retrained_note"])
+    for note in ("width_note", "retrained_note"):
+        if note in baseline:
+            st.info(baseline[note])
     st.caption(f"Uniform ratio {baseline['ratio']:.3f}: heads kept {baseline['heads'][0]} per block, MLP channels "
                f"{baseline['mlp_hidden'][0]}; adapters, head and residual width left out.")
     frame = study.depths.table().assign(images_per_s=baseline["depth_images_per_s_same_rounds"])  # timed with DepGraph

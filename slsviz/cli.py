@@ -253,6 +253,7 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
               f"(SLS at {d['depth']} blocks, same rounds: {d['sls_images_per_s_same_rounds']:.1f})"
               + (f"; retrained {d['retrain_epochs']} epochs: {100 * d['accuracy_retrained']:.2f}%" if "accuracy_retrained" in d
                  else ""), file=sys.stderr)
+        _note(d.get("width_note"))
         _note(d.get("retrained_note"))
     return {"depths": {row["name"]: row["depth"] for row in comparison.rows}, "written": [str(p) for p in written]}
 

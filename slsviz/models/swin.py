@@ -65,8 +65,25 @@ class SwinBlocks(nn.Module):
 
     @property
     def stage_sizes(self) -> tuple[int, ...]:
-        """Blocks per stage of the whole model."""
-        return tuple(self.stage_of.count(s) for s in range(len(self.merges)))
+        """Kept blocks per stage (a cut model's later stages have none): timm's ``depths`` for this model."""
+        kept = self.stage_of[:len(self.blocks)]
+        return tuple(kept.count(s) for s in range(len(self.merges)))
+
+    def timm_name(self, name: str) -> str:
+        """The name of this model's parameter or module ``name`` in timm's ``SwinTransformer`` of
+        ``depths=self.stage_sizes`` (``blocks.4.attn.qkv`` is ``layers.2.blocks.0.attn.qkv`` on 2-2-x-x)."""
+        part, _, rest = name.partition(".")
+        if part == "blocks":
+            index, _, rest = rest.partition(".")
+            stage = self.stage_of[int(index)]
+            within = int(index) - sum(self.stage_sizes[:stage])
+            return f"layers.{stage}.blocks.{within}" + (f".{rest}" if rest else "")
+        if part == "merges":
+            index, _, rest = rest.partition(".")
+            return f"layers.{index}.downsample" + (f".{rest}" if rest else "")
+        if part == "head":
+            return "head.fc" + (f".{rest}" if rest else "")
+        return name
 
     def _merged(self, x: torch.Tensor, stage: int, to: int) -> torch.Tensor:
         """``x`` of stage ``stage`` through the merging layers that start stages ``stage + 1 .. to``."""
@@ -115,4 +132,4 @@ class SwinBlocks(nn.Module):
 def stage_boundaries(model: SwinBlocks) -> list[int]:
     """The 1-based numbers of the first block of each stage after the first (where a chart draws a line)."""
     sizes = model.stage_sizes
-    return [sum(sizes[:s]) + 1 for s in range(1, len(sizes))]
+    return [sum(sizes[:s]) + 1 for s in range(1, len(sizes)) if sizes[s]]

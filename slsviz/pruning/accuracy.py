@@ -42,7 +42,7 @@ def head_input(model: nn.Module, bank: FeatureBank, layer: int) -> np.ndarray:
     """What the head reads when ``model`` is cut after block ``layer``: the bank's stored head inputs where
     it has them (a Swin's), else the block's CLS features through the final norm (a ViT's)."""
     if bank.head_inputs is not None:
-        return np.asarray(bank.head_inputs[layer - 1], dtype=np.float32)
+        return np.array(bank.head_inputs[layer - 1], dtype=np.float32)  # a copy: the cache's arrays are read-only
     return normed(model, bank.layer(layer))
 
 
