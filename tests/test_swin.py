@@ -160,3 +160,67 @@ def test_each_adapter_sits_at_its_stages_width_and_convpass_on_its_grid(swin_bac
     repadapter = build_task_model(swin_backbone, PetlConfig("repadapter", bottleneck=8), 5)
     assert repadapter.blocks[4].attn.adapter.conv_A.in_channels == 384
     assert swin_backbone.model.blocks[4].attn.__class__.__name__ == "WindowAttention"  # the backbone is untouched
+
+
+@pytest.fixture(scope="module")
+def swin_task(tmp_path_factory):
+    """A RepAdapter task on a random swin_tiny at 56 px (2-2-6-2 stages), its backbone file beside it."""
+    from safetensors.torch import save_file
+
+    from slsviz.models.backbones import load_backbone
+    from slsviz.models.petl import PetlConfig
+    from slsviz.models.task import TaskMeta, build_task_model, save_task
+
+    root = tmp_path_factory.mktemp("swin-task")
+    save_file(_swin(img_size=56).state_dict(), str(root / "swin.safetensors"))
+    backbone = load_backbone("swin_tiny_patch4_window7_224", root / "swin.safetensors", img_size=56)
+    petl = PetlConfig("repadapter")
+    model = build_task_model(backbone, petl, 10)
+    meta = TaskMeta(backbone_id=backbone.id, backbone_arch=backbone.arch, backbone_checksum=backbone.checksum,
+                    petl=petl.to_dict(), class_names=[str(i) for i in range(10)], img_size=56, mean=list(backbone.mean),
+                    std=list(backbone.std), dataset="digits", split_seed=0, num_layers=12, recipe={})
+    save_task(root / "task.safetensors", model, meta)
+    return root
+
+
+def _page(name: str, root, **state):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from slsviz.app import ui
+    from slsviz.layers.analysis import AnalysisSettings
+    from slsviz.study import Selection
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / name), default_timeout=300)
+    at.session_state[ui.SELECTION] = Selection(model="swin_tiny_patch4_window7_224", checkpoint=str(root / "swin.safetensors"),
+                                               task=str(root / "task.safetensors"), img_size=56, data="digits", limit=30,
+                                               device="cpu")
+    at.session_state[ui.SETTINGS] = AnalysisSettings(projection="pca")
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def test_the_layers_page_on_a_swin_shows_its_stage_boundaries(swin_task):
+    at = _page("pages/1_Layers.py", swin_task)
+    assert not at.exception and not at.error
+    said = " ".join(c.value for c in at.caption)
+    assert "Blocks are numbered 1..12 across the stages; stages begin at blocks 1, 3, 5, 11" in said
+    curves, grid = (chart.proto.spec.replace(" ", "") for chart in at.get("plotly_chart")[:2])
+    assert all(f'"text":"stage{n}"' in curves for n in (2, 3, 4))  # a line before each stage's first block
+    assert '"x0":2.5' in curves and '"x0":10.5' in curves
+    assert all(f"block{b}-stage{n}" in grid for b, n in ((3, 2), (5, 3), (11, 4)))
+
+
+def test_the_prune_slider_covers_every_block_across_the_stages(swin_task, tmp_path):
+    at = _page("pages/2_Prune_and_benchmark.py", swin_task)
+    assert not at.exception and not at.error
+    slider = at.slider(key="slsviz.prune.depth")
+    assert (slider.min, slider.max) == (1, 12)
+    slider.set_value(4).run()
+    assert not at.exception
+    assert any("Cut in stage 2 of 4 (blocks 3-4); the 2 patch mergings after it stay" in c.value for c in at.caption)
+    flops_4 = float(next(m.value for m in at.metric if m.label == "GFLOPs / image"))
+    at.slider(key="slsviz.prune.depth").set_value(12).run()
+    assert float(next(m.value for m in at.metric if m.label == "GFLOPs / image")) > flops_4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,11 +23,14 @@ def _colour(label: int) -> str:
 
 
 def layer_grid(maps: dict[int, np.ndarray], labels: np.ndarray, class_names: list[str], *,
-               recommended: int | None = None, columns: int = 4) -> go.Figure:
-    """Small multiples: every layer's 2-D map coloured by class; the recommended depth is marked."""
+               recommended: int | None = None, columns: int = 4, stage_starts: Sequence[int] = ()) -> go.Figure:
+    """Small multiples: every layer's 2-D map coloured by class; the recommended depth and the first block
+    of each stage (a Swin's ``stage_starts``) are marked."""
     layers = sorted(maps)
     rows = math.ceil(len(layers) / columns)
-    titles = [f"block {layer}" + (" (SLS depth)" if layer == recommended else "") for layer in layers]
+    stage = {start: n for n, start in enumerate(stage_starts, start=2)}
+    titles = [f"block {layer}" + (f" - stage {stage[layer]}" if layer in stage else "")
+              + (" (SLS depth)" if layer == recommended else "") for layer in layers]
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.06)
     for i, layer in enumerate(layers):
         points = maps[layer]
@@ -55,9 +59,10 @@ def layer_map(points: np.ndarray, labels: np.ndarray, class_names: list[str], in
 
 
 def score_curves(table: pd.DataFrame, *, metric: str, threshold: float, depth: int,
-                 band: tuple[np.ndarray, np.ndarray] | None = None) -> go.Figure:
+                 band: tuple[np.ndarray, np.ndarray] | None = None, stage_starts: Sequence[int] = ()) -> go.Figure:
     """Every score against depth; the rule's metric carries the threshold line (and ``band``, its
-    per-block interval over bootstrap resamples), all the chosen depth."""
+    per-block interval over bootstrap resamples), all the chosen depth and a grey line before the first
+    block of each stage (a Swin's ``stage_starts``)."""
     names = [name for name in METRICS if name in table]
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[_TITLES[n] + (" - SLS" if n == metric else "") for n in names])
     for col, name in enumerate(names, start=1):
@@ -69,6 +74,9 @@ def score_curves(table: pd.DataFrame, *, metric: str, threshold: float, depth: i
         fig.add_trace(go.Scatter(x=table["layer"], y=table[name], mode="lines+markers", name=_TITLES[name],
                                  showlegend=False), row=1, col=col)
         fig.add_vline(x=depth, line_dash="dot", line_color="green", row=1, col=col)
+        for n, start in enumerate(stage_starts, start=2):
+            fig.add_vline(x=start - 0.5, line_color="lightgrey", row=1, col=col,
+                          annotation_text=f"stage {n}" if col == 1 else None, annotation_position="top left")
         if name == metric:
             fig.add_hline(y=threshold, line_dash="dash", line_color="red", row=1, col=col,
                           annotation_text=f"T = {threshold:.3g}", annotation_position="bottom right")

@@ -19,6 +19,7 @@ from slsviz.layers.analysis import AnalysisSettings
 from slsviz.layers.criteria import SETTINGS as CRITERIA_SETTINGS
 from slsviz.models.petl import count_params
 from slsviz.models.selection import LoadedTask, Selection, open_selection
+from slsviz.models.swin import SwinBlocks, stage_boundaries
 from slsviz.progress import StageProgress
 from slsviz.scheduler import SCHEDULER, Memo
 from slsviz.study.comparison import Comparison, compare
@@ -76,6 +77,25 @@ class Study:
     def num_layers(self) -> int:
         """Blocks of the full model."""
         return len(self.loaded.model.blocks)
+
+    @property
+    def stage_starts(self) -> list[int]:
+        """The first block of each stage after the first (a Swin's, numbered 1..L across stages), where charts
+        draw a line; none for a ViT."""
+        return stage_boundaries(self.loaded.model) if isinstance(self.loaded.model, SwinBlocks) else []
+
+    def stage_of(self, depth: int) -> str | None:
+        """Where a cut after ``depth`` blocks falls among a Swin's stages, in words (``None`` for a ViT)."""
+        starts = self.stage_starts
+        if not starts:
+            return None
+        bounds = [1, *starts, self.num_layers + 1]
+        stage = next(s for s in range(len(bounds) - 1) if bounds[s] <= depth < bounds[s + 1])
+        first, last = bounds[stage], bounds[stage + 1] - 1
+        after = len(starts) - stage
+        return (f"stage {stage + 1} of {len(starts) + 1} (blocks {first}-{last})"
+                + (f"; the {after} patch merging{'s' if after > 1 else ''} after it stay, so the head reads the last width"
+                   if after else ""))
 
     def model_card(self) -> dict[str, Any]:
         """What is loaded, in numbers: backbone, PETL method and its settings, dataset, accuracies."""
