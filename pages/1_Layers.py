@@ -79,6 +79,8 @@ with right:
 
 ui.prefetch(study, "prune")  # every map is there: prepare the next page while the user reads this one
 st.subheader("Scores")
+if stages:
+    table.insert(1, "stage", study.stages())
 st.dataframe(table, hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
 d1.download_button("Scores (CSV)", table.to_csv(index=False), "scores.csv", "text/csv", key="slsviz.layers.dl_scores")

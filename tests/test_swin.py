@@ -211,6 +211,7 @@ def test_the_layers_page_on_a_swin_shows_its_stage_boundaries(swin_task):
     assert all(f'"text":"stage{n}"' in curves for n in (2, 3, 4))  # a line before each stage's first block
     assert '"x0":2.5' in curves and '"x0":10.5' in curves
     assert all(f"block{b}-stage{n}" in grid for b, n in ((3, 2), (5, 3), (11, 4)))
+    assert list(at.dataframe[0].value["stage"]) == [1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 4, 4]
 
 
 def test_the_prune_slider_covers_every_block_across_the_stages(swin_task, tmp_path):
@@ -224,3 +225,57 @@ def test_the_prune_slider_covers_every_block_across_the_stages(swin_task, tmp_pa
     flops_4 = float(next(m.value for m in at.metric if m.label == "GFLOPs / image"))
     at.slider(key="slsviz.prune.depth").set_value(12).run()
     assert float(next(m.value for m in at.metric if m.label == "GFLOPs / image")) > flops_4
+
+
+def test_analyze_gives_a_depth_and_prune_there_gives_the_official_cut_of_the_task(swin_task, capsys):
+    import json
+
+    from safetensors.torch import load_file
+
+    from slsviz.cli import main
+    from slsviz.models.backbones import load_backbone
+    from slsviz.models.petl import merge_petl
+    from slsviz.models.task import load_task
+
+    common = ["--model", "swin_tiny_patch4_window7_224", "--checkpoint", str(swin_task / "swin.safetensors"), "--img-size",
+              "56", "--data", "digits", "--limit", "30", "--device", "cpu"]
+    assert main(["analyze", *common, "--task", str(swin_task / "task.safetensors"), "--projection", "pca",
+                 "--out", str(swin_task / "report")]) == 0
+    depth = json.loads(capsys.readouterr().out)["recommended_depth"]
+    report = json.loads((swin_task / "report" / "report.json").read_text())
+    assert 1 <= depth <= 12 and report["recommended_depth"] == depth and report["stage_starts"] == [3, 5, 11]
+    assert [row["stage"] for row in report["layers"]] == [1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 4, 4]
+    backbone = load_backbone("swin_tiny_patch4_window7_224", swin_task / "swin.safetensors", img_size=56)
+    task, _ = load_task(swin_task / "task.safetensors", backbone)
+    # the reference: timm's whole Swin with the task's adapters merged in, cut the official way
+    whole = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, img_size=56).eval()
+    merged = merge_petl(task.eval())
+    whole.load_state_dict({merged.timm_name(k): v for k, v in merged.state_dict().items()})
+    x = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(6))
+    for cut in sorted({depth, 7}):  # SLS' depth, and one inside the third stage (a random model may keep all)
+        out = swin_task / f"pruned{cut}.safetensors"
+        assert main(["prune", *common, "--task", str(swin_task / "task.safetensors"), "--depth", str(cut), "--out",
+                     str(out)]) == 0
+        pruned, _ = load_task(out, backbone)
+        with torch.inference_mode():
+            assert len(pruned.blocks) == cut
+            torch.testing.assert_close(pruned.eval()(x), sls_reference.swin_cut(whole, cut, x), atol=1e-5, rtol=0)
+    kept = {k.split(".")[1] for k in load_file(str(swin_task / "pruned7.safetensors")) if k.startswith("blocks.")}
+    assert kept == {str(i) for i in range(7)}  # the adapters of the first 7 blocks and no others
+
+
+def test_depgraph_on_a_swin_prunes_the_mlps_to_the_flops_of_a_depth_and_keeps_every_head():
+    from slsviz.models.petl import PetlConfig, attach_petl
+    from slsviz.pruning.bench import count_flops
+    from slsviz.pruning.depgraph import width_prune_to_flops
+
+    model = attach_petl(SwinBlocks(_swin(**{**PAPER_STAGES, "depths": (2, 2, 4, 2)})), PetlConfig("convpass", bottleneck=4))
+    target = count_flops(prune_to_depth(model, 8), 56)
+    x = torch.randn(4, 3, 56, 56, generator=torch.Generator().manual_seed(7))
+    pruned = width_prune_to_flops(model.eval(), target, 56, batches=[(x, torch.tensor([0, 1, 2, 3]))], round_to=4)
+    assert abs(pruned.flops - target) <= 0.05 * target
+    assert pruned.heads == [b.attn.num_heads for b in model.blocks]  # heads stay: their bias-table columns
+    assert all(kept < b.mlp.fc1.out_features for kept, b in zip(pruned.mlp_hidden, model.blocks))
+    with torch.inference_mode():
+        assert pruned.model(x).shape == (4, 5)
+    assert len(model.blocks[0].mlp.fc1.weight) == 64  # the task is untouched

@@ -84,6 +84,11 @@ class Study:
         draw a line; none for a ViT."""
         return stage_boundaries(self.loaded.model) if isinstance(self.loaded.model, SwinBlocks) else []
 
+    def stages(self) -> list[int] | None:
+        """The stage (1-based) of every block, for a table's column; ``None`` for a ViT."""
+        model = self.loaded.model
+        return [s + 1 for s in model.stage_of] if isinstance(model, SwinBlocks) else None
+
     def stage_of(self, depth: int) -> str | None:
         """Where a cut after ``depth`` blocks falls among a Swin's stages, in words (``None`` for a ViT)."""
         starts = self.stage_starts
