@@ -60,6 +60,10 @@ st.dataframe(shown[["label", "depth", *spread, "oracle_distance", "accuracy_as_i
                             "stability_low": st.column_config.NumberColumn("90% from", format="%d"),
                             "stability_high": st.column_config.NumberColumn("90% to", format="%d")})
 
+for row in comparison.rows:  # a Swin's blocks differ in width: what the criteria that compare blocks make of it
+    if "width_note" in row:
+        st.caption(f"{row['label']}: {row['width_note']}")
+
 baseline = comparison.depgraph
 if baseline is not None and "skipped" in baseline:
     st.info(f"DepGraph baseline: {baseline['skipped']}")

@@ -245,6 +245,7 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
         spread = (f"; over {args.stability} resamples mode {row['stability']['mode']}, 90% in "
                   f"{row['stability']['interval'][0]}-{row['stability']['interval'][1]}") if "stability" in row else ""
         print(f"{row['label']}: depth {row['depth']} ({row['oracle_distance']:+d} from the oracle){spread}", file=sys.stderr)
+        _note(row.get("width_note"))
     if comparison.depgraph and "skipped" in comparison.depgraph:
         _note(f"DepGraph baseline: {comparison.depgraph['skipped']}")
     elif comparison.depgraph:

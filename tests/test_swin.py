@@ -279,3 +279,19 @@ def test_depgraph_on_a_swin_prunes_the_mlps_to_the_flops_of_a_depth_and_keeps_ev
     with torch.inference_mode():
         assert pruned.model(x).shape == (4, 5)
     assert len(model.blocks[0].mlp.fc1.weight) == 64  # the task is untouched
+
+
+def test_a_swin_bank_records_each_blocks_width_and_compare_says_which_width_each_criterion_reads(swin_task):
+    from slsviz.study import Selection, Study
+    from slsviz.study.comparison import WIDTH_BOUND, width_note
+
+    study = Study.open(Selection(model="swin_tiny_patch4_window7_224", checkpoint=str(swin_task / "swin.safetensors"),
+                                 task=str(swin_task / "task.safetensors"), img_size=56, data="digits", limit=10,
+                                 device="cpu"), use_cache=False)
+    widths = study.features.bank("train").meta["widths"]
+    assert widths == [192] * 2 + [384] * 2 + [768] * 8  # merged to the next stage's width, as the official code
+    assert study.features.bank("train").features.shape[2] == 768  # zero-padded to the widest
+    assert study.stages() == [1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 4, 4]
+    assert set(WIDTH_BOUND) == {"block_influence", "angular_distance", "cka_to_last"}
+    assert width_note("angular_distance", widths).startswith("Blocks 192, 384, 768 wide, each zero-padded to 768")
+    assert "do not need one width" in width_note("cka_to_last", widths)

@@ -225,7 +225,9 @@ def feature_bank(
         "std": list(preprocess.std),
         "token": token,
         **({"resample": preprocess.resample} if preprocess.resample != "bicubic" else {}),  # older keys stay valid
-        **({"head_inputs": True} if isinstance(model, SwinBlocks) else {}),  # a Swin's bank holds them too
+        # a Swin's bank holds the head inputs too, and its blocks' features differ in width (zero-padded)
+        **({"head_inputs": True, "widths": model.feature_widths(merged=token != "mean")}
+           if isinstance(model, SwinBlocks) else {}),
     }
     key = content_key(meta)
     if use_cache and (cached := load_cached(key)) is not None:

@@ -69,6 +69,17 @@ class SwinBlocks(nn.Module):
         kept = self.stage_of[:len(self.blocks)]
         return tuple(kept.count(s) for s in range(len(self.merges)))
 
+    def feature_widths(self, *, merged: bool = True) -> list[int]:
+        """The width of each kept block's feature in :meth:`block_features`: the next stage's where ``merged``
+        (the last stage's own), else the block's stage's."""
+        widths = [int(block.attn.qkv.in_features) for block in self.blocks]
+        stage_width = dict(zip(self.stage_of, widths))
+        last = len(self.merges) - 1
+        if not merged:
+            return widths
+        return [int(self.merges[s + 1].reduction.out_features) if s < last else stage_width[s]
+                for s in self.stage_of[:len(self.blocks)]]
+
     def timm_name(self, name: str) -> str:
         """The name of this model's parameter or module ``name`` in timm's ``SwinTransformer`` of
         ``depths=self.stage_sizes`` (``blocks.4.attn.qkv`` is ``layers.2.blocks.0.attn.qkv`` on 2-2-x-x)."""

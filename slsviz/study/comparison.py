@@ -113,9 +113,12 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     accuracy = study.depths.table(progress=one_stage(progress, "features of the test split"))
     timed = study.timing.benchmarks(time_budget_s=time_budget_s,
                                     progress=one_stage(progress, f"timing all {L} depths, interleaved"))
+    widths = study.features.bank("train").meta.get("widths")  # a Swin's, per block
     rows = []
     for pick in picks:
         d = pick["depth"]
+        if widths and pick["name"] in WIDTH_BOUND:
+            pick = {**pick, "width_note": width_note(pick["name"], widths)}
         rows.append({**pick, "scores": [json_float(s) for s in pick["scores"]], "oracle_distance": d - oracle["depth"],
                      "accuracy_as_is": json_float(accuracy["accuracy_as_is"].iloc[d - 1]),
                      "accuracy_head_refit": json_float(accuracy["accuracy_head_refit"].iloc[d - 1]),
@@ -141,6 +144,20 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
                     {"name": "depgraph", "depth": at, "skipped": f"The depth to match keeps all {L} blocks: no FLOPs "
                                                                  "to prune down to. Give a depth below it."})
     return Comparison(rows, cka, oracle_within, L, info, baseline)
+
+
+# The criteria that compare two blocks' features vector by vector (CKA: by their Gram matrices).
+WIDTH_BOUND = ("block_influence", "angular_distance", "cka_to_last")
+
+
+def width_note(name: str, widths: list[int]) -> str:
+    """Which width a criterion of :data:`WIDTH_BOUND` compares a Swin's blocks at (``widths``: per block)."""
+    kept = ", ".join(map(str, dict.fromkeys(widths)))
+    if name == "cka_to_last":
+        return (f"Blocks {kept} wide: CKA compares the images' Gram matrices, which do not need one width (the zero "
+                "columns that pad a narrower block change none).")
+    return (f"Blocks {kept} wide, each zero-padded to {max(widths)}: this criterion's cosines compare two blocks' "
+            "vectors, so blocks of different stages are compared through the zero padding of the narrower one.")
 
 
 def depgraph_row(study: Study, depth: int, *, time_budget_s: float = defaults.TIMING_S, taylor_batches: int = 4,
