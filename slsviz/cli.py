@@ -68,7 +68,7 @@ _img_size = _int_at_least(1, 100_000)  # beyond memory far before this; load_bac
 
 
 def _add_backbone_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=defaults.BACKBONE, help="'default' (DINOv2 ViT-S/14, embedded) or a timm ViT name")
+    p.add_argument("--model", default=defaults.BACKBONE, help="'default' (DINOv2 ViT-S/14, embedded), a timm ViT name or a timm Swin name")
     p.add_argument("--checkpoint", help="local weights for --model: .npz, .pth/.pt or .safetensors")
     p.add_argument("--hub", action="store_true", help="fetch --model's pretrained weights from the model hub")
     p.add_argument("--img-size", type=_img_size, help="input size in pixels (default: 112 for the default backbone)")

@@ -134,9 +134,9 @@ class SwinBlocks(nn.Module):
         for block, to in zip(self.blocks, self.stage_of):
             x = block(self._merged(x, stage, to))
             stage = to
-            out = self.merges[to + 1](x) if merged and to < last else x
-            features.append(out.mean(dim=(1, 2)))
-            head_inputs.append(self.norm(self._merged(x, to, last)).mean(dim=(1, 2)))
+            nxt = self.merges[to + 1](x) if to < last else x  # merged once: the feature and the head path share it
+            features.append((nxt if merged else x).mean(dim=(1, 2)))
+            head_inputs.append(self.norm(self._merged(nxt, to + 1, last) if to < last else x).mean(dim=(1, 2)))
         return features, head_inputs
 
 

@@ -133,7 +133,7 @@ def width_prune_to_flops(model: nn.Module, target_flops: int, img_size: int, *,
     """Width-prune a copy of ``model`` to ``target_flops`` per image, within ``tolerance``.
 
     Args:
-        model: a task model (timm ViT with PETL); not modified.
+        model: a task model (timm ViT or Swin with PETL); not modified.
         target_flops: e.g. :func:`slsviz.pruning.bench.count_flops` of the model cut at a depth.
         img_size: input size.
         batches: ``(images, labels)`` of the task's train split for the Taylor importance (none:
