@@ -81,7 +81,7 @@ def depth_panel() -> None:
 
     st.subheader("Accuracy against throughput, every depth")
     frame = table.assign(images_per_s=[timed[d].images_per_s for d in range(1, L + 1)])
-    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=depth), width="stretch", key="slsviz.prune.chart")
+    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=depth, stages=study.stages()), width="stretch", key="slsviz.prune.chart")
 
 
 def pick(budget: dict, kind: str) -> None:

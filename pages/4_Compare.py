@@ -87,13 +87,14 @@ if baseline is not None:
     st.caption(f"Uniform ratio {baseline['ratio']:.3f}: heads kept {baseline['heads'][0]} per block, MLP channels "
                f"{baseline['mlp_hidden'][0]}; adapters, head and residual width left out.")
     frame = study.depths.table().assign(images_per_s=baseline["depth_images_per_s_same_rounds"])  # timed with DepGraph
-    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=baseline["depth"], baseline=baseline), width="stretch",
+    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=baseline["depth"], baseline=baseline,
+                                                  stages=study.stages()), width="stretch",
                     key="slsviz.compare.speed")
 
 st.subheader("Every criterion's scores, on one scale")
-st.plotly_chart(charts.criteria_curves(comparison.scores(), comparison.rows), width="stretch", key="slsviz.compare.curves")
+st.plotly_chart(charts.criteria_curves(comparison.scores(), comparison.rows, study.stage_starts), width="stretch", key="slsviz.compare.curves")
 st.subheader("Linear CKA between blocks")
-st.plotly_chart(charts.cka_heatmap(comparison.cka), width="stretch", key="slsviz.compare.cka")
+st.plotly_chart(charts.cka_heatmap(comparison.cka, study.stage_starts), width="stretch", key="slsviz.compare.cka")
 d1, d2 = st.columns(2)
 d1.download_button("compare.json", json.dumps(comparison.to_dict(), indent=2), "compare.json", "application/json",
                    key="slsviz.compare.dl_json")

@@ -222,6 +222,7 @@ def test_the_prune_slider_covers_every_block_across_the_stages(swin_task, tmp_pa
     slider.set_value(4).run()
     assert not at.exception
     assert any("Cut in stage 2 of 4 (blocks 3-4); the 2 patch mergings after it stay" in c.value for c in at.caption)
+    assert '"4 s2"' in at.get("plotly_chart")[-1].proto.spec  # each depth's point names the stage it cuts in
     flops_4 = float(next(m.value for m in at.metric if m.label == "GFLOPs / image"))
     at.slider(key="slsviz.prune.depth").set_value(12).run()
     assert float(next(m.value for m in at.metric if m.label == "GFLOPs / image")) > flops_4
