@@ -296,3 +296,24 @@ def test_a_swin_bank_records_each_blocks_width_and_compare_says_which_width_each
     assert set(WIDTH_BOUND) == {"block_influence", "angular_distance", "cka_to_last"}
     assert width_note("angular_distance", widths).startswith("Blocks 192, 384, 768 wide, each zero-padded to 768")
     assert "do not need one width" in width_note("cka_to_last", widths)
+
+
+def test_a_swin_checkpoint_with_the_official_repositorys_key_names_loads_as_timms(tmp_path):
+    import re
+
+    from slsviz.models.backbones import load_backbone
+
+    swin = _swin(img_size=56)
+    # Microsoft's Swin repository: the merging ends a stage (timm 1.x starts the next with it), the head is
+    # "head", the buffers are saved, and the file wraps it all in {"model": ...}
+    official = {re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", k)
+                .replace("head.fc.", "head."): v for k, v in swin.state_dict().items()}
+    for name, buffer in swin.named_buffers():
+        official.setdefault(re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample",
+                                   name), buffer)
+    assert "layers.0.downsample.reduction.weight" in official and "layers.0.blocks.1.attn_mask" in official
+    torch.save({"model": official}, tmp_path / "swin_tiny_patch4_window7_224.pth")
+    backbone = load_backbone("swin_tiny_patch4_window7_224", tmp_path / "swin_tiny_patch4_window7_224.pth", img_size=56)
+    x = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(8))
+    with torch.inference_mode():
+        torch.testing.assert_close(backbone.model(x), swin.forward_features(x).mean(dim=(1, 2)), atol=1e-5, rtol=0)
