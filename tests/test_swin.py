@@ -221,7 +221,7 @@ def test_the_prune_slider_covers_every_block_across_the_stages(swin_task, tmp_pa
     assert (slider.min, slider.max) == (1, 12)
     slider.set_value(4).run()
     assert not at.exception
-    assert any("Cut in stage 2 of 4 (blocks 3-4); the 2 patch mergings after it stay" in c.value for c in at.caption)
+    assert any("Cut in stage 2 of 4 (blocks 3-4); the 2 patch mergings after it stay, so the head" in c.value for c in at.caption)
     assert '"4 s2"' in at.get("plotly_chart")[-1].proto.spec  # each depth's point names the stage it cuts in
     flops_4 = float(next(m.value for m in at.metric if m.label == "GFLOPs / image"))
     at.slider(key="slsviz.prune.depth").set_value(12).run()
@@ -263,6 +263,15 @@ def test_analyze_gives_a_depth_and_prune_there_gives_the_official_cut_of_the_tas
             torch.testing.assert_close(pruned.eval()(x), sls_reference.swin_cut(whole, cut, x), atol=1e-5, rtol=0)
     kept = {k.split(".")[1] for k in load_file(str(swin_task / "pruned7.safetensors")) if k.startswith("blocks.")}
     assert kept == {str(i) for i in range(7)}  # the adapters of the first 7 blocks and no others
+    # the pruned task opened again: its stages are those of its kept blocks, the later mergings still there
+    from slsviz.study import Selection, Study
+
+    study = Study.open(Selection(model="swin_tiny_patch4_window7_224", checkpoint=str(swin_task / "swin.safetensors"),
+                                 task=str(swin_task / "pruned7.safetensors"), img_size=56, data="digits", limit=10,
+                                 device="cpu"), use_cache=False)
+    assert study.num_layers == 7 and study.stages() == [1, 1, 2, 2, 3, 3, 3] and study.stage_starts == [3, 5]
+    assert study.stage_of(7) == ("stage 3 of 4 (blocks 5-7); the patch merging after it stays, so the head reads "
+                                 "the last width")
 
 
 def test_depgraph_on_a_swin_prunes_the_mlps_to_the_flops_of_a_depth_and_keeps_every_head():

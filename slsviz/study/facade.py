@@ -87,20 +87,19 @@ class Study:
     def stages(self) -> list[int] | None:
         """The stage (1-based) of every block, for a table's column; ``None`` for a ViT."""
         model = self.loaded.model
-        return [s + 1 for s in model.stage_of] if isinstance(model, SwinBlocks) else None
+        return [s + 1 for s in model.stage_of[:len(model.blocks)]] if isinstance(model, SwinBlocks) else None
 
     def stage_of(self, depth: int) -> str | None:
         """Where a cut after ``depth`` blocks falls among a Swin's stages, in words (``None`` for a ViT)."""
-        starts = self.stage_starts
-        if not starts:
+        model = self.loaded.model
+        if not isinstance(model, SwinBlocks):
             return None
-        bounds = [1, *starts, self.num_layers + 1]
-        stage = next(s for s in range(len(bounds) - 1) if bounds[s] <= depth < bounds[s + 1])
-        first, last = bounds[stage], bounds[stage + 1] - 1
-        after = len(starts) - stage
-        return (f"stage {stage + 1} of {len(starts) + 1} (blocks {first}-{last})"
-                + (f"; the {after} patch merging{'s' if after > 1 else ''} after it stay, so the head reads the last width"
-                   if after else ""))
+        stage, sizes = model.stage_of[depth - 1], model.stage_sizes
+        first = sum(sizes[:stage]) + 1
+        after = len(model.merges) - 1 - stage  # the mergings a cut in this stage keeps
+        kept = {0: "", 1: "; the patch merging after it stays"}.get(after, f"; the {after} patch mergings after it stay")
+        return (f"stage {stage + 1} of {len(model.merges)} (blocks {first}-{first + sizes[stage] - 1}){kept}"
+                + (", so the head reads the last width" if after else ""))
 
     def model_card(self) -> dict[str, Any]:
         """What is loaded, in numbers: backbone, PETL method and its settings, dataset, accuracies."""
