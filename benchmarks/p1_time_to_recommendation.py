@@ -45,7 +45,7 @@ def paper_procedure(loaded, limit, batch_size) -> tuple[int, float, int, float]:
     threshold, depth, scored = None, num_layers, 0
     for layer in range(num_layers, 0, -1):
         t = time.perf_counter()
-        features, labels = extract_features(loaded.model, loader)  # one full forward pass for this block
+        features, labels, _ = extract_features(loaded.model, loader)  # one full forward pass for this block
         forward_s += time.perf_counter() - t
         score = cluster_scores(project(features[layer - 1], "tsne"), labels)["silhouette"]
         scored += 1

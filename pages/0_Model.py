@@ -76,9 +76,10 @@ with st.expander("Open your own model (official SLS checkpoint, PEFT LoRA, full 
 
 with st.expander("Load another backbone, task or dataset", expanded=False):
     with st.form("slsviz.home.load"):
-        backbone = st.radio("Backbone", ["Embedded default: DINOv2 ViT-S/14", "timm ViT with a local checkpoint"],
+        backbone = st.radio("Backbone", ["Embedded default: DINOv2 ViT-S/14", "timm ViT or Swin with a local checkpoint"],
                             key="slsviz.home.backbone", horizontal=True)
-        arch = st.text_input("timm model name", value="vit_base_patch16_224", key="slsviz.home.arch")
+        arch = st.text_input("timm model name", value="vit_base_patch16_224", key="slsviz.home.arch",
+                             help="a ViT, or a Swin (e.g. swin_tiny_patch4_window7_224: blocks 1..L across its stages)")
         checkpoint = st.text_input("Checkpoint path (.npz, .pth, .safetensors)", key="slsviz.home.checkpoint")
         task = st.text_input("Task checkpoint path (empty: the shipped task with the default backbone; 'none': no task)",
                              key="slsviz.home.task")
@@ -147,7 +148,9 @@ cols[2].metric("Trainable (every weight)" if card["method"] == "full" else "Trai
 cols[3].metric("Val accuracy", "-" if card["val_accuracy"] is None else f"{100 * card['val_accuracy']:.2f}%")
 cols[4].metric("Test accuracy", "-" if card["test_accuracy"] is None else f"{100 * card['test_accuracy']:.2f}%")
 st.markdown(
-    f"**Backbone** `{card['arch']}` ({card['source']}, weights `{card['weights']}`), input {card['img_size']} px.  \n"
+    f"**Backbone** `{card['arch']}` ({card['source']}, weights `{card['weights']}`), input {card['img_size']} px"
+    + (f"; stages begin at blocks {', '.join(map(str, [1, *study.stage_starts]))}" if study.stage_starts else "")
+    + ".  \n"
     f"**PETL method** {card['method']}"
     + (f", opened from a {card['task_source']['format']} (`{card['task_source']['path']}`)" if card["task_source"] else "")
     + ".  \n"

@@ -30,6 +30,11 @@ st.session_state[ui.DEPTH] = int(rule.depth_)
 scored_on = f"{metric} of the {projection} map" if space == "2d" else f"{metric} of the raw features"
 st.success(f"**SLS recommends keeping {rule.depth_} of {rule.num_layers_} blocks** ({scored_on}, alpha {alpha:g}). "
            f"{rule.reason_}")
+stages = study.stage_starts
+if stages:
+    st.caption(f"Blocks are numbered 1..{study.num_layers} across the stages; stages begin at blocks "
+               f"{', '.join(map(str, [1, *stages]))}. The cut keeps the stages before it and the patch merging after it. "
+               f"Depth {rule.depth_} cuts in {study.stage_of(int(rule.depth_))}.")
 
 with ui.user_errors():
     maps = analysis.maps(progress=ui.ProgressBar(f"{projection} maps of every block"))
@@ -50,13 +55,14 @@ if resamples:
     low, high = spread.interval()
     b2.info(f"Over {int(resamples)} resamples SLS keeps {spread.mode} blocks most often; 90% of the picks lie in "
             f"{low}..{high}.")
-st.plotly_chart(charts.score_curves(table, metric=metric, threshold=float(rule.threshold_), depth=int(rule.depth_), band=band),
+st.plotly_chart(charts.score_curves(table, metric=metric, threshold=float(rule.threshold_), depth=int(rule.depth_), band=band,
+                                    stage_starts=stages),
                 width="stretch", key="slsviz.layers.curves")
 
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Every block")
-    st.plotly_chart(charts.layer_grid(maps, labels, names, recommended=int(rule.depth_)), width="stretch",
+    st.plotly_chart(charts.layer_grid(maps, labels, names, recommended=int(rule.depth_), stage_starts=stages), width="stretch",
                     key="slsviz.layers.grid")
 with right:
     st.subheader("One block, large")
@@ -73,6 +79,8 @@ with right:
 
 ui.prefetch(study, "prune")  # every map is there: prepare the next page while the user reads this one
 st.subheader("Scores")
+if stages:
+    table.insert(1, "stage", study.stages())
 st.dataframe(table, hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
 d1.download_button("Scores (CSV)", table.to_csv(index=False), "scores.csv", "text/csv", key="slsviz.layers.dl_scores")

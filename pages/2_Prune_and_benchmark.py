@@ -52,6 +52,8 @@ def depth_panel() -> None:
     depth = st.slider("Blocks kept", 1, L, recommended, key=ui.PRUNE_DEPTH,
                       help=f"starts at the SLS recommendation ({recommended})")
     st.session_state[ui.CHOSEN] = depth
+    if study.stage_of(depth):
+        st.caption(f"Cut in {study.stage_of(depth)}.")
     row, full_row = table.iloc[depth - 1], table.iloc[L - 1]
     cut = timed[depth]
     storage = {r["storage"]: r for r in study.timing.storage(depth)}
@@ -79,7 +81,7 @@ def depth_panel() -> None:
 
     st.subheader("Accuracy against throughput, every depth")
     frame = table.assign(images_per_s=[timed[d].images_per_s for d in range(1, L + 1)])
-    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=depth), width="stretch", key="slsviz.prune.chart")
+    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=depth, stages=study.stages()), width="stretch", key="slsviz.prune.chart")
 
 
 def pick(budget: dict, kind: str) -> None:

@@ -60,6 +60,10 @@ st.dataframe(shown[["label", "depth", *spread, "oracle_distance", "accuracy_as_i
                             "stability_low": st.column_config.NumberColumn("90% from", format="%d"),
                             "stability_high": st.column_config.NumberColumn("90% to", format="%d")})
 
+for row in comparison.rows:  # a Swin's blocks differ in width: what the criteria that compare blocks make of it
+    if "width_note" in row:
+        st.caption(f"{row['label']}: {row['width_note']}")
+
 baseline = comparison.depgraph
 if baseline is not None and "skipped" in baseline:
     st.info(f"DepGraph baseline: {baseline['skipped']}")
@@ -77,18 +81,20 @@ if baseline is not None:
     if "accuracy_retrained" in baseline:
         st.metric(f"DepGraph retrained ({baseline['retrain_epochs']} FT epochs): test accuracy",
                   f"{100 * baseline['accuracy_retrained']:.2f}%")
-    if "retrained_note" in baseline:
-        st.info(baseline["retrained_note"])
+    for note in ("width_note", "retrained_note"):
+        if note in baseline:
+            st.info(baseline[note])
     st.caption(f"Uniform ratio {baseline['ratio']:.3f}: heads kept {baseline['heads'][0]} per block, MLP channels "
                f"{baseline['mlp_hidden'][0]}; adapters, head and residual width left out.")
     frame = study.depths.table().assign(images_per_s=baseline["depth_images_per_s_same_rounds"])  # timed with DepGraph
-    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=baseline["depth"], baseline=baseline), width="stretch",
+    st.plotly_chart(charts.accuracy_vs_throughput(frame, chosen=baseline["depth"], baseline=baseline,
+                                                  stages=study.stages()), width="stretch",
                     key="slsviz.compare.speed")
 
 st.subheader("Every criterion's scores, on one scale")
-st.plotly_chart(charts.criteria_curves(comparison.scores(), comparison.rows), width="stretch", key="slsviz.compare.curves")
+st.plotly_chart(charts.criteria_curves(comparison.scores(), comparison.rows, study.stage_starts), width="stretch", key="slsviz.compare.curves")
 st.subheader("Linear CKA between blocks")
-st.plotly_chart(charts.cka_heatmap(comparison.cka), width="stretch", key="slsviz.compare.cka")
+st.plotly_chart(charts.cka_heatmap(comparison.cka, study.stage_starts), width="stretch", key="slsviz.compare.cka")
 d1, d2 = st.columns(2)
 d1.download_button("compare.json", json.dumps(comparison.to_dict(), indent=2), "compare.json", "application/json",
                    key="slsviz.compare.dl_json")

@@ -68,7 +68,7 @@ _img_size = _int_at_least(1, 100_000)  # beyond memory far before this; load_bac
 
 
 def _add_backbone_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=defaults.BACKBONE, help="'default' (DINOv2 ViT-S/14, embedded) or a timm ViT name")
+    p.add_argument("--model", default=defaults.BACKBONE, help="'default' (DINOv2 ViT-S/14, embedded), a timm ViT name or a timm Swin name")
     p.add_argument("--checkpoint", help="local weights for --model: .npz, .pth/.pt or .safetensors")
     p.add_argument("--hub", action="store_true", help="fetch --model's pretrained weights from the model hub")
     p.add_argument("--img-size", type=_img_size, help="input size in pixels (default: 112 for the default backbone)")
@@ -245,6 +245,7 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
         spread = (f"; over {args.stability} resamples mode {row['stability']['mode']}, 90% in "
                   f"{row['stability']['interval'][0]}-{row['stability']['interval'][1]}") if "stability" in row else ""
         print(f"{row['label']}: depth {row['depth']} ({row['oracle_distance']:+d} from the oracle){spread}", file=sys.stderr)
+        _note(row.get("width_note"))
     if comparison.depgraph and "skipped" in comparison.depgraph:
         _note(f"DepGraph baseline: {comparison.depgraph['skipped']}")
     elif comparison.depgraph:
@@ -253,6 +254,7 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
               f"(SLS at {d['depth']} blocks, same rounds: {d['sls_images_per_s_same_rounds']:.1f})"
               + (f"; retrained {d['retrain_epochs']} epochs: {100 * d['accuracy_retrained']:.2f}%" if "accuracy_retrained" in d
                  else ""), file=sys.stderr)
+        _note(d.get("width_note"))
         _note(d.get("retrained_note"))
     return {"depths": {row["name"]: row["depth"] for row in comparison.rows}, "written": [str(p) for p in written]}
 

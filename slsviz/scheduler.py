@@ -246,8 +246,10 @@ class Scheduler:
                     return
                 job, future = jobs.popleft()
             owner = ref()
-            if owner is None or not future.set_running_or_notify_cancel():
+            if owner is None:
                 future.cancel()
+            # also what tells concurrent.futures.wait() of a cancelled job (cancel() alone wakes only result())
+            if not future.set_running_or_notify_cancel():
                 continue
             try:
                 future.set_result(job(owner))

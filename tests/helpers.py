@@ -17,22 +17,27 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
+from timm.models.swin_transformer import SwinTransformer
 from sklearn.pipeline import Pipeline
 from torch import nn
 
 from slsviz import defaults
 from slsviz.layers.rule import SLSRule
 from slsviz.models.backbones import DEFAULT_ARCH, Backbone, weights_checksum
+from slsviz.models.swin import SwinBlocks
 
 
 def random_backbone(arch: str = DEFAULT_ARCH, *, img_size: int | None = None, seed: int = 0, **kwargs: Any) -> Backbone:
-    """A randomly initialised timm ViT as a :class:`Backbone`; ``kwargs`` go to timm (e.g. ``depth=2``)."""
+    """A randomly initialised timm ViT (or Swin, in :class:`SwinBlocks`) as a :class:`Backbone`; ``kwargs`` go to
+    timm (e.g. ``depth=2``)."""
     if img_size is not None:
         kwargs["img_size"] = img_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs).eval()
     cfg = model.pretrained_cfg or {}
+    if isinstance(model, SwinTransformer):
+        model = SwinBlocks(model)
     return Backbone(model=model, id=f"{arch}:random({seed})", arch=arch, checksum=weights_checksum(model.state_dict()),
                     source=f"random init, seed {seed} (tests only)", img_size=int(model.patch_embed.img_size[0]),
                     mean=tuple(float(x) for x in cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)),

@@ -83,3 +83,54 @@ def attach(model: nn.Module, method: str, dim: int, s: float, groups: int = 2) -
 def saved(model: nn.Module) -> dict[str, torch.Tensor]:
     """What the official ``utils.save`` writes: every parameter whose name holds "adapter" or "head"."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if "adapter" in n or "head" in n}
+
+
+# --- Swin (visualization.forward_Swin_features, set_pruning.swin_forward_drop) ------------------------
+# The official code runs timm 0.4's Swin, where a stage ends with its patch merging; in timm 1.x the same
+# layer starts the next stage (layers[s + 1].downsample). These ports say so where they use it.
+
+
+def swin_features(swin: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """forward_Swin_features: each block's output through its stage's merging (if any), averaged over tokens."""
+    x = swin.patch_embed(x)
+    features = []
+    for s, stage in enumerate(swin.layers):
+        x = stage.downsample(x)
+        for block in stage.blocks:
+            x = block(x)
+            merged = swin.layers[s + 1].downsample(x) if s + 1 < len(swin.layers) else x
+            features.append(merged.mean(dim=(1, 2)))
+    return features
+
+
+def swin_forward_drop(swin: nn.Module, current_depth: int, x: torch.Tensor) -> torch.Tensor:
+    """swin_forward_drop as written for a 2-2-18-2 Swin (depths 5..24 only), then the head."""
+    assert [len(stage.blocks) for stage in swin.layers] == [2, 2, 18, 2] and current_depth >= 5
+    x = swin.patch_embed(x)
+    if current_depth >= 23:
+        for index in range(3):
+            x = swin.layers[index](x)
+        x = swin.layers[3].downsample(x)
+        for blk in range(current_depth - 22):
+            x = swin.layers[3].blocks[blk](x)
+    else:
+        for index in range(2):
+            x = swin.layers[index](x)
+        x = swin.layers[2].downsample(x)
+        for blk in range(current_depth - 4):
+            x = swin.layers[2].blocks[blk](x)
+        x = swin.layers[3].downsample(x)  # the official stage 3 ends with it (swin_layer_drop)
+    return swin.head(swin.norm(x))
+
+
+def swin_cut(swin: nn.Module, depth: int, x: torch.Tensor) -> torch.Tensor:
+    """The official cut generalised to any depth and stages: the stages before, the first blocks of the cut
+    stage, then the merging of every later stage (none of its blocks), the final norm and the head."""
+    x = swin.patch_embed(x)
+    left = depth
+    for stage in swin.layers:
+        x = stage.downsample(x)
+        for block in stage.blocks[:left]:
+            x = block(x)
+        left = max(0, left - len(stage.blocks))
+    return swin.head(swin.norm(x))

@@ -23,6 +23,7 @@ from slsviz.study import Selection, open_selection
 
 TINY = "vit_tiny_patch16_224"
 DINOV2 = "vit_small_patch14_dinov2"  # layer scales: folded into the layers before them for transformers
+SWIN = "swin_tiny_patch4_window7_224"  # 2-2-6-2: cut at 3, its first stage and one block of the second
 DEPTH = 3
 # What a user's own code does with each folder: the tool alone, no slsviz (one process for all three:
 # PEFT brings transformers and timm with it anyway). argv: FORMAT=FOLDER; each folder's input is
@@ -65,6 +66,8 @@ CASES = {
     ("peft", "qkv"): (TINY, 32, {"method": "lora"}),
     ("peft", "q-v-fc1-rslora"): (TINY, 32, {"method": "lora", "targets": ("q", "v", "fc1"), "rslora": True}),
     ("peft", "some-blocks-biases"): (TINY, 32, {"method": "lora", "layers": (1, 5), "bias": "lora_only"}),
+    ("timm", "swin-repadapter"): (SWIN, 56, {"method": "repadapter"}),
+    ("peft", "swin-lora"): (SWIN, 56, {"method": "lora", "targets": ("qkv", "fc1")}),
 }
 
 
@@ -124,7 +127,13 @@ def test_slsviz_opens_its_own_export_again_at_that_depth(exported, fmt, case):
     else:
         selection = Selection(model=arch, checkpoint=str(folder / "base" / "model.safetensors"),
                               task=str(folder / "adapter"), img_size=size)
-    loaded = open_selection(Selection(**{**selection.to_dict(), "data": "digits", "limit": 20, "device": "cpu"}))
+    selection = Selection(**{**selection.to_dict(), "data": "digits", "limit": 20, "device": "cpu"})
+    if case == "swin-lora":
+        with pytest.raises(SlsvizError, match="a Swin's layer; slsviz writes PEFT adapters for a Swin but opens those of a "
+                                              "ViT only: open the same task's timm export"):
+            open_selection(selection)
+        return
+    loaded = open_selection(selection)
     assert len(loaded.model.blocks) == DEPTH
     with torch.inference_mode():
         again = loaded.model.eval()(torch.load(f"{folder}.x.pt"))
@@ -149,6 +158,19 @@ def test_the_folders_hold_what_each_tool_reads(exported):
     assert "zero rows elsewhere" in (exported["peft", "q-v-fc1-rslora"]["folder"] / "README.md").read_text()
     some = json.loads((exported["peft", "some-blocks-biases"]["folder"] / "adapter" / "adapter_config.json").read_text())
     assert some["target_modules"] == ["blocks.1.attn.qkv"] and some["bias"] == "lora_only"
+    # a Swin cut inside its second stage: timm's depths per stage, the later stages empty (their merging stays)
+    swin = json.loads((exported["timm", "swin-repadapter"]["folder"] / "config.json").read_text())
+    assert swin["create_model_kwargs"] == {"depths": [2, 1, 0, 0], "num_classes": 10, "img_size": 56}
+    swin_peft = json.loads((exported["peft", "swin-lora"]["folder"] / "adapter" / "adapter_config.json").read_text())
+    assert sorted(swin_peft["target_modules"]) == sorted(
+        f"layers.{s}.blocks.{b}.{m}" for s, b in ((0, 0), (0, 1), (1, 0)) for m in ("attn.qkv", "mlp.fc1"))
+
+
+def test_a_swin_is_refused_by_the_formats_written_for_a_vit():
+    model, meta = _task("repadapter", arch=SWIN, size=56)
+    said = refusals(model, meta)
+    assert said["timm"] is None and "SwinForImageClassification" in said["transformers"]
+    assert "Swin path" in said["official"] and "LoRA tasks, not repadapter" in said["peft"]
 
 
 @pytest.mark.parametrize("method", ["convpass", "adaptformer"])

@@ -52,7 +52,8 @@ def test_features_are_each_blocks_cls_token_from_one_pass(setup):
 
     model.forward_intermediates = counting
     try:
-        feats, labels = extract_features(model, loader, token="cls")
+        feats, labels, heads = extract_features(model, loader, token="cls")
+        assert heads is None  # a ViT's head inputs are its normed CLS features
     finally:
         del model.forward_intermediates
     assert calls["n"] == len(loader) == 3  # one pass per batch gives all layers

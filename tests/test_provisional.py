@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import random_backbone
+from helpers import random_backbone, tiny_digits_tasks
 
 from slsviz import defaults
 from slsviz.data import load_digits
@@ -60,16 +60,20 @@ def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypat
     assert len(fits) == 2  # once per study: for the preview and the exact table alike
 
 
-def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figures():
+def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figures(tmp_path):
     from streamlit.testing.v1 import AppTest
 
     from slsviz.app import ui
+    from slsviz.layers.analysis import AnalysisSettings
     from slsviz.study import Selection
 
     app = str(Path(__file__).resolve().parents[1] / "app.py")
-    selection = Selection(data="digits", device="cpu", limit=300)
+    tasks = tiny_digits_tasks(tmp_path)  # a tiny task: the page's logic, not the default model's speed
+    selection = Selection(model="vit_tiny_patch16_224", checkpoint=str(tasks / "tiny.safetensors"), img_size=32,
+                          task=str(tasks / "convpass.safetensors"), data="digits", device="cpu", limit=300)
     at = AppTest.from_file(app, default_timeout=600)
     at.session_state[ui.SELECTION] = selection
+    at.session_state[ui.SETTINGS] = AnalysisSettings(projection="pca")  # the recommendation is not what is tested
     at.switch_page("pages/2_Prune_and_benchmark.py").run()
     assert not at.exception and not at.error
     assert any("Provisional accuracies, from the first 128 of 300 test images" in i.value for i in at.info)

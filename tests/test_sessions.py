@@ -294,7 +294,7 @@ def test_a_study_dropped_by_the_page_cache_is_freed_with_work_still_queued(tiny,
     del study
     release.set()
     first.result(timeout=30)
-    wait([queued], timeout=30)
+    assert queued in wait([queued], timeout=30).done  # wait() hears of the cancellation, as result() does
     gc.collect()
     assert ref() is None
     assert queued.cancelled()  # never ran for a study that is gone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,11 +23,14 @@ def _colour(label: int) -> str:
 
 
 def layer_grid(maps: dict[int, np.ndarray], labels: np.ndarray, class_names: list[str], *,
-               recommended: int | None = None, columns: int = 4) -> go.Figure:
-    """Small multiples: every layer's 2-D map coloured by class; the recommended depth is marked."""
+               recommended: int | None = None, columns: int = 4, stage_starts: Sequence[int] = ()) -> go.Figure:
+    """Small multiples: every layer's 2-D map coloured by class; the recommended depth and the first block
+    of each stage (a Swin's ``stage_starts``) are marked."""
     layers = sorted(maps)
     rows = math.ceil(len(layers) / columns)
-    titles = [f"block {layer}" + (" (SLS depth)" if layer == recommended else "") for layer in layers]
+    stage = {start: n for n, start in enumerate(stage_starts, start=2)}
+    titles = [f"block {layer}" + (f" - stage {stage[layer]}" if layer in stage else "")
+              + (" (SLS depth)" if layer == recommended else "") for layer in layers]
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.06)
     for i, layer in enumerate(layers):
         points = maps[layer]
@@ -54,10 +58,18 @@ def layer_map(points: np.ndarray, labels: np.ndarray, class_names: list[str], in
     return fig
 
 
+def _stage_lines(fig: go.Figure, stage_starts: Sequence[int], **where) -> None:
+    """A grey line before the first block of each stage after the first (a Swin's), named on top."""
+    for n, start in enumerate(stage_starts, start=2):
+        fig.add_vline(x=start - 0.5, line_color="lightgrey", annotation_text=f"stage {n}",
+                      annotation_position="top left", **where)
+
+
 def score_curves(table: pd.DataFrame, *, metric: str, threshold: float, depth: int,
-                 band: tuple[np.ndarray, np.ndarray] | None = None) -> go.Figure:
+                 band: tuple[np.ndarray, np.ndarray] | None = None, stage_starts: Sequence[int] = ()) -> go.Figure:
     """Every score against depth; the rule's metric carries the threshold line (and ``band``, its
-    per-block interval over bootstrap resamples), all the chosen depth."""
+    per-block interval over bootstrap resamples), all the chosen depth and a grey line before the first
+    block of each stage (a Swin's ``stage_starts``)."""
     names = [name for name in METRICS if name in table]
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[_TITLES[n] + (" - SLS" if n == metric else "") for n in names])
     for col, name in enumerate(names, start=1):
@@ -69,6 +81,7 @@ def score_curves(table: pd.DataFrame, *, metric: str, threshold: float, depth: i
         fig.add_trace(go.Scatter(x=table["layer"], y=table[name], mode="lines+markers", name=_TITLES[name],
                                  showlegend=False), row=1, col=col)
         fig.add_vline(x=depth, line_dash="dot", line_color="green", row=1, col=col)
+        _stage_lines(fig, stage_starts, row=1, col=col)
         if name == metric:
             fig.add_hline(y=threshold, line_dash="dash", line_color="red", row=1, col=col,
                           annotation_text=f"T = {threshold:.3g}", annotation_position="bottom right")
@@ -77,16 +90,21 @@ def score_curves(table: pd.DataFrame, *, metric: str, threshold: float, depth: i
     return fig
 
 
-def accuracy_vs_throughput(frame: pd.DataFrame, *, chosen: int, baseline: dict | None = None) -> go.Figure:
+def accuracy_vs_throughput(frame: pd.DataFrame, *, chosen: int, baseline: dict | None = None,
+                           stages: Sequence[int] | None = None) -> go.Figure:
     """Accuracy (as-is and re-fit head) against measured images/s for every depth; ``chosen`` highlighted.
 
     ``frame`` has columns ``depth``, ``images_per_s``, ``accuracy_as_is``, ``accuracy_head_refit``;
-    ``baseline`` (the DepGraph row of :mod:`slsviz.study.comparison`) adds its point, re-fit head.
+    ``baseline`` (the DepGraph row of :mod:`slsviz.study.comparison`) adds its point, re-fit head;
+    ``stages`` (a Swin's stage of each block) labels each depth with the stage it cuts in (``7 s3``).
     """
     fig = go.Figure()
+    labels = frame["depth"].astype(str)
+    if stages is not None:
+        labels = [f"{d} s{stages[d - 1]}" for d in frame["depth"]]
     for column, name in (("accuracy_as_is", "as is (task head)"), ("accuracy_head_refit", "head re-fit")):
         fig.add_trace(go.Scatter(x=frame["images_per_s"], y=100 * frame[column], mode="lines+markers+text",
-                                 text=frame["depth"].astype(str), textposition="top center", name=name))
+                                 text=labels, textposition="top center", name=name))
     row = frame[frame["depth"] == chosen]
     if len(row):
         fig.add_trace(go.Scatter(x=row["images_per_s"], y=100 * row["accuracy_head_refit"], mode="markers",
@@ -100,13 +118,13 @@ def accuracy_vs_throughput(frame: pd.DataFrame, *, chosen: int, baseline: dict |
     return fig
 
 
-def criteria_curves(scores: pd.DataFrame, rows: list[dict]) -> go.Figure:
+def criteria_curves(scores: pd.DataFrame, rows: list[dict], stage_starts: Sequence[int] = ()) -> go.Figure:
     """Every criterion's scores on one scale, each pick marked.
 
     Each curve is min-max normalised over blocks, flipped where lower is better (Davies-Bouldin,
     angular distance) so that up means closer to the end by that criterion; Block Influence is drawn
     as it is (how much each block turns its input). ``scores``: one column per criterion, indexed by
-    block; ``rows``: :attr:`slsviz.study.comparison.Comparison.rows`.
+    block; ``rows``: :attr:`slsviz.study.comparison.Comparison.rows`; ``stage_starts``: a Swin's, lined.
     """
     fig = go.Figure()
     for i, row in enumerate(rows):
@@ -123,17 +141,21 @@ def criteria_curves(scores: pd.DataFrame, rows: list[dict]) -> go.Figure:
         fig.add_trace(go.Scatter(x=[d], y=[y[d - 1]], mode="markers", legendgroup=row["name"], showlegend=False,
                                  marker={"color": colour, "size": 12, "symbol": "diamond", "line": {"width": 1, "color": "black"}},
                                  hovertext=f"{row['label']}: depth {d}", hoverinfo="text"))
+    _stage_lines(fig, stage_starts)
     fig.update_layout(xaxis_title="block", yaxis_title="score, normalised over blocks", height=460,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"font": {"size": 11}})
     fig.update_xaxes(dtick=1)
     return fig
 
 
-def cka_heatmap(cka: np.ndarray) -> go.Figure:
-    """Linear CKA between every pair of blocks."""
+def cka_heatmap(cka: np.ndarray, stage_starts: Sequence[int] = ()) -> go.Figure:
+    """Linear CKA between every pair of blocks (a Swin's stages lined)."""
     blocks = list(range(1, len(cka) + 1))
     fig = go.Figure(go.Heatmap(z=cka, x=blocks, y=blocks, zmin=0, zmax=1, colorscale="Viridis",
                                hovertemplate="blocks %{x} and %{y}: CKA %{z:.3f}<extra></extra>"))
+    _stage_lines(fig, stage_starts)
+    for start in stage_starts:
+        fig.add_hline(y=start - 0.5, line_color="lightgrey")
     fig.update_layout(xaxis_title="block", yaxis_title="block", height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                       yaxis={"autorange": "reversed", "dtick": 1}, xaxis={"dtick": 1})
     return fig

@@ -20,6 +20,7 @@ from torch import nn
 from slsviz.errors import SlsvizError
 from slsviz.export.handback import cut_cpu, file_stem
 from slsviz.models import official
+from slsviz.models.swin import SwinBlocks
 from slsviz.models.task import TaskMeta
 
 TITLE = "The pruned task for the official SLS code"
@@ -31,6 +32,9 @@ def refusal(model: nn.Module, meta: TaskMeta) -> str | None:
     if method not in ("convpass", "repadapter"):
         return (f"The official SLS code runs Convpass and RepAdapter tasks, not {method}: export it for timm, "
                 "transformers or PEFT (LoRA), as the slsviz task or as ONNX.")
+    if isinstance(model, SwinBlocks):
+        return ("slsviz writes the official SLS code's ViT-B/16 tasks; its Swin path (timm 0.4's layout, depths 5 and "
+                "up) is not one slsviz writes: export it for timm, as the slsviz task or as ONNX.")
     if int(model.embed_dim) != official.CONVPASS_WIDTH:
         return (f"The official SLS code's adapters are {official.CONVPASS_WIDTH} wide (ViT-B/16); {meta.backbone_arch} is "
                 f"{model.embed_dim} wide: export it as the slsviz task or as ONNX.")

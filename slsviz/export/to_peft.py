@@ -21,8 +21,9 @@ from torch import nn
 
 from slsviz.errors import SlsvizError
 from slsviz.export.handback import check_logits, cut_cpu
-from slsviz.export.to_timm import load_lines, timm_model, write_config
+from slsviz.export.to_timm import load_lines, timm_model, timm_state, write_config
 from slsviz.models.petl import LoraLinear
+from slsviz.models.swin import SwinBlocks
 from slsviz.models.task import TaskMeta
 
 TITLE = "The pruned LoRA task for PEFT, on its base cut to the kept blocks"
@@ -42,7 +43,8 @@ def write(model: nn.Module, meta: TaskMeta, depth: int, folder: Path) -> tuple[s
     from peft import LoraConfig, PeftModel, get_peft_model
 
     cut = cut_cpu(model, depth)
-    factors = {name: _fused(layer) for name, layer in cut.named_modules() if isinstance(layer, LoraLinear)}
+    name = cut.timm_name if isinstance(cut, SwinBlocks) else str  # PEFT targets the timm model's modules
+    factors = {name(n): _fused(layer) for n, layer in cut.named_modules() if isinstance(layer, LoraLinear)}
     if not factors:
         raise SlsvizError(f"The task's LoRA adapts none of the first {depth} blocks (its blocks: "
                           f"{meta.petl.get('layers')}): export it for timm or transformers, which hold the cut model.")
@@ -50,10 +52,10 @@ def write(model: nn.Module, meta: TaskMeta, depth: int, folder: Path) -> tuple[s
     scaling = float(next(layer for layer in cut.modules() if isinstance(layer, LoraLinear)).scaling)
     rslora = bool(meta.petl.get("rslora"))
     alpha = scaling * (math.sqrt(rank) if rslora else rank)  # PEFT's scaling is lora_alpha / r (rsLoRA: / sqrt(r))
-    base = {k: v.detach().contiguous() for k, v in cut.state_dict().items() if "lora_" not in k}
+    base = timm_state(cut, keep=lambda k: "lora_" not in k)
     config = LoraConfig(r=rank, lora_alpha=alpha, use_rslora=rslora, lora_dropout=float(meta.petl.get("dropout", 0.0)),
                         target_modules=sorted(factors), bias=str(meta.petl.get("bias", "none")), modules_to_save=["head"])
-    built, kwargs = timm_model(meta, base, depth)
+    built, kwargs = timm_model(meta, base, cut)
     wrapped = get_peft_model(built, config)
     with torch.no_grad():
         for name, (a, b) in factors.items():
@@ -63,8 +65,8 @@ def write(model: nn.Module, meta: TaskMeta, depth: int, folder: Path) -> tuple[s
     wrapped.save_pretrained(folder / "adapter")
     (folder / "base").mkdir()
     save_file(base, str(folder / "base" / "model.safetensors"), metadata={"format": "pt"})
-    write_config(folder / "base" / "config.json", meta, kwargs)
-    fresh, _ = timm_model(meta, base, depth)
+    write_config(folder / "base" / "config.json", meta, kwargs, depth)
+    fresh, _ = timm_model(meta, base, cut)
     loaded = PeftModel.from_pretrained(fresh, str(folder / "adapter")).eval()
     check_logits(loaded, cut, meta.img_size, f"PEFT's adapter on timm's {meta.backbone_arch} at depth {depth}")
     same = rank == meta.petl.get("bottleneck") and math.isclose(alpha, float(meta.petl.get("alpha", alpha)))

@@ -19,6 +19,7 @@ from slsviz.errors import SlsvizError
 from slsviz.export.handback import check_logits, cut_cpu, unmergeable
 from slsviz.models import hf_vit
 from slsviz.models.petl import merge_petl
+from slsviz.models.swin import SwinBlocks
 from slsviz.models.task import TaskMeta
 
 TITLE = "The pruned model for transformers alone"
@@ -29,6 +30,10 @@ def refusal(model: nn.Module, meta: TaskMeta) -> str | None:
     unmerged = unmergeable(meta, "transformers' ViT")
     if unmerged is not None:
         return unmerged
+    if isinstance(model, SwinBlocks):
+        return ("slsviz writes transformers' ViTForImageClassification; a Swin cut inside its stages is no "
+                "SwinForImageClassification (whose stages all hold blocks): export it for timm (or PEFT, LoRA), as the "
+                "slsviz task or as ONNX.")
     if (getattr(model, "num_prefix_tokens", 1) != 1 or not getattr(model, "has_class_token", True)
             or getattr(model, "global_pool", "token") != "token" or not isinstance(model.fc_norm, nn.Identity)
             or not isinstance(model.norm_pre, nn.Identity)):

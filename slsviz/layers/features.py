@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from slsviz import defaults
@@ -21,6 +22,7 @@ from slsviz.choices import TOKENS
 from slsviz.data import LabelledImages, Preprocess, make_loader
 from slsviz.device import autocast
 from slsviz.errors import SlsvizError
+from slsviz.models.swin import SwinBlocks
 from slsviz.progress import Progress
 from slsviz.storage import ArrayCache, content_key
 
@@ -40,6 +42,8 @@ class FeatureBank:
         token: which token (see :data:`TOKENS`).
         key: the cache key (what the features depend on, hashed).
         meta: what the key was made from, JSON-ready.
+        head_inputs: (L, N, F): what the head reads when the model is cut after each block, where the
+            features do not give it by the final norm alone (a Swin's); ``None`` for a ViT.
     """
 
     features: np.ndarray
@@ -49,6 +53,7 @@ class FeatureBank:
     token: str
     key: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    head_inputs: np.ndarray | None = None
 
     @property
     def num_layers(self) -> int:
@@ -78,7 +83,8 @@ class FeatureBank:
     def head(self, n: int) -> FeatureBank:
         """The first ``n`` images' features (a view), e.g. the part of a split read so far."""
         return FeatureBank(features=self.features[:, :n], labels=self.labels[:n], indices=self.indices[:n],
-                           split=self.split, token=self.token, key=f"{self.key}[:{n}]", meta={**self.meta, "head": n})
+                           split=self.split, token=self.token, key=f"{self.key}[:{n}]", meta={**self.meta, "head": n},
+                           head_inputs=None if self.head_inputs is None else self.head_inputs[:, :n])
 
 
 @torch.inference_mode()
@@ -102,7 +108,8 @@ def extract_features(
         progress: called after each batch with (images done, total images).
 
     Returns:
-        ``(features float32 (L, N, D), labels int64 (N,))``.
+        ``(features float32 (L, N, D), labels int64 (N,), head inputs float32 (L, N, F) or None)``; head
+        inputs where the features do not give them (a Swin's, see :class:`FeatureBank`).
     """
     if token not in TOKENS:
         raise SlsvizError(f"Unknown token choice {token!r}: use one of {', '.join(TOKENS)}.")
@@ -111,18 +118,16 @@ def extract_features(
     model.eval()
     total = len(loader.dataset)
     chunks: list[np.ndarray] = []
+    heads: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     done = 0
     try:
         for images, targets in loader:
             with autocast(device) if use_autocast else contextlib.nullcontext():
-                outs = model.forward_intermediates(
-                    images.to(device, non_blocking=True), indices=None, norm=token == "cls_norm",
-                    output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True,
-                )
-            # each entry is (patch tokens, prefix tokens) of one block
-            per_layer = [(prefix[:, 0] if token != "mean" else patches.mean(1)) for patches, prefix in outs]
+                per_layer, head_inputs = _block_features(model, images.to(device, non_blocking=True), token)
             chunks.append(torch.stack(per_layer).float().cpu().numpy())
+            if head_inputs is not None:
+                heads.append(torch.stack(head_inputs).float().cpu().numpy())
             labels.append(targets.numpy())
             done += len(targets)
             if progress is not None:
@@ -131,7 +136,28 @@ def extract_features(
         model.train(was_training)
     if not chunks:
         raise SlsvizError("No images to extract features from: the split is empty.")
-    return np.concatenate(chunks, axis=1), np.concatenate(labels).astype(np.int64)
+    return (np.concatenate(chunks, axis=1), np.concatenate(labels).astype(np.int64),
+            np.concatenate(heads, axis=1) if heads else None)
+
+
+def _block_features(model: nn.Module, images: torch.Tensor, token: str) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """Every block's ``token`` feature of one batch, one (N, D) tensor per block, in one pass, and the head
+    inputs a Swin's features do not give (``None`` for a ViT).
+
+    A ViT: timm's ``forward_intermediates``. A Swin (:class:`~slsviz.models.swin.SwinBlocks`) has no CLS token:
+    ``"cls"`` and ``"cls_norm"`` give the official SLS code's feature (the block's token average after the
+    merging that starts the next stage), ``"mean"`` the average at the stage's own width. Its stages differ
+    in width, so each feature is padded with zeros to the widest: distances, Gram matrices, PCA and the
+    maps built on them are the same with or without zero columns.
+    """
+    if isinstance(model, SwinBlocks):
+        features, head_inputs = model.block_features(images, merged=token != "mean")
+        width = max(f.shape[1] for f in features)
+        return [F.pad(f, (0, width - f.shape[1])) for f in features], head_inputs
+    outs = model.forward_intermediates(images, indices=None, norm=token == "cls_norm", output_fmt="NLC",
+                                       intermediates_only=True, return_prefix_tokens=True)
+    # each entry is (patch tokens, prefix tokens) of one block
+    return [(prefix[:, 0] if token != "mean" else patches.mean(1)) for patches, prefix in outs], None
 
 
 _CACHE = ArrayCache("features", "features")
@@ -139,19 +165,20 @@ _CACHE = ArrayCache("features", "features")
 
 def load_cached(key: str) -> FeatureBank | None:
     """The bank stored under ``key``, memory-mapped; ``None`` if absent or unreadable."""
-    found = _CACHE.load(key, mapped=("features",))
+    found = _CACHE.load(key, mapped=("features", "head_inputs"))
     if found is None:
         return None
     arrays, meta = found
     return FeatureBank(features=arrays["features"], labels=arrays["labels"], indices=arrays["indices"],
-                       split=meta["split"], token=meta["token"], key=key, meta=meta)
+                       split=meta["split"], token=meta["token"], key=key, meta=meta, head_inputs=arrays.get("head_inputs"))
 
 
 def store(bank: FeatureBank) -> FeatureBank:
     """Keep ``bank`` under its key (float16 above 1 GiB of float32); return it memory-mapped."""
     dtype = np.float16 if bank.features.size * 4 > _FLOAT16_ABOVE_BYTES else np.float32
+    heads = {} if bank.head_inputs is None else {"head_inputs": np.asarray(bank.head_inputs, dtype=dtype)}
     _CACHE.store(bank.key, {"features": np.asarray(bank.features, dtype=dtype), "labels": bank.labels,
-                            "indices": bank.indices},
+                            "indices": bank.indices, **heads},
                  {**bank.meta, "split": bank.split, "token": bank.token, "dtype": np.dtype(dtype).name})
     return load_cached(bank.key) or bank
 
@@ -198,6 +225,9 @@ def feature_bank(
         "std": list(preprocess.std),
         "token": token,
         **({"resample": preprocess.resample} if preprocess.resample != "bicubic" else {}),  # older keys stay valid
+        # a Swin's bank holds the head inputs too, and its blocks' features differ in width (zero-padded)
+        **({"head_inputs": True, "widths": model.feature_widths(merged=token != "mean")}
+           if isinstance(model, SwinBlocks) else {}),
     }
     key = content_key(meta)
     if use_cache and (cached := load_cached(key)) is not None:
@@ -208,15 +238,18 @@ def feature_bank(
     loader = make_loader(data, split, preprocess, batch_size, limit=limit, start=skip)
     indices = np.asarray(loader.dataset.indices)
     if skip and len(loader.dataset) == 0:
-        features, labels = head.as_float32(), head.labels
+        features, labels, head_inputs = head.as_float32(), head.labels, head.head_inputs
     else:
         shown = progress if not skip or progress is None else (lambda done, total: progress(skip + done, skip + total))
-        features, labels = extract_features(model, loader, token=token, device=device,
-                                            use_autocast=use_autocast, progress=shown)
+        features, labels, head_inputs = extract_features(model, loader, token=token, device=device,
+                                                         use_autocast=use_autocast, progress=shown)
         if skip:
             features = np.concatenate([head.as_float32(), features], axis=1)
             labels = np.concatenate([head.labels, labels])
+            if head_inputs is not None:
+                head_inputs = np.concatenate([np.asarray(head.head_inputs, dtype=np.float32), head_inputs], axis=1)
     if skip:
         indices = np.concatenate([head.indices, indices])
-    bank = FeatureBank(features=features, labels=labels, indices=indices, split=split, token=token, key=key, meta=meta)
+    bank = FeatureBank(features=features, labels=labels, indices=indices, split=split, token=token, key=key, meta=meta,
+                       head_inputs=head_inputs)
     return store(bank) if use_cache else bank

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from timm.models import swin_transformer
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from slsviz import defaults
@@ -28,6 +29,7 @@ from slsviz.device import free_memory_bytes, resolve_device
 from slsviz.errors import CheckpointError, OfflineError, SlsvizError, key_mismatch
 from slsviz.models import hf_vit
 from slsviz.models.petl import count_params
+from slsviz.models.swin import SwinBlocks, stage_boundaries
 from slsviz.models.weights import WeightsFile
 from slsviz.storage import atomic_path, cache_dir
 
@@ -55,7 +57,7 @@ class Backbone:
         resample: the resize filter of its preprocessing (``bicubic``; a transformers folder's own).
     """
 
-    model: VisionTransformer
+    model: VisionTransformer | SwinBlocks
     id: str
     arch: str
     checksum: str
@@ -99,6 +101,7 @@ class Backbone:
             "mean": list(self.mean),
             "std": list(self.std),
             "resample": self.resample,
+            **({"stage_starts": stage_boundaries(self.model)} if isinstance(self.model, SwinBlocks) else {}),
         }
 
 
@@ -176,14 +179,17 @@ def check_img_size(arch: str, img_size: int, device: torch.device) -> None:
         probe = timm.create_model(arch, pretrained=False, num_classes=0)
     check_cuttable(arch, probe)
     patch = int(probe.patch_embed.patch_size[0])
-    dim, heads = int(probe.embed_dim), int(probe.blocks[0].attn.num_heads)
+    first = probe.layers[0].blocks[0] if isinstance(probe, swin_transformer.SwinTransformer) else probe.blocks[0]
+    dim, heads = int(probe.embed_dim), int(first.attn.num_heads)
+    window = getattr(first, "window_size", None)  # a Swin token attends within its window, a ViT's to all
     if img_size < patch:
         raise SlsvizError(f"Input size {img_size} px is smaller than one {patch}-px patch of {arch}: use at least {patch} "
                           f"(a multiple of {patch}, e.g. {8 * patch}).")
 
     def bytes_for(size: int) -> int:
         tokens = (size // patch) ** 2 + 1
-        return 4 * (8 * tokens * dim + 2 * heads * tokens * tokens)
+        attended = tokens if window is None else min(tokens, int(window[0]) * int(window[1]))
+        return 4 * (8 * tokens * dim + 2 * heads * tokens * attended)
 
     free = free_memory_bytes(device)
     if free is not None and bytes_for(img_size) > free:
@@ -288,18 +294,18 @@ def check_cuttable(arch: str, model: nn.Module) -> None:
     Raises:
         SlsvizError: what ``arch`` is and why that is not what slsviz cuts.
     """
-    if isinstance(model, VisionTransformer):
+    if isinstance(model, (VisionTransformer, swin_transformer.SwinTransformer)):
         return
     kind = type(model).__name__
     if "swin" in kind.lower() or hasattr(model, "layers") and hasattr(model, "patch_embed"):
-        why = ("a hierarchical transformer: its blocks sit in stages of different widths and token grids joined by patch "
-               "merging, so a cut must also carry the merging layers; slsviz does not cut those yet")
+        why = ("a hierarchical transformer other than timm's Swin (SwinTransformer, whose stages slsviz cuts with their "
+               "merging layers); slsviz does not cut this one")
     elif hasattr(model, "stages") or hasattr(model, "layer1"):
         why = "a convolutional network of stages: it has no sequence of transformer blocks whose CLS feature SLS scores"
     else:
         why = "not a plain vision transformer"
     raise SlsvizError(f"{arch!r} is a {kind}, {why}. slsviz cuts plain ViTs (timm VisionTransformer, e.g. "
-                      f"{DEFAULT_ARCH} or vit_base_patch16_224).")
+                      f"{DEFAULT_ARCH} or vit_base_patch16_224) and Swin (e.g. swin_tiny_patch4_window7_224).")
 
 
 def _load_local(arch: str, file: WeightsFile, img_size: int | None) -> Backbone:
@@ -311,6 +317,9 @@ def _load_local(arch: str, file: WeightsFile, img_size: int | None) -> Backbone:
         raise CheckpointError(f"Checkpoint {path}: unsupported file type {suffix!r}; use one of {', '.join(_CHECKPOINT_SUFFIXES)}.")
     if suffix == ".npz":
         model = _create(arch, img_size)
+        if not isinstance(model, VisionTransformer):
+            raise CheckpointError(f"Checkpoint {path}: a .npz holds Google's ViT weights; give {arch} a .pth or "
+                                  ".safetensors state dict.")
         _load_npz(model, path)
     else:
         kwargs = _exported_kwargs(path, arch)
@@ -352,15 +361,18 @@ def _load_hf(file: WeightsFile, img_size: int | None) -> Backbone:
 def _load_state_dict(model: VisionTransformer, state_dict: dict[str, torch.Tensor], where: str) -> None:
     """Load into ``model`` strictly (a classifier head in the file is ignored); resample positions."""
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+    swin = isinstance(model, swin_transformer.SwinTransformer)
     try:
-        state_dict = checkpoint_filter_fn(state_dict, model)  # timm's own pos-embed resampling
+        # timm's own readers: a ViT's position embeddings resampled; a Swin's keys of the official repository
+        # renamed and its relative position tables resized
+        state_dict = (swin_transformer.checkpoint_filter_fn if swin else checkpoint_filter_fn)(state_dict, model)
     except Exception as exc:
         raise CheckpointError(f"Checkpoint {where} does not fit {type(model).__name__}: {exc}") from exc
     mismatch = key_mismatch(model.state_dict(), state_dict)
     if mismatch:
         blocks = {k.split(".")[1] for k in state_dict if k.startswith("blocks.")}
         depth = (f" It has {len(blocks)} blocks; {model.pretrained_cfg.get('architecture', type(model).__name__)} "
-                 f"has {len(model.blocks)}." if blocks and len(blocks) != len(model.blocks) else "")
+                 f"has {len(model.blocks)}." if not swin and blocks and len(blocks) != len(model.blocks) else "")
         raise CheckpointError(f"Checkpoint {where} does not match the model: {mismatch}.{depth} Is it for this architecture?")
     model.load_state_dict(state_dict, strict=True)
 
@@ -416,8 +428,10 @@ def _hub_mode(offline: bool):
         constants.HF_HUB_OFFLINE, constants.HF_HUB_ETAG_TIMEOUT, constants.HF_HUB_DOWNLOAD_TIMEOUT = saved
 
 
-def _wrap(model: VisionTransformer, id_: str, arch: str, checksum: str, source: str, img_size: int) -> Backbone:
+def _wrap(model: nn.Module, id_: str, arch: str, checksum: str, source: str, img_size: int) -> Backbone:
     cfg = model.pretrained_cfg or {}
+    if isinstance(model, swin_transformer.SwinTransformer):
+        model = SwinBlocks(model)  # its blocks in one list, cut like a ViT's
     mean = tuple(float(x) for x in cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN))
     std = tuple(float(x) for x in cfg.get("std", timm.data.IMAGENET_DEFAULT_STD))
     return Backbone(model=model, id=id_, arch=arch, checksum=checksum, source=source, img_size=int(img_size), mean=mean, std=std)

@@ -28,7 +28,7 @@ from slsviz.models.task import TaskMeta, build_task_model
 from slsviz.models.weights import WeightsFile
 
 _SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_BLOCK = re.compile(r"^(?:layers\.(\d+)\.)?blocks\.(\d+)\.")  # a ViT's blocks.<i>, a Swin's layers.<s>.blocks.<j>
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,11 @@ class FullFineTune:
 
     @property
     def head(self) -> dict[str, torch.Tensor]:
-        """The classifier under timm's names (``head.weight``, ``head.bias``)."""
+        """The classifier under timm's ViT names (``head.weight``, ``head.bias``; a Swin's ``head.fc.*``)."""
         if self.layout == "transformers folder":
             return {f"head.{k}": v for k, v in self.file.reading("transformers folder", hf_vit.read_folder)["classifier"].items()}
-        return {k: v for k, v in self.file.state_dict().items() if k.startswith("head.")}
+        return {"head." + k.removeprefix("head.").removeprefix("fc."): v for k, v in self.file.state_dict().items()
+                if k.startswith("head.")}
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -124,9 +125,10 @@ def detect(file: WeightsFile) -> FullFineTune | None:
     if not (path.is_file() and path.suffix.lower() in _SUFFIXES):
         return None
     tensors = file.state_dict()
-    head = tensors.get("head.weight")
-    blocks = {int(m.group(1)) for m in map(_BLOCK.match, tensors) if m}
-    if head is None or head.ndim != 2 or "blocks.0.attn.qkv.weight" not in tensors or any("adapter" in k for k in tensors):
+    head = tensors.get("head.weight", tensors.get("head.fc.weight"))
+    blocks = {m.groups() for m in map(_BLOCK.match, tensors) if m}
+    if (head is None or head.ndim != 2 or not {"blocks.0.attn.qkv.weight", "layers.0.blocks.0.attn.qkv.weight"} & set(tensors)
+            or any("adapter" in k for k in tensors)):
         return None
     return FullFineTune(path=path, layout="timm state dict", num_classes=int(head.shape[0]), depth=len(blocks),
                         width=int(head.shape[1]), class_names=None, img_size=_trained_size(tensors), file=file)

@@ -260,6 +260,9 @@ def _target(path: Path, key: str, module: str) -> tuple[int, str, str]:
         if t:
             target = mapped[1] or _TARGET_OF[t.group(2)]
             return int(t.group(1)), target, "transformers"
+    if re.match(r"^layers\.\d+\.blocks\.\d+\.", module):
+        raise SlsvizError(f"{path}: {key} adapts {module}, a Swin's layer; slsviz writes PEFT adapters for a Swin but "
+                          "opens those of a ViT only: open the same task's timm export or its slsviz task instead.")
     raise SlsvizError(f"{path}: {key} adapts {module}; slsviz's LoRA adapts a ViT block's attention (qkv or query/key/"
                       "value, output projection) and MLP layers only.")
 

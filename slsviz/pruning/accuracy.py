@@ -22,6 +22,8 @@ from slsviz.layers.scores import linear_probe
 
 
 def _check_cls_head(model: nn.Module, bank: FeatureBank) -> None:
+    if bank.head_inputs is not None:  # what the head reads at each depth, stored (a Swin's)
+        return
     if bank.token != "cls":
         raise SlsvizError(f"Per-depth accuracy needs CLS features before the final norm (token 'cls'), not {bank.token!r}.")
     if getattr(model, "global_pool", "token") != "token":
@@ -34,6 +36,14 @@ def normed(model: nn.Module, features: np.ndarray) -> np.ndarray:
     device = next(model.parameters()).device
     x = torch.from_numpy(np.array(features, dtype=np.float32)).to(device)  # a copy: memmaps are read-only
     return model.fc_norm(model.norm(x)).float().cpu().numpy()
+
+
+def head_input(model: nn.Module, bank: FeatureBank, layer: int) -> np.ndarray:
+    """What the head reads when ``model`` is cut after block ``layer``: the bank's stored head inputs where
+    it has them (a Swin's), else the block's CLS features through the final norm (a ViT's)."""
+    if bank.head_inputs is not None:
+        return np.array(bank.head_inputs[layer - 1], dtype=np.float32)  # a copy: the cache's arrays are read-only
+    return normed(model, bank.layer(layer))
 
 
 def has_task_head(model: nn.Module) -> bool:
@@ -51,7 +61,7 @@ def _as_is(model: nn.Module, normed_features: np.ndarray, labels: np.ndarray) ->
 def accuracy_as_is(model: nn.Module, bank: FeatureBank) -> np.ndarray:
     """Accuracy of ``head(norm(cls_d))`` for every depth d = 1..L (index d-1)."""
     _check_cls_head(model, bank)
-    return np.array([_as_is(model, normed(model, bank.layer(d)), bank.labels) for d in range(1, bank.num_layers + 1)])
+    return np.array([_as_is(model, head_input(model, bank, d), bank.labels) for d in range(1, bank.num_layers + 1)])
 
 
 def fit_head(model: nn.Module, train: FeatureBank, layer: int, *, seed: int = 0, max_iter: int = 1000) -> Pipeline:
@@ -60,7 +70,7 @@ def fit_head(model: nn.Module, train: FeatureBank, layer: int, *, seed: int = 0,
     _check_cls_head(model, train)
     if len(np.unique(train.labels)) < 2:
         raise SlsvizError("Re-fitting a head needs train features of at least 2 classes.")
-    return linear_probe(seed=seed, max_iter=max_iter).fit(normed(model, train.layer(layer)), train.labels)
+    return linear_probe(seed=seed, max_iter=max_iter).fit(head_input(model, train, layer), train.labels)
 
 
 def fit_heads(model: nn.Module, train: FeatureBank, *, seed: int = 0) -> list[Pipeline]:
@@ -75,7 +85,7 @@ def accuracy_head_refit(model: nn.Module, train: FeatureBank, evaluate_on: Featu
     (``heads``: those :func:`fit_heads` returned for ``train``, to fit none here)."""
     _check_cls_head(model, evaluate_on)
     heads = heads if heads is not None else fit_heads(model, train, seed=seed)
-    return np.array([heads[d - 1].score(normed(model, evaluate_on.layer(d)), evaluate_on.labels)
+    return np.array([heads[d - 1].score(head_input(model, evaluate_on, d), evaluate_on.labels)
                      for d in range(1, evaluate_on.num_layers + 1)])
 
 
@@ -90,7 +100,7 @@ def accuracy_at_depth(model: nn.Module, train: FeatureBank, evaluate_on: Feature
                       seed: int = 0) -> dict[str, float]:
     """Both cache-only kinds at one depth, with no all-depth table (the head re-fit dominates)."""
     _check_cls_head(model, evaluate_on)
-    x = normed(model, evaluate_on.layer(depth))
+    x = head_input(model, evaluate_on, depth)
     refit = fit_head(model, train, depth, seed=seed).score(x, evaluate_on.labels)
     return {"depth": depth, "accuracy_as_is": _as_is(model, x, evaluate_on.labels), "accuracy_head_refit": float(refit)}
 

@@ -24,6 +24,7 @@ from slsviz.errors import SlsvizError
 from slsviz.models.petl.adaptformer import AdaptFormerAdapter
 from slsviz.models.petl.attach import merge_petl
 from slsviz.models.petl.convpass import ConvpassAdapter
+from slsviz.models.swin import SwinBlocks
 from slsviz.pruning.bench import count_flops
 
 ADAPTERS = (ConvpassAdapter, AdaptFormerAdapter)  # what stays in a merged model (RepAdapter and LoRA merge away)
@@ -76,8 +77,16 @@ def _adapters_stood_in(model: nn.Module) -> Iterator[list[nn.Module]]:
 
 
 def _prunable(model: nn.Module) -> set[nn.Module]:
-    """The backbone's own attention and MLP layers: what width pruning may cut."""
+    """The backbone's own attention and MLP layers: what width pruning may cut (a Swin's MLPs only, see
+    :data:`SWIN_HEADS_KEPT`)."""
+    if isinstance(model, SwinBlocks):
+        return {m for block in model.blocks for m in (block.mlp.fc1, block.mlp.fc2)}
     return {m for block in model.blocks for m in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2)}
+
+
+SWIN_HEADS_KEPT = ("On a Swin, DepGraph here prunes the MLP hidden channels only and keeps every attention head: "
+                   "each head also owns a column of its window attention's relative-position bias table, which "
+                   "Torch-Pruning's head pruning does not tie to that head's qkv rows.")
 
 
 def _prune(model: nn.Module, ratio: float, img_size: int, *, round_to: int,
@@ -90,24 +99,27 @@ def _prune(model: nn.Module, ratio: float, img_size: int, *, round_to: int,
     pruned.requires_grad_(True)  # Taylor importance reads the gradients of the frozen backbone too
     device = next(pruned.parameters()).device
     keep = _prunable(pruned)
-    num_heads = {block.attn.qkv: block.attn.num_heads for block in pruned.blocks}
+    swin = isinstance(pruned, SwinBlocks)
+    num_heads = {} if swin else {block.attn.qkv: block.attn.num_heads for block in pruned.blocks}
     importance = tp.importance.GroupTaylorImportance() if batches else tp.importance.GroupMagnitudeImportance(p=2)
     # Parameters outside Torch-Pruning's layer types, all along the residual width (never cut).
     loose = [getattr(pruned, name, None) for name in ("cls_token", "reg_token", "pos_embed")]
-    loose += [getattr(ls, "gamma", None) for block in pruned.blocks for ls in (block.ls1, block.ls2)]  # layer scale
+    loose += [getattr(getattr(block, ls, None), "gamma", None) for block in pruned.blocks for ls in ("ls1", "ls2")]  # layer scale
     unwrapped = [(p, p.ndim - 1) for p in loose if isinstance(p, nn.Parameter)]
+    if swin:  # (positions, heads): along the heads, which stay
+        unwrapped += [(block.attn.relative_position_bias_table, 1) for block in pruned.blocks]
     with _adapters_stood_in(pruned):
         ignored = [m for m in pruned.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and m not in keep]
         pruner = tp.pruner.MetaPruner(
             pruned, torch.zeros(1, 3, img_size, img_size, device=device), importance=importance, pruning_ratio=ratio,
-            ignored_layers=ignored, round_to=round_to, num_heads=num_heads, prune_num_heads=True,
+            ignored_layers=ignored, round_to=round_to, num_heads=num_heads, prune_num_heads=not swin,
             prune_head_dims=False, head_pruning_ratio=ratio, unwrapped_parameters=unwrapped)
     if batches:
         pruned.zero_grad()
         for x, y in batches:
             F.cross_entropy(pruned(x.to(device)), y.to(device)).backward()
     pruner.step()
-    for block in pruned.blocks:
+    for block in pruned.blocks if not swin else ():
         attn = block.attn
         attn.num_heads = pruner.num_heads[attn.qkv]
         attn.attn_dim = attn.num_heads * attn.head_dim
@@ -121,7 +133,7 @@ def width_prune_to_flops(model: nn.Module, target_flops: int, img_size: int, *,
     """Width-prune a copy of ``model`` to ``target_flops`` per image, within ``tolerance``.
 
     Args:
-        model: a task model (timm ViT with PETL); not modified.
+        model: a task model (timm ViT or Swin with PETL); not modified.
         target_flops: e.g. :func:`slsviz.pruning.bench.count_flops` of the model cut at a depth.
         img_size: input size.
         batches: ``(images, labels)`` of the task's train split for the Taylor importance (none:
@@ -138,12 +150,14 @@ def width_prune_to_flops(model: nn.Module, target_flops: int, img_size: int, *,
     if target_flops >= full:
         raise SlsvizError(f"The target ({target_flops / 1e9:.3f} GFLOPs) is not below the full model's "
                           f"({full / 1e9:.3f}): nothing to prune.")
-    heads = min(block.attn.num_heads for block in model.blocks)
+    swin = isinstance(model, SwinBlocks)  # its heads stay (SWIN_HEADS_KEPT)
+    heads = 1 if swin else min(block.attn.num_heads for block in model.blocks)
     low, high = 0.0, min(0.95, (heads - 1) / heads) if heads > 1 else 0.95  # at least one head stays
     floor = count_flops(_prune(model, high, img_size, round_to=round_to, batches=None), img_size)
     if target_flops < floor * (1 - tolerance):
         raise SlsvizError(f"Width pruning cannot reach {target_flops / 1e9:.3f} GFLOPs: with {100 * high:.0f}% of every "
-                          f"block's heads and MLP channels cut it still costs {floor / 1e9:.3f} (the residual width, "
+                          f"block's {'MLP channels (a Swin keeps its heads)' if swin else 'heads and MLP channels'} cut it "
+                          "still costs {floor / 1e9:.3f} (the residual width, "
                           "adapters and head stay). Pick a deeper depth to compare with.")
     ratio = None
     for _ in range(steps):

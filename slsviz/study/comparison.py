@@ -113,9 +113,12 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     accuracy = study.depths.table(progress=one_stage(progress, "features of the test split"))
     timed = study.timing.benchmarks(time_budget_s=time_budget_s,
                                     progress=one_stage(progress, f"timing all {L} depths, interleaved"))
+    widths = study.features.bank("train").meta.get("widths")  # a Swin's, per block
     rows = []
     for pick in picks:
         d = pick["depth"]
+        if widths and pick["name"] in WIDTH_BOUND:
+            pick = {**pick, "width_note": width_note(pick["name"], widths)}
         rows.append({**pick, "scores": [json_float(s) for s in pick["scores"]], "oracle_distance": d - oracle["depth"],
                      "accuracy_as_is": json_float(accuracy["accuracy_as_is"].iloc[d - 1]),
                      "accuracy_head_refit": json_float(accuracy["accuracy_head_refit"].iloc[d - 1]),
@@ -143,6 +146,20 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     return Comparison(rows, cka, oracle_within, L, info, baseline)
 
 
+# The criteria that compare two blocks' features vector by vector (CKA: by their Gram matrices).
+WIDTH_BOUND = ("block_influence", "angular_distance", "cka_to_last")
+
+
+def width_note(name: str, widths: list[int]) -> str:
+    """Which width a criterion of :data:`WIDTH_BOUND` compares a Swin's blocks at (``widths``: per block)."""
+    kept = ", ".join(map(str, dict.fromkeys(widths)))
+    if name == "cka_to_last":
+        return (f"Blocks {kept} wide: CKA compares the images' Gram matrices, which do not need one width (the zero "
+                "columns that pad a narrower block change none).")
+    return (f"Blocks {kept} wide, each zero-padded to {max(widths)}: this criterion's cosines compare two blocks' "
+            "vectors, so blocks of different stages are compared through the zero padding of the narrower one.")
+
+
 def depgraph_row(study: Study, depth: int, *, time_budget_s: float = defaults.TIMING_S, taylor_batches: int = 4,
                  retrain_epochs: int = 0, progress: StageProgress | None = None) -> dict[str, Any]:
     """The paper's baseline beside SLS at ``depth``: the backbone width-pruned with DepGraph to the FLOPs
@@ -156,9 +173,10 @@ def depgraph_row(study: Study, depth: int, *, time_budget_s: float = defaults.TI
     from slsviz.data import make_loader
     from slsviz.layers.features import feature_bank
     from slsviz.models.depth import depth_views
-    from slsviz.pruning.accuracy import accuracy_as_is, fit_head, normed, retrain_pruned
+    from slsviz.models.swin import SwinBlocks
+    from slsviz.pruning.accuracy import accuracy_as_is, fit_head, head_input, retrain_pruned
     from slsviz.pruning.bench import benchmark_models, prepare_for_timing
-    from slsviz.pruning.depgraph import width_prune_to_flops
+    from slsviz.pruning.depgraph import SWIN_HEADS_KEPT, width_prune_to_flops
 
     loaded = study.loaded
     size, device = loaded.backbone.img_size, loaded.backbone.device
@@ -175,7 +193,7 @@ def depgraph_row(study: Study, depth: int, *, time_budget_s: float = defaults.TI
         for split in ("train", "test")}
     L = banks["test"].num_layers
     head = SCHEDULER.run_heavy(lambda: fit_head(pruned.model, banks["train"], L))
-    refit = float(head.score(normed(pruned.model, banks["test"].layer(L)), banks["test"].labels))
+    refit = float(head.score(head_input(pruned.model, banks["test"], L), banks["test"].labels))
     as_is = float(accuracy_as_is(pruned.model, banks["test"])[-1]) if loaded.head_applies else float("nan")
     # Every depth and the width-pruned model in the same rounds, so that the chart's two series compare.
     views = depth_views(merged, range(1, study.num_layers + 1))
@@ -184,18 +202,18 @@ def depgraph_row(study: Study, depth: int, *, time_budget_s: float = defaults.TI
                                  time_budget_s=time_budget_s, merged=True,
                                  progress=one_stage(progress, "timing every depth and DepGraph together"))
     params = sum(p.numel() * p.element_size() for p in pruned.model.parameters())
-    retrained: dict[str, Any] = {}
+    retrained: dict[str, Any] = {"width_note": SWIN_HEADS_KEPT} if isinstance(loaded.model, SwinBlocks) else {}
     if retrain_epochs:
         if loaded.method in ("lora", "repadapter"):
-            retrained = {"retrained_note": f"{loaded.method} was merged into the backbone to be width-pruned, so it "
-                                           "has no adapters left to train; only Convpass and AdaptFormer retrain."}
+            retrained["retrained_note"] = (f"{loaded.method} was merged into the backbone to be width-pruned, so it "
+                                          "has no adapters left to train; only Convpass and AdaptFormer retrain.")
         else:
             with SCHEDULER.training():
                 out = retrain_pruned(pruned.model, loaded.data, loaded.preprocess, kind="ft", epochs=retrain_epochs,
                                      device=device, limit=store.limit,
                                      progress=(lambda e, n, _: progress("retraining the width-pruned model", e, n))
                                      if progress else None)
-            retrained = {"accuracy_retrained": out["accuracy_retrained"], "retrain_epochs": retrain_epochs}
+            retrained.update(accuracy_retrained=out["accuracy_retrained"], retrain_epochs=retrain_epochs)
     return {**retrained, "name": "depgraph", "label": f"DepGraph width pruning at the FLOPs of depth {depth}", "depth": depth,
             "ratio": pruned.ratio, "heads": pruned.heads, "mlp_hidden": pruned.mlp_hidden, "flops": pruned.flops,
             "target_flops": pruned.target_flops, "accuracy_as_is": json_float(as_is), "accuracy_head_refit": refit,

@@ -89,6 +89,9 @@ class Exports:
         (:func:`~slsviz.export.handback.export_as`), its card showing :meth:`config` under ``settings``
         (``None``: no criterion, scores or accuracies on the card)."""
         meta = self._require_task("Export")
+        refused = refusals(self.loaded.model, meta).get(fmt)
+        if refused is not None:  # said before the analysis the card would show is run
+            raise SlsvizError(refused)
         config = self.config(settings, depth, time_budget_s) if settings is not None else None
         return export_as(fmt, self.loaded.model, meta, depth, out, config=config)
 

@@ -19,6 +19,7 @@ from slsviz.layers.analysis import AnalysisSettings
 from slsviz.layers.criteria import SETTINGS as CRITERIA_SETTINGS
 from slsviz.models.petl import count_params
 from slsviz.models.selection import LoadedTask, Selection, open_selection
+from slsviz.models.swin import SwinBlocks, stage_boundaries
 from slsviz.progress import StageProgress
 from slsviz.scheduler import SCHEDULER, Memo
 from slsviz.study.comparison import Comparison, compare
@@ -76,6 +77,29 @@ class Study:
     def num_layers(self) -> int:
         """Blocks of the full model."""
         return len(self.loaded.model.blocks)
+
+    @property
+    def stage_starts(self) -> list[int]:
+        """The first block of each stage after the first (a Swin's, numbered 1..L across stages), where charts
+        draw a line; none for a ViT."""
+        return stage_boundaries(self.loaded.model) if isinstance(self.loaded.model, SwinBlocks) else []
+
+    def stages(self) -> list[int] | None:
+        """The stage (1-based) of every block, for a table's column; ``None`` for a ViT."""
+        model = self.loaded.model
+        return [s + 1 for s in model.stage_of[:len(model.blocks)]] if isinstance(model, SwinBlocks) else None
+
+    def stage_of(self, depth: int) -> str | None:
+        """Where a cut after ``depth`` blocks falls among a Swin's stages, in words (``None`` for a ViT)."""
+        model = self.loaded.model
+        if not isinstance(model, SwinBlocks):
+            return None
+        stage, sizes = model.stage_of[depth - 1], model.stage_sizes
+        first = sum(sizes[:stage]) + 1
+        after = len(model.merges) - 1 - stage  # the mergings a cut in this stage keeps
+        kept = {0: "", 1: "; the patch merging after it stays"}.get(after, f"; the {after} patch mergings after it stay")
+        return (f"stage {stage + 1} of {len(model.merges)} (blocks {first}-{first + sizes[stage] - 1}){kept}"
+                + (", so the head reads the last width" if after else ""))
 
     def model_card(self) -> dict[str, Any]:
         """What is loaded, in numbers: backbone, PETL method and its settings, dataset, accuracies."""

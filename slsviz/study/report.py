@@ -82,9 +82,16 @@ def report(study: Study, settings: AnalysisSettings = AnalysisSettings(),
         "device": describe_device(loaded.backbone.device),
         "environment": environment(),
         "timings": {k: round(v, 3) for k, v in timings.items()},
-        "layers": [{k: (json_float(v) if k != "layer" else int(v)) for k, v in row.items()}
-                   for row in table.to_dict("records")],
+        **({"stage_starts": study.stage_starts} if study.stage_starts else {}),
+        "layers": [{k: (json_float(v) if k not in ("layer", "stage") else int(v)) for k, v in row.items()}
+                   for row in _with_stages(study, table).to_dict("records")],
     }
+
+
+def _with_stages(study: Study, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (one row per block) with a Swin's stage of each block after the block's number."""
+    stages = study.stages()
+    return table if stages is None else table.assign(stage=stages)[["layer", "stage", *table.columns[1:]]]
 
 
 def write_report(study: Study, settings: AnalysisSettings, out: str | Path, *, save_features: bool = False,

@@ -23,6 +23,7 @@ from slsviz.models.petl.params import (
     trainable_names,
 )
 from slsviz.models.petl.repadapter import RepAdapter, RepAdapterBlock
+from slsviz.models.petl.swin_block import SwinAdaptFormerBlock, SwinConvpassBlock, SwinRepAdapterBlock
 
 __all__ = [
     "DEFAULT_SCALES",
@@ -36,6 +37,9 @@ __all__ = [
     "QuickGELU",
     "RepAdapter",
     "RepAdapterBlock",
+    "SwinAdaptFormerBlock",
+    "SwinConvpassBlock",
+    "SwinRepAdapterBlock",
     "attach_petl",
     "config_of",
     "count_params",

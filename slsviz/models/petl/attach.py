@@ -14,6 +14,13 @@ from slsviz.models.petl.convpass import ConvpassBlock
 from slsviz.models.petl.lora import attach_lora, merge_lora
 from slsviz.models.petl.params import CONFIG_ATTR, mark_trainable
 from slsviz.models.petl.repadapter import RepAdapterBlock
+from slsviz.models.petl.swin_block import (
+    SwinAdaptFormerBlock,
+    SwinConvpassBlock,
+    SwinRepAdapterBlock,
+    check_swin_block,
+)
+from slsviz.models.swin import SwinBlocks
 
 
 def attach_petl(model: VisionTransformer, config: PetlConfig | str = PetlConfig()) -> VisionTransformer:
@@ -27,7 +34,8 @@ def attach_petl(model: VisionTransformer, config: PetlConfig | str = PetlConfig(
     work as before. Copy the model first to keep the original.
 
     Args:
-        model: a timm ``VisionTransformer`` with plain pre-norm ``Block`` blocks, not yet adapted.
+        model: a timm ``VisionTransformer`` with plain pre-norm ``Block`` blocks, or a :class:`SwinBlocks`
+            with plain ``SwinTransformerBlock`` blocks (the adapters at each stage's width), not yet adapted.
         config: a :class:`PetlConfig`, or a method name for its defaults.
 
     Raises:
@@ -36,12 +44,13 @@ def attach_petl(model: VisionTransformer, config: PetlConfig | str = PetlConfig(
     """
     if isinstance(config, str):
         config = PetlConfig(method=config)
-    if not isinstance(model, VisionTransformer):
-        raise SlsvizError(f"PETL adapts timm VisionTransformer models, not {type(model).__name__}.")
+    swin = isinstance(model, SwinBlocks)
+    if not isinstance(model, VisionTransformer) and not swin:
+        raise SlsvizError(f"PETL adapts timm VisionTransformer and Swin models, not {type(model).__name__}.")
     if config_of(model) is not None:
         raise SlsvizError(f"This model is already adapted ({config_of(model).method}): attach PETL to a fresh backbone.")
     for block in model.blocks:
-        check_block(block)
+        (check_swin_block if swin else check_block)(block)
     if config.method == "repadapter" and model.embed_dim % config.groups:
         raise SlsvizError(f"RepAdapter needs groups ({config.groups}) to divide the width {model.embed_dim}.")
 
@@ -61,8 +70,14 @@ def attach_petl(model: VisionTransformer, config: PetlConfig | str = PetlConfig(
     return model
 
 
-def _adapted_block(model: VisionTransformer, block: nn.Module, config: PetlConfig) -> nn.Module:
+def _adapted_block(model: VisionTransformer | SwinBlocks, block: nn.Module, config: PetlConfig) -> nn.Module:
     common = {"bottleneck": config.bottleneck, "scale": config.scale, "dropout": config.dropout}
+    if isinstance(model, SwinBlocks):  # the same adapters at each stage's width and grid
+        if config.method == "convpass":
+            return SwinConvpassBlock(block, init=config.init, **common)
+        if config.method == "repadapter":
+            return SwinRepAdapterBlock(block, groups=config.groups, **common)
+        return SwinAdaptFormerBlock(block, **common)
     if config.method == "convpass":
         return ConvpassBlock(block, num_prefix_tokens=model.num_prefix_tokens,
                              grid_size=tuple(model.patch_embed.grid_size), init=config.init, **common)
@@ -86,7 +101,7 @@ def merge_petl(model: VisionTransformer) -> VisionTransformer:
     Convpass, AdaptFormer, linear and full models, and merged ones, are returned unchanged.
     """
     for block in model.blocks:
-        if isinstance(block, RepAdapterBlock):
+        if isinstance(block, (RepAdapterBlock, SwinRepAdapterBlock)):
             block.merge()
         else:
             merge_lora(block)

@@ -100,14 +100,14 @@ class RepAdapterBlock(AdaptedBlock):
     def merge(self) -> None:
         """Fold the adapters into ``attn.qkv`` and ``mlp.fc1``; a merged block is left as it is."""
         if isinstance(self.adapter_attn, RepAdapter):
-            _fold(self.adapter_attn, self.attn.qkv)
+            fold(self.adapter_attn, self.attn.qkv)
             self.adapter_attn = nn.Identity()
         if isinstance(self.adapter_mlp, RepAdapter):
-            _fold(self.adapter_mlp, self.mlp.fc1)
+            fold(self.adapter_mlp, self.mlp.fc1)
             self.adapter_mlp = nn.Identity()
 
 
-def _fold(adapter: RepAdapter, linear: nn.Module) -> None:
+def fold(adapter: RepAdapter, linear: nn.Module) -> None:
     """``linear(adapter(x))`` becomes ``linear'(x)``: W' = W M, b' = b + W c."""
     if not isinstance(linear, nn.Linear):
         raise SlsvizError(f"RepAdapter can only be merged into a Linear layer, not {type(linear).__name__}.")
