@@ -21,9 +21,8 @@ from torch import nn
 
 from slsviz.errors import SlsvizError
 from slsviz.export.handback import check_logits, cut_cpu
-from slsviz.export.to_timm import load_lines, timm_model, timm_state, write_config
+from slsviz.export.to_timm import load_lines, timm_model, timm_names, timm_state, write_config
 from slsviz.models.petl import LoraLinear
-from slsviz.models.swin import SwinBlocks
 from slsviz.models.task import TaskMeta
 
 TITLE = "The pruned LoRA task for PEFT, on its base cut to the kept blocks"
@@ -43,7 +42,7 @@ def write(model: nn.Module, meta: TaskMeta, depth: int, folder: Path) -> tuple[s
     from peft import LoraConfig, PeftModel, get_peft_model
 
     cut = cut_cpu(model, depth)
-    name = cut.timm_name if isinstance(cut, SwinBlocks) else str  # PEFT targets the timm model's modules
+    name = timm_names(cut)  # PEFT targets the timm model's modules
     factors = {name(n): _fused(layer) for n, layer in cut.named_modules() if isinstance(layer, LoraLinear)}
     if not factors:
         raise SlsvizError(f"The task's LoRA adapts none of the first {depth} blocks (its blocks: "

@@ -44,9 +44,15 @@ def write(model: nn.Module, meta: TaskMeta, depth: int, folder: Path) -> tuple[s
             "as a plain timm model."), load_lines(meta.backbone_arch, kwargs, WEIGHTS)
 
 
+def timm_names(cut: nn.Module) -> Callable[[str], str]:
+    """The map from ``cut``'s parameter and module names to those of the timm model :func:`timm_model` builds
+    (a Swin's blocks sit in its stages there; a ViT's names are timm's already)."""
+    return cut.timm_name if isinstance(cut, SwinBlocks) else str
+
+
 def timm_state(cut: nn.Module, keep: Callable[[str], bool] = lambda name: True) -> dict[str, torch.Tensor]:
     """``cut``'s state dict (the ``keep`` names) under the names of the timm model :func:`timm_model` builds."""
-    name = cut.timm_name if isinstance(cut, SwinBlocks) else str
+    name = timm_names(cut)
     return {name(k): v.detach().contiguous() for k, v in cut.state_dict().items() if keep(k)}
 
 
