@@ -15,7 +15,7 @@ from slsviz.device import describe_device
 from slsviz.errors import SlsvizError
 from slsviz.models.inspect import inspect_path
 from slsviz.storage import keep_upload, keep_upload_folder
-from slsviz.study import Selection
+from slsviz.study import VISIT, Selection
 from slsviz.study.training import train_new_task
 
 st.title("slsviz")
@@ -135,7 +135,7 @@ with st.expander("Load another backbone, task or dataset", expanded=False):
             st.success(f"Trained: val {100 * meta.val_accuracy:.2f}%, test {100 * meta.test_accuracy:.2f}%; saved to {path}.")
 
 study = ui.current_study()
-ui.prefetch(study, "layers")  # while the user reads this page
+ui.prefetch(study, *VISIT)  # while the user reads this page
 card = study.model_card()
 device = study.loaded.backbone.device
 st.info(f"Computing on **{describe_device(device)}**" + (" (GPU)" if device.type == "cuda" else ""))

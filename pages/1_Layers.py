@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from slsviz.app import charts, ui
@@ -10,7 +11,9 @@ from slsviz.layers.analysis import AnalysisSettings
 
 st.title("Layers")
 
-study = ui.current_study(splits=("train", "val"))
+study = ui.current_study()
+if not study.features.previewed():  # small scored splits: read them whole now, with progress
+    ui.current_study(splits=("train", "val"))
 current = ui.settings()
 c1, c2, c3, c4 = st.columns(4)
 projection = c1.selectbox("2-D map", PROJECTIONS, index=PROJECTIONS.index(current.projection), key="slsviz.layers.projection",
@@ -23,11 +26,44 @@ alpha = c4.slider("alpha", 0.05, 1.0, float(current.alpha), 0.05, key="slsviz.la
 settings = AnalysisSettings(projection=projection, metric=metric, space=space, alpha=alpha)
 st.session_state[ui.SETTINGS] = settings
 
-with ui.user_errors(), st.spinner("Scanning blocks from the last one down..."):
-    analysis = study.layers.analysis(settings)
-    rule = study.layers.recommend(settings)  # top down: only the blocks the rule needs
-st.session_state[ui.DEPTH] = int(rule.depth_)
 scored_on = f"{metric} of the {projection} map" if space == "2d" else f"{metric} of the raw features"
+with ui.user_errors(), st.spinner("Scanning blocks from the last one down..."):
+    # top down: only the blocks the rule needs; from the first images while the rest are read
+    rule, early = study.layers.recommend_soon(settings, progress=ui.ProgressBar("Features of the first images"))
+
+
+@st.fragment(run_every=2.0)
+def exact_watch() -> None:
+    """While the recommendation is provisional: looks every 2 s, and reloads the page once the exact one is in."""
+    if study.layers.ready(settings):
+        st.rerun()
+
+
+if early is not None:
+    study.prefetch("layers", settings)  # the exact one, after the work already queued
+    read, total = early.images
+    spread = early.spread
+    st.warning(f"**Provisional**: from the first {read} of {total} scored images ({early.train_images} train, "
+               f"{read - early.train_images} val)."
+               + (f" Over {len(spread.depths)} resamples of those images on the same maps, SLS keeps "
+                  f"{spread.mode} blocks most often; 90% of the picks lie in {'..'.join(map(str, spread.interval()))}."
+                  if spread is not None else "")
+               + " The exact recommendation replaces it by itself when the rest are read and mapped.")
+    st.success(f"**SLS recommends keeping {rule.depth_} of {rule.num_layers_} blocks** (provisional; {scored_on}, "
+               f"alpha {alpha:g}). {rule.reason_}")
+    scanned = pd.DataFrame({"layer": range(1, rule.num_layers_ + 1), metric: rule.scores_})
+    st.plotly_chart(charts.score_curves(scanned, metric=metric, threshold=float(rule.threshold_), depth=int(rule.depth_),
+                                        band=None if spread is None else spread.band(), stage_starts=study.stage_starts),
+                    width="stretch", key="slsviz.layers.provisional_curve")
+    st.caption("The blocks the top-down scan scored on the first images (the band: 90% of the resamples). Every "
+               "block's map, the scores table and the downloads come with the exact recommendation.")
+    exact_watch()
+    ui.prefetch(study, "prune")
+    st.stop()
+
+with ui.user_errors():
+    analysis = study.layers.analysis(settings)
+st.session_state[ui.DEPTH] = int(rule.depth_)
 st.success(f"**SLS recommends keeping {rule.depth_} of {rule.num_layers_} blocks** ({scored_on}, alpha {alpha:g}). "
            f"{rule.reason_}")
 stages = study.stage_starts

@@ -17,15 +17,16 @@ L = study.num_layers
 with ui.user_errors():
     # Exact when ready; until then from the first test images, while the rest are read in the background.
     table, exact = study.depths.table_soon(progress=ui.ProgressBar("Features of the test split"))
-    ui.chosen_depth(study)  # the recommendation, when the Layers page has not made it yet
+    recommended, provisional = ui.recommended(study)  # the provisional one until the exact one is made
     # Every depth timed together, in rounds, so that the speedups hold on a machine whose speed drifts.
     timed = study.timing.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"))
 if not exact:
     study.depths.start_exact()  # after the timing: a measurement has the machine alone
     read, total = table.attrs["images"]
-    st.info(f"Provisional accuracies, from the first {read} of {total} test images (± the 95% interval); the "
+    fit_on, train_total = table.attrs["train_images"]
+    heads = f", heads re-fit on the first {fit_on} of {train_total} train images" if fit_on < train_total else ""
+    st.info(f"Provisional accuracies, from the first {read} of {total} test images (± the 95% interval){heads}; the "
             "exact figures replace them by themselves when the rest of the test split is read.")
-recommended = int(st.session_state[ui.DEPTH])
 applies, note = study.loaded.head_applies, study.loaded.head_note
 if note:
     (st.info if applies else st.warning)(f"Accuracy as is: {note}")
@@ -50,7 +51,7 @@ def exact_figures_watch() -> None:
 def depth_panel() -> None:
     """Reruns alone when the slider moves: every number is already measured or cached."""
     depth = st.slider("Blocks kept", 1, L, recommended, key=ui.PRUNE_DEPTH,
-                      help=f"starts at the SLS recommendation ({recommended})")
+                      help=f"starts at the SLS recommendation ({recommended}{', provisional' if provisional else ''})")
     st.session_state[ui.CHOSEN] = depth
     if study.stage_of(depth):
         st.caption(f"Cut in {study.stage_of(depth)}.")

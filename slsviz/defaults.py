@@ -40,8 +40,13 @@ SPACE = "2d"
 ALPHA = 0.3
 SEED = 0
 # Test images behind the provisional accuracies shown while the whole test split is read (rounded
-# up to whole batches, so those batches are the ones the whole pass makes).
-PREVIEW_TEST_IMAGES = 512
+# to whole batches, so those batches are the ones the whole pass makes).
+PREVIEW_TEST_IMAGES = 256
+# Scored images (train and val, in proportion, whole batches) behind the provisional recommendation
+# shown while the rest are read: a fifth of the default's, whose maps take a sixth of the time.
+PREVIEW_SCORED_IMAGES = 192
+# Bootstrap resamples of those images, scored on their maps, behind the provisional pick's spread.
+PROVISIONAL_RESAMPLES = 50
 
 # Training a task (slsviz.models.train.Recipe reads these; so do the CLI's help, the app and the sweep):
 # the paper's recipe, AdamW with a linear warm-up then a cosine down to TRAIN_MIN_LR.

@@ -284,8 +284,9 @@ class Parallel:
         self._futures: dict[Hashable, Future] = {}
 
     def run(self, compute: Callable[[], T]) -> T:
-        """``compute()`` in this thread, as heavy work (a leaf: a score of one layer)."""
-        return self._scheduler.run_heavy(compute)
+        """``compute()`` in this thread, as heavy work on one BLAS thread (a leaf: a score of one layer;
+        scikit-learn's small fits run several times slower on two BLAS threads than on one)."""
+        return self._job(compute)()
 
     def _job(self, compute: Callable[[], T]) -> Callable[[], T]:
         def job() -> T:

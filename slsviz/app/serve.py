@@ -6,7 +6,7 @@ started when the server starts rather than when the first page opens.
 Streamlit runs a page only when a browser asks for it, so a new user would wait for the imports,
 the backbone and the first features after opening the app. Here a daemon thread opens the embedded
 default (the same :func:`slsviz.app.ui.study` cache the pages use, so nothing is computed twice)
-and queues what the Layers and Prune pages will ask for, while the server starts and the user's
+and queues what the Layers and Prune pages will ask for (the first answers, then the exact ones), while the server starts and the user's
 browser connects. ``SLSVIZ_PREFETCH=0`` leaves it all to the pages.
 """
 
@@ -40,12 +40,13 @@ def warm_default() -> list[Future]:
     # The heavy imports (torch, timm) happen here, beside the server's start.
     from slsviz.app import ui
     from slsviz.layers.analysis import AnalysisSettings
+    from slsviz.study import VISIT
 
     try:
         if not ui.prefetching():
             return []
         study = ui.study(ui.default_selection())
-        return [study.prefetch("layers", AnalysisSettings()), study.prefetch("prune")]
+        return [study.prefetch(page, AnalysisSettings()) for page in VISIT]  # every page's first answer first
     finally:
         # What is loaded by now (torch, timm, scikit-learn, the default model) lives as long as the
         # server: out of the collector's full passes, which walk it with the GIL held (~0.3 s here).

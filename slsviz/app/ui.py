@@ -136,10 +136,12 @@ def prefetching() -> bool:
     return os.environ.get("SLSVIZ_PREFETCH", "1") != "0"
 
 
-def prefetch(current: Study, page: str) -> None:
-    """Start ``page``'s heaviest work in the background while the user reads this one (:meth:`Study.prefetch`)."""
+def prefetch(current: Study, *pages: str) -> None:
+    """Start each page's heaviest work in the background, in turn, while the user reads this one
+    (:meth:`Study.prefetch`)."""
     if prefetching():
-        current.prefetch(page, settings())
+        for page in pages:
+            current.prefetch(page, settings())
 
 
 def current_study(splits: tuple[str, ...] = ()) -> Study:
@@ -151,9 +153,19 @@ def current_study(splits: tuple[str, ...] = ()) -> Study:
     return current
 
 
-def chosen_depth(current: Study) -> int:
-    """The depth this session chose on the Prune page, else the SLS recommendation."""
+def recommended(current: Study) -> tuple[int, bool]:
+    """``(depth, provisional)``: the SLS recommendation under this session's settings, exact once it is
+    made (kept as :data:`DEPTH`), else the one from the first images, with the exact one started."""
     with user_errors():
-        if DEPTH not in st.session_state:
-            st.session_state[DEPTH] = int(current.layers.recommend(settings()).depth_)
-    return min(int(st.session_state.get(CHOSEN, st.session_state[DEPTH])), current.num_layers)
+        rule, early = current.layers.recommend_soon(settings())
+    if early is not None:
+        current.prefetch("layers", settings())
+    else:
+        st.session_state[DEPTH] = int(rule.depth_)
+    return int(rule.depth_), early is not None
+
+
+def chosen_depth(current: Study) -> int:
+    """The depth this session chose on the Prune page, else the SLS recommendation (:func:`recommended`)."""
+    depth, _ = recommended(current)
+    return min(int(st.session_state.get(CHOSEN, depth)), current.num_layers)

@@ -18,7 +18,13 @@ from sklearn.preprocessing import StandardScaler
 
 from slsviz.errors import DataError
 
-CLUSTER_METRICS = ("silhouette", "calinski_harabasz", "davies_bouldin")
+# Each cluster score by name, as scikit-learn computes it: ``score(points, labels) -> float``.
+CLUSTER_SCORES = {
+    "silhouette": lambda x, y: silhouette_score(x, y, metric="euclidean"),
+    "calinski_harabasz": calinski_harabasz_score,
+    "davies_bouldin": davies_bouldin_score,
+}
+CLUSTER_METRICS = tuple(CLUSTER_SCORES)
 
 
 def cluster_scores(points: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -46,11 +52,7 @@ def cluster_scores(points: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             f"Scoring clusters needs 2 <= number of classes <= number of points - 1, but there are "
             f"{n_classes} classes for {len(y)} points: use more points per class."
         )
-    return {
-        "silhouette": float(silhouette_score(x, y, metric="euclidean")),
-        "calinski_harabasz": float(calinski_harabasz_score(x, y)),
-        "davies_bouldin": float(davies_bouldin_score(x, y)),
-    }
+    return {name: float(score(x, y)) for name, score in CLUSTER_SCORES.items()}
 
 
 def linear_probe(*, seed: int = 0, max_iter: int = 1000) -> Pipeline:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from slsviz.errors import SlsvizError
+from slsviz.layers.analysis import LayerAnalysis
+from slsviz.layers.rule import SLSRule
+from slsviz.layers.scores import CLUSTER_SCORES
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,27 @@ def resamples(n: int, count: int, seed: int) -> list[tuple[np.ndarray, int]]:
         raise SlsvizError(f"Bootstrap needs at least 2 images and 1 resample, not {n} images and {count} resamples.")
     rng = np.random.default_rng(seed)
     return [(np.sort(rng.integers(0, n, n)), seed + 1 + b) for b in range(count)]
+
+
+def spread_on_maps(analysis: LayerAnalysis, count: int, seed: int) -> Spread | None:
+    """The SLS rule of ``analysis``' settings on ``count`` bootstrap resamples of its points, each scored
+    on the maps already drawn (:func:`resamples`' indices; no map drawn anew, so it is cheap): how far the
+    pick moves with the images alone. Each resample's scan is lazy, so a block it reaches that the
+    analysis has not mapped yet is mapped (once). ``None`` for the linear-probe score, which has no points.
+    """
+    settings = analysis.settings
+    if settings.metric == "probe_accuracy":
+        return None
+    score = CLUSTER_SCORES[settings.metric]
+    labels = analysis.labels
+
+    def points(layer: int) -> np.ndarray:
+        return analysis.map(layer) if settings.space == "2d" else np.asarray(analysis.features[layer - 1], np.float32)
+
+    depths, scores = [], []
+    for idx, _ in resamples(len(labels), count, seed):
+        rule = SLSRule(settings.alpha, settings.higher_is_better).fit_lazy(
+            lambda layer, idx=idx: float(score(points(layer)[idx], labels[idx])), analysis.num_layers)
+        depths.append(rule.depth_)
+        scores.append(rule.scores_)
+    return Spread(np.asarray(depths), np.vstack(scores))

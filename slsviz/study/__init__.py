@@ -11,6 +11,6 @@
 """
 
 from slsviz.models.selection import LoadedTask, Selection, open_selection
-from slsviz.study.facade import Study
+from slsviz.study.facade import VISIT, Study
 
-__all__ = ["LoadedTask", "Selection", "Study", "open_selection"]
+__all__ = ["VISIT", "LoadedTask", "Selection", "Study", "open_selection"]

@@ -5,15 +5,17 @@ while the rest are read."""
 from __future__ import annotations
 
 from concurrent.futures import Future
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from slsviz import defaults
+from slsviz.layers.features import FeatureBank
 from slsviz.models.selection import LoadedTask
 from slsviz.progress import Progress
-from slsviz.pruning.accuracy import accuracy_head_refit, depth_accuracy_table, fit_heads, interval
-from slsviz.scheduler import SCHEDULER, Memo
+from slsviz.pruning.accuracy import accuracy_head_refit, depth_accuracy_table, fit_head, interval
+from slsviz.scheduler import SCHEDULER, Memo, Parallel
 from slsviz.study.features import FeatureStore
 
 
@@ -30,6 +32,7 @@ class DepthEvaluator:
         self.features = features
         self._tables: Memo[pd.DataFrame] = Memo()
         self._classifiers: Memo[list] = Memo()
+        self._first_classifiers: Memo[list] = Memo()
         self._exact_started: Memo[Future] = Memo()
 
     def table(self, seed: int = defaults.SEED, progress: Progress | None = None) -> pd.DataFrame:
@@ -44,17 +47,21 @@ class DepthEvaluator:
     def table_soon(self, seed: int = defaults.SEED, progress: Progress | None = None) -> tuple[pd.DataFrame, bool]:
         """``(table, exact)``: the exact :meth:`table` when it is there or as quick to make; otherwise
         a provisional one from the first test images (:meth:`FeatureStore.first_images`), with the 95%
-        interval of each accuracy (``accuracy_as_is_pm``, ``accuracy_head_refit_pm``) and
-        ``table.attrs["images"] = (read, of)``. :meth:`start_exact` makes the exact one in the background."""
+        interval of each accuracy (``accuracy_as_is_pm``, ``accuracy_head_refit_pm``),
+        ``table.attrs["images"] = (read, of)`` and ``table.attrs["train_images"] = (read, of)``: the train
+        images its heads were re-fit on (:meth:`classifiers_soon`). :meth:`start_exact` makes the exact
+        one in the background."""
         exact = self._tables.peek(seed)
         if exact is not None or self.features.preview_size("test") is None:
             return exact if exact is not None else self.table(seed, progress), True
         first = self.features.first_images("test", progress)
-        table = depth_accuracy_table(self.loaded.model, self.features.bank("train"), first, seed=seed,
-                                     as_is=self.loaded.head_applies, heads=self.classifiers(seed))
+        train, heads = self.classifiers_soon(seed)
+        table = depth_accuracy_table(self.loaded.model, train, first, seed=seed, as_is=self.loaded.head_applies,
+                                     heads=heads)
         table["accuracy_as_is_pm"] = interval(table["accuracy_as_is"].to_numpy(), first.num_samples)
         table["accuracy_head_refit_pm"] = interval(table["accuracy_head_refit"].to_numpy(), first.num_samples)
         table.attrs["images"] = (first.num_samples, self.features.split_size("test"))
+        table.attrs["train_images"] = (train.num_samples, self.features.split_size("train"))
         return table, False
 
     def ready(self, seed: int = defaults.SEED) -> bool:
@@ -69,11 +76,24 @@ class DepthEvaluator:
     def classifiers(self, seed: int = defaults.SEED) -> list:
         """A linear classifier per depth fit on the train features: fit once, scored on the first test
         images and the whole test split alike."""
-        def fit() -> list:
-            train = self.features.bank("train")  # outside the heavy section: it may wait for another thread's
-            return SCHEDULER.run_heavy(lambda: fit_heads(self.loaded.model, train, seed=seed))
+        return self._classifiers.get(seed, lambda: self._fit(self.features.bank("train"), seed))
 
-        return self._classifiers.get(seed, fit)
+    def classifiers_soon(self, seed: int = defaults.SEED) -> tuple[FeatureBank, list]:
+        """``(train bank, classifiers)``: :meth:`classifiers` when they are fit, or the train split is
+        read (or small); until then classifiers fit on the first train images (those a provisional
+        recommendation reads, :meth:`FeatureStore.first_images`), once."""
+        store = self.features
+        if self._classifiers.peek(seed) is not None or store.preview_size("train") is None or store.ready("train"):
+            return store.bank("train"), self.classifiers(seed)
+        first = store.first_images("train")
+        return first, self._first_classifiers.get(seed, lambda: self._fit(first, seed))
+
+    def _fit(self, train: FeatureBank, seed: int) -> list:
+        """A classifier per depth on ``train`` (:func:`fit_head`), one after the other on one BLAS thread:
+        8x quicker here than on two, and two fits side by side are 10x slower (their OpenMP threads spin)."""
+        depths = range(1, train.num_layers + 1)
+        fits = Parallel(1).run_all({d: partial(fit_head, self.loaded.model, train, d, seed=seed) for d in depths})
+        return [fits[d] for d in depths]
 
     def head_refit_accuracy(self, split: str, seed: int = defaults.SEED) -> np.ndarray:
         """Accuracy on ``split`` at every depth (index d-1) of the classifiers re-fit on train."""

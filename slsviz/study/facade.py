@@ -4,6 +4,7 @@ the same numbers everywhere.
 
     >>> study = Study.open(Selection(limit=200))
     >>> study.layers.recommend(AnalysisSettings()).depth_   # lazy: maps only the blocks the rule needs
+    >>> study.layers.recommend_soon(AnalysisSettings())      # provisional from the first images until then
     >>> study.depths.table()                                 # accuracy at every depth, from cached features
     >>> study.timing.benchmarks()                            # every depth timed, the machine alone
 """
@@ -28,6 +29,11 @@ from slsviz.study.exports import Exports
 from slsviz.study.features import FeatureStore
 from slsviz.study.layers import LayerStudy
 from slsviz.study.timing import Timing
+
+
+# What a first visit asks for, in the order it is prefetched (Study.prefetch): the provisional
+# recommendation, the Prune page's read-outs, then the exact recommendation.
+VISIT = ("first", "prune", "layers")
 
 
 class Study:
@@ -127,12 +133,15 @@ class Study:
 
     def prefetch(self, page: str, settings: AnalysisSettings = AnalysisSettings()) -> Future:
         """Start, in the background, the heaviest part of what ``page`` will ask for, while the user
-        reads the page before it: ``"layers"`` the train and val features and the recommendation under
-        ``settings``; ``"prune"`` the first test images' features, the re-fit classifiers, the timing
-        of every depth, and then the rest of the test split (:meth:`DepthEvaluator.start_exact`). Each is
-        started once; a page that asks for it meanwhile waits for it rather than computing it again,
-        and hears of its failure. Returns the future of the job."""
-        jobs = {"layers": lambda study: study.layers.recommend(settings), "prune": _prefetch_prune}
+        reads the page before it: ``"first"`` the provisional recommendation under ``settings`` (from the
+        scored splits' first images, where they are big); ``"layers"`` the train and val features and the
+        exact recommendation; ``"prune"`` the first test images' features, the classifiers (fit on the
+        first train images while the rest are read), the timing of every depth, and then the rest of the
+        test split (:meth:`DepthEvaluator.start_exact`). Each is started once, and the jobs run in the
+        order they were asked for; a page that asks for one meanwhile waits for it rather than computing it
+        again, and hears of its failure. Returns the future of the job."""
+        jobs = {"first": lambda study: study.layers.recommend_soon(settings),
+                "layers": lambda study: study.layers.recommend(settings), "prune": _prefetch_prune}
         if page not in jobs:
             raise SlsvizError(f"Nothing to prefetch for {page!r}: use one of {', '.join(jobs)}.")
         # The job takes the study as an argument: the queue holds it weakly, so a study the page cache
@@ -158,6 +167,6 @@ def _prefetch_prune(study: Study) -> None:
     """The Prune page's work: the first test images, the classifiers, the timing, then the rest."""
     store = study.features
     store.first_images("test") if store.preview_size("test") else store.bank("test")
-    study.depths.classifiers(defaults.SEED)
+    study.depths.classifiers_soon(defaults.SEED)
     study.timing.benchmarks()
     study.depths.start_exact()  # after the timing: a measurement has the machine alone

@@ -14,6 +14,8 @@ from slsviz.progress import Progress
 from slsviz.scheduler import SCHEDULER, Memo
 from slsviz.storage import atomic_path
 
+SCORED = ("train", "val")  # what SLS scores: VTAB's train800val200, train first
+
 
 class FeatureStore:
     """Features of every block for each split of one task on one dataset.
@@ -35,12 +37,16 @@ class FeatureStore:
         self.use_cache = use_cache
         self._banks: Memo[FeatureBank] = Memo()
         self._firsts: Memo[FeatureBank] = Memo()
-        self._scored: Memo[tuple[np.ndarray, np.ndarray]] = Memo()
+        self._scored: Memo[tuple] = Memo()  # the scored images, and their first images
 
     def bank(self, split: str, progress: Progress | None = None) -> FeatureBank:
         """Features of every block for ``split``; the images :meth:`first_images` read already are not
         read again."""
         return self._banks.get(split, lambda: self._read(split, self.limit, progress, first=self._firsts.peek(split)))
+
+    def ready(self, split: str) -> bool:
+        """Whether :meth:`bank` of ``split`` is read."""
+        return self._banks.peek(split) is not None
 
     def first_images(self, split: str, progress: Progress | None = None) -> FeatureBank:
         """The first :meth:`preview_size` images' features of ``split`` (whole batches), read alone
@@ -51,9 +57,16 @@ class FeatureStore:
         return self._firsts.get(split, lambda: self._read(split, self.preview_size(split), progress))
 
     def preview_size(self, split: str) -> int | None:
-        """Images a provisional figure of ``split`` is read from (``defaults.PREVIEW_TEST_IMAGES`` in
-        whole batches), or ``None`` when the split is not much bigger, so the exact figure is as quick."""
-        n = -(-defaults.PREVIEW_TEST_IMAGES // self.batch_size) * self.batch_size
+        """Images a provisional figure of ``split`` is read from, in whole batches, or ``None`` when the
+        split is not much bigger, so the exact figure is as quick. The test split's preview is
+        ``defaults.PREVIEW_TEST_IMAGES``; train and val share ``defaults.PREVIEW_SCORED_IMAGES`` in
+        proportion to their sizes (the provisional recommendation's images)."""
+        if split in SCORED:
+            scored = sum(self.split_size(s) for s in SCORED)
+            wanted = defaults.PREVIEW_SCORED_IMAGES * self.split_size(split) / max(scored, 1)
+        else:
+            wanted = defaults.PREVIEW_TEST_IMAGES
+        n = max(1, round(wanted / self.batch_size)) * self.batch_size
         return n if self.split_size(split) >= 2 * n else None
 
     def split_size(self, split: str) -> int:
@@ -72,20 +85,34 @@ class FeatureStore:
     def scored(self) -> tuple[np.ndarray, np.ndarray]:
         """``(features, labels)``: what SLS and every other layer criterion score, (L, N, D) float32,
         train then val (VTAB's train800val200), and (N,); made once."""
-        def join() -> tuple[np.ndarray, np.ndarray]:
-            train, val = self.bank("train"), self.bank("val")
-            return (np.concatenate([train.as_float32(), val.as_float32()], axis=1),
-                    np.concatenate([train.labels, val.labels]))
+        return self._scored.get("trainval", lambda: _joined([self.bank(split) for split in SCORED]))
 
-        return self._scored.get("trainval", join)
+    def previewed(self) -> bool:
+        """Whether the scored splits are big enough for a provisional recommendation from their first
+        images to come much sooner than the exact one."""
+        return all(self.preview_size(split) is not None for split in SCORED)
+
+    def first_scored(self, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, int, str | None]:
+        """``(features, labels, train images, cache key)`` of the scored splits' first images
+        (:meth:`first_images` of train, then of val): what a provisional recommendation scores."""
+        def join() -> tuple[np.ndarray, np.ndarray, int, str | None]:
+            banks = [self.first_images(split, progress) for split in SCORED]
+            features, labels = _joined(banks)
+            return features, labels, banks[0].num_samples, "+".join(b.key for b in banks) if self.use_cache else None
+
+        return self._scored.get("first", join)
+
+    def scored_size(self) -> int:
+        """Images :meth:`scored` holds."""
+        return sum(self.split_size(split) for split in SCORED)
 
     def scored_key(self) -> str | None:
         """The disk-cache key of :meth:`scored` (``None`` without the cache)."""
-        return f"{self.bank('train').key}+{self.bank('val').key}" if self.use_cache else None
+        return "+".join(self.bank(split).key for split in SCORED) if self.use_cache else None
 
     def scored_indices(self) -> np.ndarray:
         """Dataset index of every scored point (train then val), for hover thumbnails."""
-        return np.concatenate([self.bank("train").indices, self.bank("val").indices])
+        return np.concatenate([self.bank(split).indices for split in SCORED])
 
     def write_scored(self, path: str | Path) -> Path:
         """Write :meth:`scored` as ``features.npz`` (``features``, ``labels``), atomically."""
@@ -93,3 +120,9 @@ class FeatureStore:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:  # np.savez would append .npz to a bare name
             np.savez(f, features=np.asarray(features, np.float32), labels=labels)
         return Path(path)
+
+
+def _joined(banks: list[FeatureBank]) -> tuple[np.ndarray, np.ndarray]:
+    """The banks' features side by side (one set of points) and their labels."""
+    return (np.concatenate([bank.as_float32() for bank in banks], axis=1),
+            np.concatenate([bank.labels for bank in banks]))
