@@ -32,10 +32,10 @@ from report import ROOT, write_section
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LONG_MS = 900_000
-# In the watching session: when the exact recommendation's view (its "Every block" maps) first shows.
+# In the watching session: when the exact recommendation's view ("One block, large") first shows.
 EXACT_WATCH = """() => {
   window.slsvizExactSeen = null;
-  const look = () => { if (!window.slsvizExactSeen && document.body.innerText.includes('Every block'))
+  const look = () => { if (!window.slsvizExactSeen && document.body.innerText.includes('One block, large'))
                          window.slsvizExactSeen = Date.now(); };
   new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
   look();
@@ -89,7 +89,7 @@ def visit(page, url: str, started: float, moves: int) -> dict[str, float | list[
     page.get_by_text("Accuracy against throughput, every depth").first.wait_for(timeout=LONG_MS)
     out["exact"] = now()
     if out["provisional"]:
-        watcher.get_by_text("Every block").first.wait_for(timeout=LONG_MS)
+        watcher.get_by_text("One block, large").first.wait_for(timeout=LONG_MS)
         seen_ms = watcher.evaluate("() => window.slsvizExactSeen")
         out["recommendation_exact"] = seen_ms / 1000 - (time.time() - now())  # the page's clock to ours
         watcher.close()

@@ -11,9 +11,7 @@ from slsviz.layers.analysis import AnalysisSettings
 
 st.title("Layers")
 
-study = ui.current_study()
-if not study.features.previewed():  # small scored splits: read them whole now, with progress
-    ui.current_study(splits=("train", "val"))
+study = ui.current_study(splits=("train", "val"), unless_previewed=True)
 current = ui.settings()
 c1, c2, c3, c4 = st.columns(4)
 projection = c1.selectbox("2-D map", PROJECTIONS, index=PROJECTIONS.index(current.projection), key="slsviz.layers.projection",

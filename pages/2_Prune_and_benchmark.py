@@ -12,7 +12,7 @@ from slsviz.study.training import retrain_at
 
 st.title("Prune & benchmark")
 
-study = ui.current_study(splits=("train",))
+study = ui.current_study(splits=("train",), unless_previewed=True)
 L = study.num_layers
 with ui.user_errors():
     # Exact when ready; until then from the first test images, while the rest are read in the background.

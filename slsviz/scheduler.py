@@ -10,6 +10,7 @@ module is the only one that holds threads, locks or process-wide state for that:
   turns on torch's global generator (:meth:`Scheduler.training`); background work runs in order per
   owner, owners side by side (:meth:`Scheduler.submit`), each owner held only weakly, and every
   failure reaches the returned future and the log.
+- BLAS (numpy's, scipy's) on one thread for the whole process (:class:`Scheduler`).
 - :class:`Parallel`: several jobs at once (the maps of a layer study), each once per key, the
   waiting caller heard from every :data:`HEARTBEAT_S` so that a page the user left stops the jobs
   not yet started.
@@ -116,9 +117,12 @@ class Scheduler:
         self._training = threading.Lock()
         self._queues: dict[int, tuple[weakref.ref, collections.deque]] = {}  # per owner, while it has work
         self._worker_lock = threading.Lock()
-        self._blas_lock = threading.Lock()
-        self._blas_users = 0
-        self._blas_limit: threadpool_limits | None = None
+        # BLAS (numpy's and scipy's OpenBLAS; torch has its own pools) on one thread, for good: every
+        # numpy, scipy and scikit-learn computation here is small (2-D maps, probes and head fits on a few
+        # thousand points), where two OpenBLAS threads make a head fit 8x slower; and a figure then never
+        # depends on what else runs. Limits taken and given back around side-by-side jobs raced: after
+        # two maps at once, OpenBLAS ignored every later limit here.
+        self._blas = threadpool_limits(limits=1, user_api="blas")
         self._pool: ThreadPoolExecutor | None = None
 
     # --- the machine: heavy work and timing (a readers-writer lock, writers first) ---------------
@@ -184,27 +188,6 @@ class Scheduler:
         with self._training, self.heavy():
             yield
 
-    @contextlib.contextmanager
-    def one_blas_thread(self) -> Iterator[None]:
-        """BLAS at one thread while any parallel job runs, restored when the last one ends.
-
-        BLAS thread pools are the process's: per-thread limits race (a job that starts while another
-        holds the limit saves "1" as the original and may restore it last). One counted limit has no
-        such race, and the jobs' own limits inside it only ever save and restore 1.
-        """
-        with self._blas_lock:
-            if self._blas_users == 0:
-                self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-            self._blas_users += 1
-        try:
-            yield
-        finally:
-            with self._blas_lock:
-                self._blas_users -= 1
-                if self._blas_users == 0 and self._blas_limit is not None:
-                    self._blas_limit.restore_original_limits()
-                    self._blas_limit = None
-
     def pool(self) -> ThreadPoolExecutor:
         """The threads parallel jobs run in, one per core (:func:`default_workers`), for every
         session: however many ask, no more jobs run at once than the machine has cores."""
@@ -263,8 +246,7 @@ SCHEDULER = Scheduler()
 
 
 class Parallel:
-    """Jobs run side by side in the scheduler's pool, each heavy and on one BLAS thread, each once
-    per key.
+    """Jobs run side by side in the scheduler's pool, each heavy, each once per key.
 
     One per computation that fans out (a layer study's maps): a key under way, started by
     :meth:`start` or by another caller of :meth:`run_all`, is waited for, not started again.
@@ -284,13 +266,12 @@ class Parallel:
         self._futures: dict[Hashable, Future] = {}
 
     def run(self, compute: Callable[[], T]) -> T:
-        """``compute()`` in this thread, as heavy work on one BLAS thread (a leaf: a score of one layer;
-        scikit-learn's small fits run several times slower on two BLAS threads than on one)."""
+        """``compute()`` in this thread, as heavy work (a leaf: a score of one layer)."""
         return self._job(compute)()
 
     def _job(self, compute: Callable[[], T]) -> Callable[[], T]:
         def job() -> T:
-            with self._scheduler.heavy(), self._scheduler.one_blas_thread():
+            with self._scheduler.heavy():
                 return compute()
         return job
 

@@ -11,6 +11,7 @@ from helpers import random_backbone, tiny_digits_tasks
 
 from slsviz import defaults
 from slsviz.data import load_digits
+from slsviz.layers.rule import SLSRule
 from slsviz.models.petl import PetlConfig
 from slsviz.models.task import build_task_model
 from slsviz.pruning.accuracy import interval
@@ -39,12 +40,14 @@ def _wait(study: Study) -> None:
 def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypatch):
     import slsviz.study.depths as depths_module
 
-    fits, real_fit = [], depths_module.fit_heads
-    monkeypatch.setattr(depths_module, "fit_heads", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    fits, real_fit = [], depths_module.fit_head
+    monkeypatch.setattr(depths_module, "fit_head", lambda m, train, d, **k: fits.append(train.num_samples) or real_fit(m, train, d, **k))
     study = _study()
     assert study.features.preview_size("test") == 128  # whole batches
     table, exact = study.depths.table_soon()
     assert not exact and table.attrs["images"] == (128, 797)
+    # the heads are fit on the first train images (those the provisional recommendation reads) while the rest are read
+    assert table.attrs["train_images"] == (128, 800) and fits == [128] * 3
     np.testing.assert_allclose(table["accuracy_head_refit_pm"], interval(table["accuracy_head_refit"], 128))
     study.depths.start_exact()
     study.depths.start_exact()  # once
@@ -53,14 +56,68 @@ def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypat
     assert exact and "accuracy_head_refit_pm" not in final
     alone = _study()
     monkeypatch.setattr(defaults, "PREVIEW_TEST_IMAGES", 10_000)  # no preview: one pass over the test split
-    assert alone.features.preview_size("test") is None
+    monkeypatch.setattr(defaults, "PREVIEW_SCORED_IMAGES", 10_000)
+    assert alone.features.preview_size("test") is None and not alone.features.previewed()
     np.testing.assert_array_equal(study.features.bank("test").features, alone.features.bank("test").features)
     np.testing.assert_array_equal(study.features.bank("test").indices, alone.features.bank("test").indices)
     assert final.equals(alone.depths.table())
-    assert len(fits) == 2  # once per study: for the preview and the exact table alike
+    assert fits == [128] * 3 + [800] * 6  # once per study and train bank: the preview's, then the exact one's
 
 
-def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figures(tmp_path):
+def test_a_provisional_recommendation_from_the_first_images_then_the_exact_one(monkeypatch):
+    import slsviz.study.features as features_module
+    from slsviz.layers.analysis import AnalysisSettings
+
+    reads, real = [], features_module.feature_bank
+    monkeypatch.setattr(features_module, "feature_bank", lambda *a, **k: reads.append((a[2], k["limit"])) or real(*a, **k))
+    study, settings = _study(), AnalysisSettings(projection="pca")
+    assert study.features.previewed()
+    rule, early = study.layers.recommend_soon(settings)
+    assert early is not None and rule is early.rule and not study.layers.ready(settings)
+    assert early.images == (192, 1000) and early.train_images == 128  # 192 in whole batches, train and val in proportion
+    assert study.layers.recommend_soon(settings)[1] is early  # made once
+    exact = study.layers.recommend(settings)
+    assert study.layers.ready(settings) and study.layers.recommend_soon(settings) == (exact, None)
+    # the same images as the first batches of the one pass, which reads only the rest
+    features, labels = study.features.scored()
+    first = np.r_[0:128, 800:864]
+    np.testing.assert_array_equal(early.analysis.features, features[:, first])
+    np.testing.assert_array_equal(early.analysis.labels, labels[first])
+    assert reads == [("train", 128), ("val", 64), ("train", None), ("val", None)]
+    # its scores are the rule's on the first images' own analysis; its spread is over resamples of them
+    direct = SLSRule(settings.alpha).fit([early.analysis.score(layer) for layer in range(1, 4)])
+    assert direct.depth_ == rule.depth_
+    assert len(early.spread.depths) == defaults.PROVISIONAL_RESAMPLES
+
+
+def test_the_spread_on_maps_is_the_rule_on_each_resample_of_the_points():
+    from sklearn.metrics import davies_bouldin_score, silhouette_score
+
+    from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
+    from slsviz.layers.stability import resamples, spread_on_maps
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    features = np.stack([rng.normal(size=(60, 8)) + s * np.eye(8)[labels] for s in (0.3, 1.0, 2.0, 4.0)]).astype(np.float32)
+    for metric in ("silhouette", "davies_bouldin"):
+        analysis = LayerAnalysis(features, labels, AnalysisSettings(projection="pca", metric=metric, alpha=0.6))
+        spread = spread_on_maps(analysis, 7, seed=3)
+        score = {"silhouette": silhouette_score, "davies_bouldin": davies_bouldin_score}[metric]
+        for b, (idx, _) in enumerate(resamples(60, 7, 3)):
+            rule = SLSRule(0.6, metric == "silhouette").fit([score(analysis.map(layer)[idx], labels[idx]) for layer in range(1, 5)])
+            assert spread.depths[b] == rule.depth_
+            np.testing.assert_allclose(spread.scores[b][3], rule.scores_[3])
+    assert spread_on_maps(LayerAnalysis(features, labels, AnalysisSettings(projection="pca", metric="probe_accuracy")),
+                          7, seed=3) is None
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    """A tiny task: the pages' logic, not the default model's speed."""
+    return tiny_digits_tasks(tmp_path_factory.mktemp("tasks"))
+
+
+def test_the_layers_page_shows_a_provisional_recommendation_then_the_exact_one(tasks):
     from streamlit.testing.v1 import AppTest
 
     from slsviz.app import ui
@@ -68,7 +125,51 @@ def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figure
     from slsviz.study import Selection
 
     app = str(Path(__file__).resolve().parents[1] / "app.py")
-    tasks = tiny_digits_tasks(tmp_path)  # a tiny task: the page's logic, not the default model's speed
+    selection = Selection(model="vit_tiny_patch16_224", checkpoint=str(tasks / "tiny.safetensors"), img_size=32,
+                          task=str(tasks / "convpass.safetensors"), data="digits", device="cpu")  # 1000 scored images
+    settings = AnalysisSettings(projection="pca")
+    at = AppTest.from_file(app, default_timeout=600)
+    at.session_state[ui.SELECTION] = selection
+    at.session_state[ui.SETTINGS] = settings
+    at.switch_page("pages/1_Layers.py").run()
+    assert not at.exception and not at.error
+    banner = next(w.value for w in at.warning if "Provisional" in w.value)
+    assert "from the first 192 of 1000 scored images (128 train, 64 val)" in banner and "90% of the picks lie in" in banner
+    assert "SLS recommends keeping" in at.success[0].value and "(provisional;" in at.success[0].value
+    assert "Every block" not in [h.value for h in at.subheader]  # the maps come with the exact recommendation
+    ui.study(selection).prefetch("layers", settings).result(timeout=300)  # the page started it
+    at.run()
+    assert not at.exception and not any("Provisional" in w.value for w in at.warning)
+    assert "(provisional;" not in at.success[0].value and "Every block" in [h.value for h in at.subheader]
+    assert at.session_state[ui.DEPTH] == ui.study(selection).layers.recommend(settings).depth_
+
+
+def test_a_first_visit_prefetches_every_first_answer_before_the_exact_ones(monkeypatch):
+    import slsviz.study.features as features_module
+    from slsviz.layers.analysis import AnalysisSettings
+    from slsviz.study import VISIT
+
+    reads, real = [], features_module.feature_bank
+    monkeypatch.setattr(features_module, "feature_bank", lambda *a, **k: reads.append((a[2], k["limit"])) or real(*a, **k))
+    study, settings = _study(), AnalysisSettings(projection="pca")
+    jobs = [study.prefetch(page, settings) for page in VISIT]
+    jobs[-1].result(timeout=300)
+    _wait(study)
+    assert [job.done() for job in jobs] == [True] * 3
+    # the provisional recommendation's images, the first test images, then the rest of each split
+    assert reads[:3] == [("train", 128), ("val", 64), ("test", 128)]
+    assert sorted(split for split, _ in reads[3:]) == ["test", "train", "val"] and {n for _, n in reads[3:]} == {None}
+    assert study.layers.ready(settings) and study.depths.ready()
+
+
+def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figures(tasks):
+    from streamlit.testing.v1 import AppTest
+
+    from slsviz.app import ui
+    from slsviz.layers.analysis import AnalysisSettings
+    from slsviz.study import Selection
+
+    app = str(Path(__file__).resolve().parents[1] / "app.py")
     selection = Selection(model="vit_tiny_patch16_224", checkpoint=str(tasks / "tiny.safetensors"), img_size=32,
                           task=str(tasks / "convpass.safetensors"), data="digits", device="cpu", limit=300)
     at = AppTest.from_file(app, default_timeout=600)

@@ -144,11 +144,13 @@ def prefetch(current: Study, *pages: str) -> None:
             current.prefetch(page, settings())
 
 
-def current_study(splits: tuple[str, ...] = ()) -> Study:
-    """The study of this session's selection, with ``splits``' features ready (progress shown)."""
+def current_study(splits: tuple[str, ...] = (), *, unless_previewed: bool = False) -> Study:
+    """The study of this session's selection, with ``splits``' features ready (progress shown); with
+    ``unless_previewed``, not where the page answers from the first images first
+    (:meth:`FeatureStore.previewed`), and the rest are read in the background."""
     with user_errors():
         current = study(selection(), st.session_state.get(CONTENT))
-        for split in splits:
+        for split in () if unless_previewed and current.features.previewed() else splits:
             current.features.bank(split, progress=ProgressBar(f"Features of the {split} split, all blocks in one pass"))
     return current
 

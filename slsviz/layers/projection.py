@@ -91,8 +91,8 @@ def project(
     n = x.shape[0]
     # One thread gives the same map; t-SNE's OpenMP threads stall on busy cores (a 90-point map
     # took 33 s instead of 0.15 s beside a training job). Maps run side by side for more cores.
-    # BLAS pools are the process's: a caller running maps in several threads holds one counted
-    # limit around them all (slsviz.scheduler), so that this one only ever saves and restores 1.
+    # BLAS pools are the process's: slsviz.scheduler holds BLAS at one thread for good, so that this
+    # limit, taken in several threads at once, only ever saves and restores 1.
     with threadpool_limits(limits=1):
         if method == "tsne":
             # Only perplexity may differ from the paper, and only where scikit-learn would refuse it.

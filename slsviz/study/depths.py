@@ -80,17 +80,17 @@ class DepthEvaluator:
 
     def classifiers_soon(self, seed: int = defaults.SEED) -> tuple[FeatureBank, list]:
         """``(train bank, classifiers)``: :meth:`classifiers` when they are fit, or the train split is
-        read (or small); until then classifiers fit on the first train images (those a provisional
-        recommendation reads, :meth:`FeatureStore.first_images`), once."""
+        read (or the scored splits are small, :meth:`FeatureStore.previewed`); until then classifiers fit
+        on the first train images (those a provisional recommendation reads), once."""
         store = self.features
-        if self._classifiers.peek(seed) is not None or store.preview_size("train") is None or store.ready("train"):
+        if self._classifiers.peek(seed) is not None or not store.previewed() or store.ready("train"):
             return store.bank("train"), self.classifiers(seed)
         first = store.first_images("train")
         return first, self._first_classifiers.get(seed, lambda: self._fit(first, seed))
 
     def _fit(self, train: FeatureBank, seed: int) -> list:
-        """A classifier per depth on ``train`` (:func:`fit_head`), one after the other on one BLAS thread:
-        8x quicker here than on two, and two fits side by side are 10x slower (their OpenMP threads spin)."""
+        """A classifier per depth on ``train`` (:func:`fit_head`), one after the other, as heavy work: two
+        side by side were 10x slower here (their OpenMP threads spin on the two cores)."""
         depths = range(1, train.num_layers + 1)
         fits = Parallel(1).run_all({d: partial(fit_head, self.loaded.model, train, d, seed=seed) for d in depths})
         return [fits[d] for d in depths]

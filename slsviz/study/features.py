@@ -88,9 +88,10 @@ class FeatureStore:
         return self._scored.get("trainval", lambda: _joined([self.bank(split) for split in SCORED]))
 
     def previewed(self) -> bool:
-        """Whether the scored splits are big enough for a provisional recommendation from their first
-        images to come much sooner than the exact one."""
-        return all(self.preview_size(split) is not None for split in SCORED)
+        """Whether the scored splits are big enough (4x ``defaults.PREVIEW_SCORED_IMAGES``, each split 2x its
+        share) for a provisional recommendation from their first images to come much sooner than the exact one."""
+        return (self.scored_size() >= 4 * defaults.PREVIEW_SCORED_IMAGES
+                and all(self.preview_size(split) is not None for split in SCORED))
 
     def first_scored(self, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, int, str | None]:
         """``(features, labels, train images, cache key)`` of the scored splits' first images
