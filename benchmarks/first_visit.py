@@ -70,17 +70,17 @@ def visit(page, url: str, started: float, moves: int) -> dict[str, float | list[
     page.get_by_text("SLS recommends keeping").wait_for(timeout=LONG_MS)
     out["recommendation"] = now()
     out["provisional"] = page.get_by_text("Provisional").count() > 0
-    if out["provisional"]:  # a second session waits on Layers for the exact one while this one goes on
-        watcher = page.context.new_page()
-        watcher.goto(url, timeout=LONG_MS)
-        _go(watcher, "Layers")
-        watcher.evaluate(EXACT_WATCH)
     _go(page, "Prune & benchmark")
     page.get_by_text("Accuracy against throughput, every depth").first.wait_for(timeout=LONG_MS)
     page.locator(".js-plotly-plot").first.wait_for(timeout=LONG_MS)
     for label in ("Accuracy as is (task head)", "Accuracy, head re-fit", "Throughput (batch 1)", "Latency (batch 1)"):
         _metric(page, label)
     out["prune_ready"] = now()
+    if out["provisional"]:  # a second session waits on Layers for the exact recommendation meanwhile
+        watcher = page.context.new_page()
+        watcher.goto(url, timeout=LONG_MS)
+        _go(watcher, "Layers")
+        watcher.evaluate(EXACT_WATCH)
     out["slider_moves_refining"] = _move_slider(page, moves)
     provisional = page.get_by_text("Provisional accuracies")
     if provisional.count():

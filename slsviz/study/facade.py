@@ -66,7 +66,7 @@ class Study:
         self.loaded = loaded
         self.features = FeatureStore(loaded, token=token, batch_size=batch_size, limit=limit, use_cache=use_cache)
         self.layers = LayerStudy(self.features, workers=workers)
-        self.depths = DepthEvaluator(loaded, self.features)
+        self.depths = DepthEvaluator(loaded, self.features, queue=self)
         self.timing = Timing(loaded, timing_s=timing_s)
         self.exports = Exports(loaded, self.layers, self.depths, self.timing)
         self._started: Memo[Future] = Memo()
