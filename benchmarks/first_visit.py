@@ -27,15 +27,18 @@ import tempfile
 import time
 import urllib.request
 
+import numpy as np
+
 from report import ROOT, write_section
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LONG_MS = 900_000
-# In the watching session: when the exact recommendation's view ("One block, large") first shows.
+# In the watching session: when the exact recommendation first shows (its banner, no provisional one).
 EXACT_WATCH = """() => {
   window.slsvizExactSeen = null;
-  const look = () => { if (!window.slsvizExactSeen && document.body.innerText.includes('One block, large'))
+  const look = () => { const text = document.body.innerText;
+                       if (!window.slsvizExactSeen && text.includes('SLS recommends keeping') && !text.includes('Provisional'))
                          window.slsvizExactSeen = Date.now(); };
   new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
   look();
@@ -89,7 +92,7 @@ def visit(page, url: str, started: float, moves: int) -> dict[str, float | list[
     page.get_by_text("Accuracy against throughput, every depth").first.wait_for(timeout=LONG_MS)
     out["exact"] = now()
     if out["provisional"]:
-        watcher.get_by_text("One block, large").first.wait_for(timeout=LONG_MS)
+        watcher.wait_for_function("() => window.slsvizExactSeen !== null", timeout=LONG_MS, polling=100)
         seen_ms = watcher.evaluate("() => window.slsvizExactSeen")
         out["recommendation_exact"] = seen_ms / 1000 - (time.time() - now())  # the page's clock to ours
         watcher.close()
@@ -183,6 +186,12 @@ def floors() -> dict[str, float]:
             work()
             steps[name] = time.perf_counter() - t
         steps["panel"] = _panel_seconds(study)
+        early, exact = study.layers.provisional(settings), study.layers.recommend(settings)
+        low, high = early.spread.interval()
+        differences = np.abs(early.rule.scores_ - exact.scores_)
+        steps["agreement"] = (f"The provisional recommendation kept {early.rule.depth_} blocks (90% of its resamples: "
+                              f"{low}..{high}); the exact one {exact.depth_}. Their silhouettes of the blocks both scored "
+                              f"differ by {np.nanmean(differences):.3f} on average, {np.nanmax(differences):.3f} at most.")
     return steps
 
 
@@ -243,7 +252,8 @@ def main() -> None:
     rows = [("server answers (health)", health, ""), ("home: model card shown", out["home"], ""),
             ("P6: \"SLS recommends ...\" on Layers" + (" (provisional, from the first images)" if out["provisional"] else ""),
              out["recommendation"], "<= 30 s"),
-            *([("the exact recommendation replaces it (a second session waiting on Layers)", out["recommendation_exact"], "")]
+            *([("the exact recommendation replaces it (seen by a second session waiting on Layers)",
+                out["recommendation_exact"], "")]
               if out["provisional"] else []),
             ("P7: Prune page with every read-out (accuracies provisional where the test split is big)",
              out["prune_ready"], "<= 60 s"),
@@ -263,7 +273,7 @@ def main() -> None:
         print(body)
         return
     steps = floors()
-    panel = steps.pop("panel")
+    panel, agreement = steps.pop("panel"), steps.pop("agreement")
     names = list(steps)
     p6 = sum(steps[k] for k in names[:4])
     p7 = p6 + sum(steps[k] for k in names[4:7])
@@ -276,7 +286,7 @@ def main() -> None:
              f"its maps): **{exact:.1f} s**. "
              f"What the depth panel itself computes on a slider move (bytes per task, the chart's figure): "
              f"**{1000 * panel:.0f} ms** on average over the depths; the rest of a move is Streamlit's and the "
-             "browser's.")
+             f"browser's.\n\n{agreement}")
     command = "python benchmarks/first_visit.py" + (f" --limit {args.limit}" if args.limit else "")
     write_section("first_visit", "P6/P7 - first visit in a browser, cold cache", command, body)
 

@@ -88,6 +88,13 @@ def test_a_provisional_recommendation_from_the_first_images_then_the_exact_one(m
     direct = SLSRule(settings.alpha).fit([early.analysis.score(layer) for layer in range(1, 4)])
     assert direct.depth_ == rule.depth_
     assert len(early.spread.depths) == defaults.PROVISIONAL_RESAMPLES
+    # the exact recommendation is the one a single whole pass gives
+    alone = _study()
+    monkeypatch.setattr(defaults, "PREVIEW_SCORED_IMAGES", 10_000)
+    assert not alone.features.previewed() and alone.layers.recommend_soon(settings)[1] is None
+    single = alone.layers.recommend(settings)
+    assert single.depth_ == exact.depth_
+    np.testing.assert_array_equal(single.scores_, exact.scores_)
 
 
 def test_the_spread_on_maps_is_the_rule_on_each_resample_of_the_points():
