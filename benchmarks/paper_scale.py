@@ -8,7 +8,7 @@ the time of a pass does not depend on the weights) and a Convpass task on it. Th
 
 1. the provisional recommendation: the first scored images' features, the maps its scan needs, its spread;
 2. provisional accuracies at every depth: the first test images, heads re-fit on the first train images;
-3. every depth timed (batch 1), as the Prune page does;
+3. every depth timed (batch 1), as the Prune page does: fp32, and bf16 where the device computes it natively;
 4. the exact recommendation: the rest of train + val in the same pass, its maps;
 5. exact accuracies at every depth: the rest of the test split, heads re-fit on the whole train split.
 
@@ -97,7 +97,9 @@ def main() -> None:
                      lambda: study.layers.provisional(settings))
         table, _ = step(f"provisional accuracies at every depth (first {store.preview_size('test')} test images, "
                         "heads on the first train images)", lambda: study.depths.table_soon())
-        timed = step("every depth timed (batch 1)", lambda: study.timing.benchmarks())
+        timed = {precision: step(f"every depth timed (batch 1, {precision})",
+                                 lambda precision=precision: study.timing.benchmarks(precision=precision))
+                 for precision in study.timing.precisions()}  # bf16 beside fp32 where the device computes it natively
         rule = step(f"exact recommendation ({store.scored_size()} scored images)", lambda: study.layers.recommend(settings))
         exact = step(f"exact accuracies at every depth ({store.split_size('test')} test images)", lambda: study.depths.table())
     memory = peak_memory_mib(device)
@@ -108,8 +110,9 @@ def main() -> None:
             "| moment | seconds since start |\n|---|---|\n"
             + "\n".join(f"| {name} | {s:.1f} |" for name, s in rows)
             + f"\n\nPeak memory: {memory}. Provisional depth {early.rule.depth_}, exact depth {rule.depth_} of {L} "
-            f"(random weights: the depths say nothing about ViT-B; the times do). Full model at batch 1: "
-            f"{timed[L].images_per_s:.2f} images/s; at depth {rule.depth_}: {timed[int(rule.depth_)].images_per_s:.2f}. "
+            f"(random weights: the depths say nothing about ViT-B; the times do). At batch 1, "
+            + "; ".join(f"{precision}: full model {t[L].images_per_s:.2f} images/s, depth {rule.depth_} "
+                        f"{t[int(rule.depth_)].images_per_s:.2f}" for precision, t in timed.items()) + ". "
             f"Head re-fit accuracy of the full model, provisional {100 * table['accuracy_head_refit'].iloc[-1]:.1f}% "
             f"against exact {100 * exact['accuracy_head_refit'].iloc[-1]:.1f}%.")
     if args.print_only:

@@ -14,12 +14,17 @@ st.title("Prune & benchmark")
 
 study = ui.current_study(splits=("train",), unless_previewed=True)
 L = study.num_layers
+offered = study.timing.precisions()
+precision = (st.radio("Timing precision", offered, horizontal=True, key="slsviz.prune.precision",
+                      help="bf16: autocast, as a bf16 deployment runs; offered where this device computes bf16 natively")
+             if len(offered) > 1 else offered[0])
 with ui.user_errors():
     # Exact when ready; until then from the first test images, while the rest are read in the background.
     table, exact = study.depths.table_soon(progress=ui.ProgressBar("Features of the test split"))
     recommended, provisional = ui.recommended(study)  # the provisional one until the exact one is made
     # Every depth timed together, in rounds, so that the speedups hold on a machine whose speed drifts.
-    timed = study.timing.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"))
+    timed = study.timing.benchmarks(progress=ui.ProgressBar(f"Timing all {L} depths, interleaved"), precision=precision)
+    fp32 = timed if precision == "fp32" else study.timing.benchmarks()  # beside the chosen precision's figures
 if not exact:
     study.depths.start_exact()  # after the timing: a measurement has the machine alone
     read, total = table.attrs["images"]
@@ -78,7 +83,9 @@ def depth_panel() -> None:
     b[3].metric("Structurally pruned, per task", f"{storage[PRUNED]['bytes'] / 2**20:.1f} MiB",
                 help="a pruned backbone stored for every task")
     st.caption(f"Measured on {device}, {cut.precision}, all depths timed in turn over {cut.steps} steps each; "
-               f"the full model: {full.images_per_s:.1f} img/s.")
+               f"the full model: {full.images_per_s:.1f} img/s."
+               + ("" if precision == "fp32" else f" In fp32: {fp32[depth].images_per_s:.1f} img/s here, "
+                                                 f"{fp32[L].images_per_s:.1f} img/s for the full model."))
 
     st.subheader("Accuracy against throughput, every depth")
     frame = table.assign(images_per_s=[timed[d].images_per_s for d in range(1, L + 1)])

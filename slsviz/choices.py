@@ -20,3 +20,5 @@ PETL_METHODS = ("convpass", "repadapter", "lora", "adaptformer", "linear", "full
 # Formats of the user's own tools the pruned model is exported to (each is slsviz.export.to_<name>), in
 # the order a user is offered them.
 EXPORT_FORMATS = ("timm", "transformers", "peft", "official")
+# Precisions a timing runs in (bf16: autocast, where the device computes it natively).
+PRECISIONS = ("fp32", "bf16")

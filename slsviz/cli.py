@@ -293,6 +293,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
     from slsviz.models.depth import check_depth, prune_to_depth
+    from slsviz.device import describe_device, timing_precisions
     from slsviz.pruning.bench import benchmark_models, speedups
     from slsviz.pruning.footprint import storage_per_task
 
@@ -300,14 +301,22 @@ def _cmd_benchmark(args: argparse.Namespace) -> dict:
     num_layers = len(loaded.model.blocks)
     pruned = prune_to_depth(loaded.model, check_depth(args.depth, num_layers))
     size, device = loaded.backbone.img_size, loaded.backbone.device
+    offered = timing_precisions(device)
+    precisions = list(dict.fromkeys(args.precisions or offered))
+    missing = [p for p in precisions if p not in offered]
+    if missing:
+        raise SlsvizError(f"{missing[0]} timing is not offered on {describe_device(device)}: it does not compute "
+                          f"{missing[0]} natively. Use --precisions {' '.join(offered)}.")
     results = []
-    for batch in tqdm(args.batch_sizes, desc="batch sizes", unit="batch size", file=sys.stderr):
+    runs = [(batch, precision) for batch in args.batch_sizes for precision in precisions]
+    for batch, precision in tqdm(runs, desc="batch sizes x precisions", unit="run", file=sys.stderr):
         # Full and pruned timed in turn, round after round, so that drift of the machine hits both alike.
         timed = benchmark_models({"full": loaded.model, "pruned": pruned}, size, batch_size=batch, device=device,
-                                 time_budget_s=args.seconds, rounds=args.rounds)
+                                 time_budget_s=args.seconds, rounds=args.rounds, precision=precision)
         full, cut = timed["full"], timed["pruned"]
-        results.append({"batch_size": batch, "full": full.to_dict(), "pruned": cut.to_dict(), **speedups(full, cut)})
-    return {"depth": args.depth, "num_layers": num_layers, "img_size": size,
+        results.append({"batch_size": batch, "precision": precision, "full": full.to_dict(), "pruned": cut.to_dict(),
+                        **speedups(full, cut)})
+    return {"depth": args.depth, "num_layers": num_layers, "img_size": size, "precisions_offered": list(offered),
             "benchmarks": results, "storage_per_task": storage_per_task(loaded.model, args.depth)}
 
 
@@ -447,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", type=_positive, nargs="+", default=[1, 64], help="batch sizes to time (default: 1 64)")
     p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=2.0, help="timing per model and batch size (default 2)")
     p.add_argument("--rounds", type=_int_at_least(1, 10_000), default=10, help="full and pruned timed in turn this many times (default 10)")
+    p.add_argument("--precisions", nargs="+", choices=choices.PRECISIONS, metavar="PRECISION",
+                   help="fp32 and/or bf16 (autocast), side by side (default: fp32, and bf16 where the device computes it "
+                        "natively: CUDA, or a CPU with AVX-512 BF16 or AMX)")
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("prune", help="cut the task at --depth and save its checkpoint (kept adapters + head + depth)")

@@ -64,6 +64,27 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA with bf16, or a CPU with AVX-512 BF16 or AMX.
+    Elsewhere bf16 is emulated and slower than fp32 (BENCHMARKS.md, "A cheaper pass?")."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported",
+                                                                             "_is_amx_tile_supported"))
+    return False
+
+
+def timing_precisions(device: torch.device) -> tuple[str, ...]:
+    """The precisions a timing is offered in on ``device``: fp32, and bf16 where it is native."""
+    return ("fp32", "bf16") if bf16_native(device) else ("fp32",)
+
+
+def bf16_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` (CUDA or CPU), what a deployment in bf16 runs."""
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA; plain float32 elsewhere."""
     if device.type == "cuda":

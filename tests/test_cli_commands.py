@@ -91,6 +91,7 @@ def test_benchmark_and_prune_commands(tiny_task, tmp_path, capsys):
     assert [b["batch_size"] for b in bench["benchmarks"]] == [1, 4]
     first = bench["benchmarks"][0]
     assert first["pruned"]["depth"] == 2 and first["full"]["depth"] == 12
+    assert bench["precisions_offered"][0] == "fp32" and first["precision"] == first["full"]["precision"] == "fp32"
     assert first["ideal_speedup"] > 1 and first["measured_speedup"] > 0 and first["efficiency_se"] > 0
     assert first["full"]["steps"] >= 10 and first["pruned"]["steps"] >= 10  # both timed in each of 10 rounds
     assert {r["storage"] for r in bench["storage_per_task"]} == {"full PETL", "SLS", "structurally pruned"}
@@ -106,6 +107,15 @@ def test_bad_depth_is_one_line_exit_2(tiny_task, capsys):
     assert main(["benchmark", *tiny_task, "--depth", "13"]) == 2
     err = capsys.readouterr().err.strip()
     assert "out of range" in err and "\n" not in err
+
+
+def test_bf16_timing_where_the_device_lacks_it_is_one_line(tiny_task, capsys, monkeypatch):
+    import slsviz.device
+
+    monkeypatch.setattr(slsviz.device, "timing_precisions", lambda device: ("fp32",))
+    assert main(["benchmark", *tiny_task, "--depth", "2", "--precisions", "fp32", "bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bf16 timing is not offered on" in err and "--precisions fp32" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("args, message", [(["benchmark", "--depth", "2", "--rounds", "0"], "--rounds"),

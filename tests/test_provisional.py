@@ -169,13 +169,18 @@ def test_a_first_visit_prefetches_every_first_answer_before_the_exact_ones(monke
     assert study.layers.ready(settings) and study.depths.ready()
 
 
-def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figures(tasks):
+def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figures(tasks, monkeypatch):
+    """...and, where the device computes bf16 natively, times in bf16 beside fp32 at the user's choice."""
     from streamlit.testing.v1 import AppTest
 
+    import slsviz.pruning.bench as bench
+    import slsviz.study.timing as timing
     from slsviz.app import ui
     from slsviz.layers.analysis import AnalysisSettings
     from slsviz.study import Selection
 
+    monkeypatch.setattr(timing, "timing_precisions", lambda device: ("fp32", "bf16"))  # as on a GPU or an AMX CPU
+    monkeypatch.setattr(bench, "bf16_native", lambda device: True)  # CPU autocast runs bf16 anywhere, emulated here
     app = str(Path(__file__).resolve().parents[1] / "app.py")
     selection = Selection(model="vit_tiny_patch16_224", checkpoint=str(tasks / "tiny.safetensors"), img_size=32,
                           task=str(tasks / "convpass.safetensors"), data="digits", device="cpu", limit=300)
@@ -191,6 +196,14 @@ def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figure
     at.run()
     assert not at.exception and not any("Provisional" in i.value for i in at.info)
     assert "±" not in next(m for m in at.metric if m.label == "Accuracy, head re-fit").value
+    # the timing precision: fp32 first, bf16 on demand with the fp32 figures beside
+    assert at.radio(key="slsviz.prune.precision").options == ["fp32", "bf16"]
+    assert "fp32, all depths timed" in next(c.value for c in at.caption if "Measured on" in c.value)
+    at.radio(key="slsviz.prune.precision").set_value("bf16").run()
+    assert not at.exception and not at.error
+    caption = next(c.value for c in at.caption if "Measured on" in c.value)
+    fp32 = ui.study(selection).timing.benchmarks()
+    assert "bf16, all depths timed" in caption and f"{fp32[12].images_per_s:.1f} img/s for the full model" in caption
 
 
 def test_prefetch_starts_the_next_pages_work_once_and_a_page_waits_for_it(monkeypatch):
@@ -218,3 +231,4 @@ def test_prefetch_starts_the_next_pages_work_once_and_a_page_waits_for_it(monkey
     assert sorted(calls) == ["test", "test", "train", "val"]  # the rest continues the preview: no second preview
     with pytest.raises(Exception, match="Nothing to prefetch for 'export'"):
         study.prefetch("export")
+

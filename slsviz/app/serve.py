@@ -6,8 +6,8 @@ started when the server starts rather than when the first page opens.
 Streamlit runs a page only when a browser asks for it, so a new user would wait for the imports,
 the backbone and the first features after opening the app. Here a daemon thread opens the embedded
 default (the same :func:`slsviz.app.ui.study` cache the pages use, so nothing is computed twice)
-and queues what the Layers and Prune pages will ask for (the first answers, then the exact ones), while the server starts and the user's
-browser connects. ``SLSVIZ_PREFETCH=0`` leaves it all to the pages.
+and queues what the Layers and Prune pages will ask for (every first answer, then the exact ones),
+while the server starts and the user's browser connects. ``SLSVIZ_PREFETCH=0`` leaves it all to the pages.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from slsviz.device import autocast, describe_device
+from slsviz.choices import PRECISIONS
+from slsviz.device import bf16_autocast, bf16_native, describe_device
 from slsviz.models.petl import count_params, merge_petl
 from slsviz.progress import Progress
 
-PRECISIONS = ("fp32", "bf16")
 K = TypeVar("K")
 
 
@@ -104,7 +104,8 @@ def benchmark_models(
         img_size: input size; the input is one random batch, the same for every model.
         batch_size: images per step.
         device: where to run.
-        precision: ``"fp32"`` or ``"bf16"`` (autocast; CUDA only).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast; where the device computes bf16 natively,
+            :func:`slsviz.device.bf16_native`).
         warmup_steps: untimed steps per model first (allocator, kernels, caches).
         merged: the models are already merged copies in eval mode (skip copy-and-merge).
         time_budget_s: timing per model, over all rounds.
@@ -123,11 +124,12 @@ def benchmark_models(
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds!r}")
     device = torch.device(device)
-    if precision == "bf16" and device.type != "cuda":
-        raise ValueError("bf16 timing needs CUDA; use fp32 on this device.")
+    if precision == "bf16" and not bf16_native(device):
+        raise ValueError(f"bf16 timing needs a device that computes bf16 natively (CUDA, or a CPU with AVX-512 BF16 or "
+                         f"AMX); {describe_device(device)} does not: time in fp32.")
     prepared = {key: (model if merged else prepare_for_timing(model)).to(device) for key, model in models.items()}
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-    context = autocast(device) if precision == "bf16" else contextlib.nullcontext()
+    context = bf16_autocast(device) if precision == "bf16" else contextlib.nullcontext()
 
     times: dict[K, list[float]] = {key: [] for key in prepared}
     peaks: dict[K, int | None] = {key: None for key in prepared}

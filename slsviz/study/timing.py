@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from slsviz import defaults
+from slsviz.device import describe_device, timing_precisions
 from slsviz.errors import SlsvizError
 from slsviz.models.depth import depth_views
 from slsviz.models.selection import LoadedTask
@@ -33,16 +34,23 @@ class Timing:
         self.timing_s = timing_s
         self._measured: Memo[dict[int, BenchmarkResult]] = Memo()
 
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions timing is offered in on this device: fp32, and bf16 where it is native."""
+        return timing_precisions(self.loaded.backbone.device)
+
     def benchmarks(self, batch_size: int = 1, time_budget_s: float | None = None,
-                   progress: Progress | None = None) -> dict[int, BenchmarkResult]:
+                   progress: Progress | None = None, precision: str = "fp32") -> dict[int, BenchmarkResult]:
         """Measured throughput and latency of the model cut at every depth, timed together.
 
         All depths are timed interleaved (see :func:`slsviz.pruning.bench.benchmark_models`), so
         their ratios hold on a machine whose speed drifts; the cut models share one merged copy's
-        blocks. Measured once per batch size and budget; ``time_budget_s`` is per depth (``None``:
-        :attr:`timing_s`). The measurement has the machine alone: other sessions' heavy work waits
-        for it (:meth:`slsviz.scheduler.Scheduler.timing`).
+        blocks. Measured once per batch size, budget and ``precision`` (one of :meth:`precisions`);
+        ``time_budget_s`` is per depth (``None``: :attr:`timing_s`). The measurement has the machine
+        alone: other sessions' heavy work waits for it (:meth:`slsviz.scheduler.Scheduler.timing`).
         """
+        if precision not in self.precisions():
+            raise SlsvizError(f"{precision} timing is not offered on {describe_device(self.loaded.backbone.device)}: "
+                              f"it does not compute {precision} natively. Time in {' or '.join(self.precisions())}.")
         loaded = self.loaded
 
         def measure() -> dict[int, BenchmarkResult]:
@@ -51,10 +59,10 @@ class Timing:
             with SCHEDULER.timing():
                 return benchmark_models(views, loaded.backbone.img_size, batch_size=batch_size,
                                         device=loaded.backbone.device, time_budget_s=budget, merged=True,
-                                        progress=progress)
+                                        progress=progress, precision=precision)
 
         budget = self.timing_s if time_budget_s is None else time_budget_s
-        return self._measured.get((batch_size, budget), measure)
+        return self._measured.get((batch_size, budget, precision), measure)
 
     def pick_depth(self, table: pd.DataFrame, *, within: float | None = None, min_images_per_s: float | None = None,
                    kind: str = "accuracy_head_refit", time_budget_s: float | None = None) -> dict[str, Any]:
