@@ -12,7 +12,7 @@ the time of a pass does not depend on the weights) and a Convpass task on it. Th
 4. the exact recommendation: the rest of train + val in the same pass, its maps;
 5. exact accuracies at every depth: the rest of the test split, heads re-fit on the whole train split.
 
-Run: .venv/bin/python benchmarks/paper_scale.py [--test 10000] [--device auto]
+Run: .venv/bin/python benchmarks/paper_scale.py [--test 10000] [--device auto] [--arch vit_base_patch16_224]
 """
 
 from __future__ import annotations
@@ -52,15 +52,15 @@ def images(test: int, seed: int = 0) -> LabelledImages:
                                       "sizes": {k: int(len(v)) for k, v in splits.items()}}, pixels=pixels)
 
 
-def backbone(device: torch.device, seed: int = 0) -> Backbone:
-    """ViT-B/16 at 224 px with seeded random weights, on ``device``."""
+def backbone(device: torch.device, arch: str = ARCH, seed: int = 0) -> Backbone:
+    """``arch`` (ViT-B/16 at 224 px) with seeded random weights, on ``device``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = timm.create_model(ARCH, pretrained=False, num_classes=0).eval()
+        model = timm.create_model(arch, pretrained=False, num_classes=0).eval()
     cfg = model.pretrained_cfg
-    return Backbone(model=model.to(device), id=f"{ARCH}:random({seed})", arch=ARCH,
+    return Backbone(model=model.to(device), id=f"{arch}:random({seed})", arch=arch,
                     checksum=weights_checksum(model.state_dict()), source=f"random init, seed {seed} (benchmark)",
-                    img_size=224, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+                    img_size=int(model.patch_embed.img_size[0]), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
 
 
 def peak_memory_mib(device: torch.device) -> str:
@@ -74,6 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test", type=int, default=10_000, help="test images (the paper's scale: 10,000)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--arch", default=ARCH, help="a timm ViT (default: the paper's ViT-B/16 at 224 px)")
     parser.add_argument("--print-only", action="store_true", help="print the table; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -81,7 +82,7 @@ def main() -> None:
     rows = []
     with fresh_cache():
         started = time.perf_counter()
-        bone = backbone(device)
+        bone = backbone(device, args.arch)
         data = images(args.test)
         study = Study(LoadedTask(bone, build_task_model(bone, PetlConfig("convpass"), data.num_classes), None, data))
         store = study.features
@@ -104,7 +105,7 @@ def main() -> None:
         exact = step(f"exact accuracies at every depth ({store.split_size('test')} test images)", lambda: study.depths.table())
     memory = peak_memory_mib(device)
     L = study.num_layers
-    body = (f"`{ARCH}` (seeded random weights) + Convpass at 224 px, on {describe_device(device)}, fp32; "
+    body = (f"`{args.arch}` (seeded random weights) + Convpass at {bone.img_size} px, on {describe_device(device)}, fp32; "
             f"{data.name}: {', '.join(f'{k} {len(v)}' for k, v in data.splits.items())}. Seconds since the start, each "
             "step after the one before (the order a first visit asks for them), on an empty cache:\n\n"
             "| moment | seconds since start |\n|---|---|\n"
@@ -118,7 +119,8 @@ def main() -> None:
     if args.print_only:
         print(body)
         return
-    command = "python benchmarks/paper_scale.py" + (f" --test {args.test}" if args.test != 10_000 else "")
+    command = ("python benchmarks/paper_scale.py" + (f" --test {args.test}" if args.test != 10_000 else "")
+               + (f" --arch {args.arch}" if args.arch != ARCH else ""))
     write_section("paper_scale", "The paper's scale - ViT-B/16, 1,000 scored and 10,000 test images", command, body,
                   device=device)
 
