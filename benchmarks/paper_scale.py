@@ -121,8 +121,8 @@ def main() -> None:
         return
     command = ("python benchmarks/paper_scale.py" + (f" --test {args.test}" if args.test != 10_000 else "")
                + (f" --arch {args.arch}" if args.arch != ARCH else ""))
-    write_section("paper_scale", "The paper's scale - ViT-B/16, 1,000 scored and 10,000 test images", command, body,
-                  device=device)
+    write_section("paper_scale", f"The paper's scale - {args.arch}, 1,000 scored and {args.test:,} test images", command,
+                  body, device=device)
 
 
 if __name__ == "__main__":

@@ -267,7 +267,7 @@ class Parallel:
 
     def run(self, compute: Callable[[], T]) -> T:
         """``compute()`` in this thread, as heavy work (a leaf: a score of one layer)."""
-        return self._job(compute)()
+        return self._scheduler.run_heavy(compute)
 
     def _job(self, compute: Callable[[], T]) -> Callable[[], T]:
         def job() -> T:

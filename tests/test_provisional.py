@@ -40,14 +40,14 @@ def _wait(study: Study) -> None:
 def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypatch):
     import slsviz.study.depths as depths_module
 
-    fits, real_fit = [], depths_module.fit_head
-    monkeypatch.setattr(depths_module, "fit_head", lambda m, train, d, **k: fits.append(train.num_samples) or real_fit(m, train, d, **k))
+    fits, real_fit = [], depths_module.fit_heads
+    monkeypatch.setattr(depths_module, "fit_heads", lambda m, train, **k: fits.append(train.num_samples) or real_fit(m, train, **k))
     study = _study()
     assert study.features.preview_size("test") == 128  # whole batches
     table, exact = study.depths.table_soon()
     assert not exact and table.attrs["images"] == (128, 797)
     # the heads are fit on the first train images (those the provisional recommendation reads) while the rest are read
-    assert table.attrs["train_images"] == (128, 800) and fits == [128] * 3
+    assert table.attrs["train_images"] == (128, 800) and fits == [128]
     np.testing.assert_allclose(table["accuracy_head_refit_pm"], interval(table["accuracy_head_refit"], 128))
     study.depths.start_exact()
     study.depths.start_exact()  # once
@@ -61,7 +61,7 @@ def test_a_provisional_table_then_the_exact_one_equal_to_a_single_pass(monkeypat
     np.testing.assert_array_equal(study.features.bank("test").features, alone.features.bank("test").features)
     np.testing.assert_array_equal(study.features.bank("test").indices, alone.features.bank("test").indices)
     assert final.equals(alone.depths.table())
-    assert fits == [128] * 3 + [800] * 6  # once per study and train bank: the preview's, then the exact one's
+    assert fits == [128, 800, 800]  # once per study and train bank: the preview's, then the exact one's
 
 
 def test_a_provisional_recommendation_from_the_first_images_then_the_exact_one(monkeypatch):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import weakref
 from concurrent.futures import Future
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -15,8 +14,8 @@ from slsviz import defaults
 from slsviz.layers.features import FeatureBank
 from slsviz.models.selection import LoadedTask
 from slsviz.progress import Progress
-from slsviz.pruning.accuracy import accuracy_head_refit, depth_accuracy_table, fit_head, interval
-from slsviz.scheduler import SCHEDULER, Memo, Parallel
+from slsviz.pruning.accuracy import accuracy_head_refit, depth_accuracy_table, fit_heads, interval
+from slsviz.scheduler import SCHEDULER, Memo
 from slsviz.study.features import FeatureStore
 
 
@@ -83,7 +82,11 @@ class DepthEvaluator:
     def classifiers(self, seed: int = defaults.SEED) -> list:
         """A linear classifier per depth fit on the train features: fit once, scored on the first test
         images and the whole test split alike."""
-        return self._classifiers.get(seed, lambda: self._fit(self.features.bank("train"), seed))
+        def fit() -> list:
+            train = self.features.bank("train")  # outside the heavy section: it may wait for another thread's
+            return SCHEDULER.run_heavy(lambda: fit_heads(self.loaded.model, train, seed=seed))
+
+        return self._classifiers.get(seed, fit)
 
     def classifiers_soon(self, seed: int = defaults.SEED) -> tuple[FeatureBank, list]:
         """``(train bank, classifiers)``: :meth:`classifiers` when they are fit, or the train split is
@@ -93,14 +96,8 @@ class DepthEvaluator:
         if self._classifiers.peek(seed) is not None or not store.previewed() or store.ready("train"):
             return store.bank("train"), self.classifiers(seed)
         first = store.first_images("train")
-        return first, self._first_classifiers.get(seed, lambda: self._fit(first, seed))
-
-    def _fit(self, train: FeatureBank, seed: int) -> list:
-        """A classifier per depth on ``train`` (:func:`fit_head`), one after the other, as heavy work: two
-        side by side were 10x slower here (their OpenMP threads spin on the two cores)."""
-        depths = range(1, train.num_layers + 1)
-        fits = Parallel(1).run_all({d: partial(fit_head, self.loaded.model, train, d, seed=seed) for d in depths})
-        return [fits[d] for d in depths]
+        return first, self._first_classifiers.get(seed, lambda: SCHEDULER.run_heavy(
+            lambda: fit_heads(self.loaded.model, first, seed=seed)))
 
     def head_refit_accuracy(self, split: str, seed: int = defaults.SEED) -> np.ndarray:
         """Accuracy on ``split`` at every depth (index d-1) of the classifiers re-fit on train."""

@@ -37,7 +37,8 @@ class FeatureStore:
         self.use_cache = use_cache
         self._banks: Memo[FeatureBank] = Memo()
         self._firsts: Memo[FeatureBank] = Memo()
-        self._scored: Memo[tuple] = Memo()  # the scored images, and their first images
+        self._scored: Memo[tuple[np.ndarray, np.ndarray]] = Memo()
+        self._first_scored: Memo[tuple[np.ndarray, np.ndarray, int, str | None]] = Memo()
 
     def bank(self, split: str, progress: Progress | None = None) -> FeatureBank:
         """Features of every block for ``split``; the images :meth:`first_images` read already are not
@@ -62,8 +63,7 @@ class FeatureStore:
         ``defaults.PREVIEW_TEST_IMAGES``; train and val share ``defaults.PREVIEW_SCORED_IMAGES`` in
         proportion to their sizes (the provisional recommendation's images)."""
         if split in SCORED:
-            scored = sum(self.split_size(s) for s in SCORED)
-            wanted = defaults.PREVIEW_SCORED_IMAGES * self.split_size(split) / max(scored, 1)
+            wanted = defaults.PREVIEW_SCORED_IMAGES * self.split_size(split) / max(self.scored_size(), 1)
         else:
             wanted = defaults.PREVIEW_TEST_IMAGES
         n = max(1, round(wanted / self.batch_size)) * self.batch_size
@@ -101,7 +101,7 @@ class FeatureStore:
             features, labels = _joined(banks)
             return features, labels, banks[0].num_samples, "+".join(b.key for b in banks) if self.use_cache else None
 
-        return self._scored.get("first", join)
+        return self._first_scored.get("first", join)
 
     def scored_size(self) -> int:
         """Images :meth:`scored` holds."""
