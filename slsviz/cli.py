@@ -292,8 +292,8 @@ def _cmd_export(args: argparse.Namespace) -> dict:
 def _cmd_benchmark(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
+    from slsviz.device import check_timing_precision, timing_precisions
     from slsviz.models.depth import check_depth, prune_to_depth
-    from slsviz.device import describe_device, timing_precisions
     from slsviz.pruning.bench import benchmark_models, speedups
     from slsviz.pruning.footprint import storage_per_task
 
@@ -303,10 +303,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> dict:
     size, device = loaded.backbone.img_size, loaded.backbone.device
     offered = timing_precisions(device)
     precisions = list(dict.fromkeys(args.precisions or offered))
-    missing = [p for p in precisions if p not in offered]
-    if missing:
-        raise SlsvizError(f"{missing[0]} timing is not offered on {describe_device(device)}: it does not compute "
-                          f"{missing[0]} natively. Use --precisions {' '.join(offered)}.")
+    for precision in precisions:  # all refused before any is timed
+        check_timing_precision(device, precision, fix=f"Use --precisions {' '.join(offered)}.")
     results = []
     runs = [(batch, precision) for batch in args.batch_sizes for precision in precisions]
     for batch, precision in tqdm(runs, desc="batch sizes x precisions", unit="run", file=sys.stderr):

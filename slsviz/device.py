@@ -80,6 +80,16 @@ def timing_precisions(device: torch.device) -> tuple[str, ...]:
     return ("fp32", "bf16") if bf16_native(device) else ("fp32",)
 
 
+def check_timing_precision(device: torch.device, precision: str, fix: str | None = None) -> None:
+    """Raise :class:`DeviceError`, in one line, where ``device`` is not offered ``precision`` timing
+    (:func:`timing_precisions`); ``fix`` says what to do instead (default: the precisions it has)."""
+    offered = timing_precisions(device)
+    if precision not in offered:
+        raise DeviceError(f"{precision} timing is not offered on {describe_device(device)}: it needs a device that "
+                          f"computes {precision} natively (CUDA, or a CPU with AVX-512 BF16 or AMX). "
+                          + (fix or f"Time in {' or '.join(offered)}."))
+
+
 def bf16_autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on ``device`` (CUDA or CPU), what a deployment in bf16 runs."""
     return torch.autocast(device.type, dtype=torch.bfloat16)

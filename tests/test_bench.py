@@ -56,12 +56,14 @@ def test_speedups(model):
 
 
 def test_bf16_is_timed_only_where_the_device_computes_it_natively_and_then_runs_in_bf16(model, monkeypatch):
+    import slsviz.device
     import slsviz.pruning.bench as bench
+    from slsviz.errors import DeviceError
 
-    monkeypatch.setattr(bench, "bf16_native", lambda device: False)
-    with pytest.raises(ValueError, match="computes bf16 natively"):
+    monkeypatch.setattr(slsviz.device, "bf16_native", lambda device: False)
+    with pytest.raises(DeviceError, match="computes bf16 natively"):
         benchmark(model, 32, precision="bf16")
-    monkeypatch.setattr(bench, "bf16_native", lambda device: True)  # CPU autocast runs anywhere, emulated here
+    monkeypatch.setattr(slsviz.device, "bf16_native", lambda device: True)  # CPU autocast runs anywhere, emulated here
     prepared = bench.prepare_for_timing(model)
     dtypes = []
     prepared.blocks[0].mlp.fc1.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))

@@ -173,14 +173,13 @@ def test_the_prune_page_says_what_is_provisional_and_then_shows_the_exact_figure
     """...and, where the device computes bf16 natively, times in bf16 beside fp32 at the user's choice."""
     from streamlit.testing.v1 import AppTest
 
-    import slsviz.pruning.bench as bench
-    import slsviz.study.timing as timing
+    import slsviz.device
     from slsviz.app import ui
     from slsviz.layers.analysis import AnalysisSettings
     from slsviz.study import Selection
 
-    monkeypatch.setattr(timing, "timing_precisions", lambda device: ("fp32", "bf16"))  # as on a GPU or an AMX CPU
-    monkeypatch.setattr(bench, "bf16_native", lambda device: True)  # CPU autocast runs bf16 anywhere, emulated here
+    # as on a GPU or an AMX CPU (CPU autocast runs bf16 anywhere, emulated here)
+    monkeypatch.setattr(slsviz.device, "bf16_native", lambda device: True)
     app = str(Path(__file__).resolve().parents[1] / "app.py")
     selection = Selection(model="vit_tiny_patch16_224", checkpoint=str(tasks / "tiny.safetensors"), img_size=32,
                           task=str(tasks / "convpass.safetensors"), data="digits", device="cpu", limit=300)

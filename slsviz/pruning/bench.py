@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from slsviz.choices import PRECISIONS
-from slsviz.device import bf16_autocast, bf16_native, describe_device
+from slsviz.device import bf16_autocast, check_timing_precision, describe_device
 from slsviz.models.petl import count_params, merge_petl
 from slsviz.progress import Progress
 
@@ -105,7 +105,7 @@ def benchmark_models(
         batch_size: images per step.
         device: where to run.
         precision: ``"fp32"`` or ``"bf16"`` (autocast; where the device computes bf16 natively,
-            :func:`slsviz.device.bf16_native`).
+            :func:`slsviz.device.check_timing_precision`).
         warmup_steps: untimed steps per model first (allocator, kernels, caches).
         merged: the models are already merged copies in eval mode (skip copy-and-merge).
         time_budget_s: timing per model, over all rounds.
@@ -124,9 +124,7 @@ def benchmark_models(
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds!r}")
     device = torch.device(device)
-    if precision == "bf16" and not bf16_native(device):
-        raise ValueError(f"bf16 timing needs a device that computes bf16 natively (CUDA, or a CPU with AVX-512 BF16 or "
-                         f"AMX); {describe_device(device)} does not: time in fp32.")
+    check_timing_precision(device, precision)
     prepared = {key: (model if merged else prepare_for_timing(model)).to(device) for key, model in models.items()}
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
     context = bf16_autocast(device) if precision == "bf16" else contextlib.nullcontext()

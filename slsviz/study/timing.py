@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from slsviz import defaults
-from slsviz.device import describe_device, timing_precisions
+from slsviz.device import check_timing_precision, timing_precisions
 from slsviz.errors import SlsvizError
 from slsviz.models.depth import depth_views
 from slsviz.models.selection import LoadedTask
@@ -48,9 +48,7 @@ class Timing:
         ``time_budget_s`` is per depth (``None``: :attr:`timing_s`). The measurement has the machine
         alone: other sessions' heavy work waits for it (:meth:`slsviz.scheduler.Scheduler.timing`).
         """
-        if precision not in self.precisions():
-            raise SlsvizError(f"{precision} timing is not offered on {describe_device(self.loaded.backbone.device)}: "
-                              f"it does not compute {precision} natively. Time in {' or '.join(self.precisions())}.")
+        check_timing_precision(self.loaded.backbone.device, precision)
         loaded = self.loaded
 
         def measure() -> dict[int, BenchmarkResult]:
