@@ -28,6 +28,21 @@ settings = {
     "cka_to_last": c5.number_input("CKA with the last: at least", 0.0, 1.0, defaults.CKA_MIN, 0.05,
                                    key="slsviz.compare.cka_min"),
 }
+c6, c7, c8, c9 = st.columns(4)
+settings |= {
+    "sls_probe": c6.number_input("SLS probe: within (points)", 0.0, 50.0, 100 * defaults.PROBE_WITHIN, 0.5,
+                                 key="slsviz.compare.probe_within") / 100,
+    "reverse_order": c7.number_input("Reverse order: top share dropped", 0.0, 1.0, defaults.REVERSE_SHARE, 0.05,
+                                     key="slsviz.compare.reverse_share"),
+    "taylor": c8.number_input("Taylor: x mean", 0.0, 10.0, defaults.TAYLOR_RATIO, 0.05, key="slsviz.compare.taylor_ratio"),
+    "val_loss": c9.number_input("Val loss: within (nats)", 0.0, 10.0, defaults.LOSS_WITHIN, 0.01,
+                                key="slsviz.compare.loss_within"),
+}
+offered = ui.calibrated_offer(defaults.SWEEP_OUT, study)
+calibrated = offered if offered is not None and st.checkbox(
+    f"Add {offered.criterion} at {offered.setting:g}: the criterion nearest the oracle across the {offered.tasks} tasks "
+    f"of sweep {offered.sweep}, calibrated on tasks it was not scored on (Tasks page)", key="slsviz.compare.calibrated") \
+    else None
 resamples = st.number_input("Stability: bootstrap resamples of the scored images, each with new maps (0: off)", 0, 200, 0,
                             key="slsviz.compare.resamples",
                             help="each criterion's depth on every resample: its most frequent depth and 90% interval")
@@ -39,7 +54,7 @@ retrain = g2.number_input("then retrain it (FT epochs; 0: no)", 0, 100, 0, key="
 with ui.user_errors():
     comparison = study.compare(oracle_within=within, settings=settings, resamples=int(resamples),
                                depgraph=0 if depgraph else None, depgraph_retrain=int(retrain) if depgraph else 0,
-                               progress=ui.StageProgressBars())
+                               calibrated=calibrated, progress=ui.StageProgressBars())
 
 table = comparison.table()
 oracle = int(table.loc[table["name"] == "oracle", "depth"].iloc[0])
@@ -49,9 +64,10 @@ shown = table.assign(accuracy_as_is=100 * table["accuracy_as_is"], accuracy_head
                      gflops=table["flops"] / 1e9)
 spread = ["stability_mode", "stability_low", "stability_high"] if resamples else []
 st.dataframe(shown[["label", "depth", *spread, "oracle_distance", "accuracy_as_is", "accuracy_head_refit", "images_per_s",
-                    "gflops", "rule"]],
+                    "gflops", "rule", "scale"]],
              hide_index=True, width="stretch",
-             column_config={"label": "criterion", "oracle_distance": st.column_config.NumberColumn("from the oracle", format="%+d"),
+             column_config={"label": "criterion", "scale": "score and the kind of rule that reads it",
+                            "oracle_distance": st.column_config.NumberColumn("from the oracle", format="%+d"),
                             "accuracy_as_is": st.column_config.NumberColumn("test acc. as is (%)", format="%.2f"),
                             "accuracy_head_refit": st.column_config.NumberColumn("test acc. head re-fit (%)", format="%.2f"),
                             "images_per_s": st.column_config.NumberColumn("images/s (batch 1)", format="%.1f"),

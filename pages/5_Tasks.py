@@ -1,20 +1,55 @@
-"""Tasks: a sweep's results - every task's depth per criterion, what it gives, and storage as tasks grow."""
+"""Tasks: which criterion to trust across a sweep's tasks, then every task's depth per criterion, what it
+gives, and storage as tasks grow; a sweep can be started here."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from slsviz import defaults
 from slsviz.app import charts, ui
-from slsviz.sweep.results import SweepResults
+from slsviz.sweep.leaderboard import FIXED, LOTO, labels
+from slsviz.sweep.runner import read_progress
 
 st.title("Tasks")
-st.caption("A sweep's results (`slsviz sweep SPEC.yaml --out FOLDER`, here or on Ray): each task's depth by every "
-           "criterion, the accuracy and speed it gives, and what storing many tasks costs - SLS keeps one backbone "
-           "and per task only adapters, a head and one integer.")
+st.caption("A sweep's results (`slsviz sweep SPEC.yaml --out FOLDER`, here or on Ray): which criterion lands nearest "
+           "the oracle across the tasks, each task's depth by every criterion, the accuracy and speed it gives, and "
+           "what storing many tasks costs - SLS keeps one backbone and per task only adapters, a head and one integer.")
 
-folder = st.text_input("Results folder (on the machine that runs the app)", value="sweep-out", key="slsviz.tasks.folder")
+folder = st.text_input("Results folder (on the machine that runs the app)", value=defaults.SWEEP_OUT,
+                       key="slsviz.tasks.folder")
+
+with st.expander("Run a sweep here (local backend)"):
+    spec_path = st.text_input("Sweep spec (YAML)", placeholder="examples/sweep_quick.yaml", key="slsviz.tasks.spec")
+    if st.button(f"Run it into {folder}", key="slsviz.tasks.run", disabled=not spec_path):
+        bar, where = st.progress(0.0, text="starting"), st.empty()
+
+        def show(state) -> None:
+            bar.progress(state.done / max(state.total, 1), text=f"{state.done} of {state.total} tasks ended"
+                         + (f", {state.failed} failed" if state.failed else ""))
+            where.caption(state.line(400) or "between tasks")
+
+        with ui.user_errors():
+            ui.run_sweep(spec_path, folder, on_progress=show)
+        st.rerun()
+
+
+@st.fragment(run_every=2.0)
+def under_way(folder: str) -> None:
+    """A sweep writing into the folder from another process (``slsviz sweep``), as it goes."""
+    state = read_progress(folder)
+    if state and not state.get("finished"):
+        st.info(f"A sweep ({state.get('backend', '?')}) is under way in {folder}: {state['done']} of {state['total']} "
+                "tasks ended" + (f", {state['failed']} failed" if state.get("failed") else "") + ". "
+                + "; ".join(f"{task}: {where}" for task, where in state.get("running", {}).items()))
+
+
+under_way(folder)
 with ui.user_errors():
-    results = SweepResults.open(folder)
+    results, shipped = ui.sweep_results(folder)
+if shipped:
+    st.info(f"No sweep results in {folder} yet: run a sweep into it (above, or `slsviz sweep SPEC.yaml --out "
+            f"{folder}`). Meanwhile this is the shipped example: `{defaults.EXAMPLE_SWEEP_COMMAND}` ran "
+            "examples/sweep_eight.yaml on this project's CPU (8 tasks: every PETL method on mnist5k and digits).")
 
 tasks, failed = results.tasks, results.failures
 m1, m2, m3 = st.columns(3)
@@ -27,6 +62,42 @@ if len(failed):
 if not tasks:
     st.info(f"No task of {results.name} has finished yet.")
     st.stop()
+
+st.subheader("Which criterion to trust")
+board = ui.leaderboard(results)
+names = labels()
+if len(tasks) < 2:
+    st.info("One task finished: the leaderboard needs two or more to calibrate a setting on the others.")
+if len(board.table):
+    shown = board.table.assign(label=board.table["criterion"].map(lambda c: names.get(c, c)),
+                               setting=[("calibrated on the other tasks" if kind == LOTO else f"{s:g}")
+                                        for kind, s in zip(board.table["kind"], board.table["setting"])])
+    percent = ["accuracy_lost_head_refit", "accuracy_lost_as_is", "flops_saved", "within_one"]
+    shown = shown.assign(**{c: 100 * shown[c] for c in percent})
+    best = board.best(LOTO)
+    if best is not None:
+        st.success(f"Across {len(tasks)} tasks, calibrated on the others, **{names.get(best['criterion'], best['criterion'])}** "
+                   f"lands nearest the oracle: {best['abs_distance']:.2f} blocks off on average "
+                   f"(95% CI {best['abs_distance_low']:.2f}-{best['abs_distance_high']:.2f}), worst "
+                   f"{best['worst_abs_distance']:.0f}.")
+    st.dataframe(shown[["label", "setting", "kind", "tasks", "abs_distance", "abs_distance_low", "abs_distance_high",
+                        "worst_abs_distance", "within_one", "accuracy_lost_head_refit", "accuracy_lost_as_is",
+                        "flops_saved", "speedup"]],
+                 hide_index=True, width="stretch", key="slsviz.tasks.leaderboard",
+                 column_config={"label": "criterion", "kind": "setting from",
+                                "abs_distance": st.column_config.NumberColumn("mean |depth - oracle|", format="%.2f"),
+                                "abs_distance_low": st.column_config.NumberColumn("95% from", format="%.2f"),
+                                "abs_distance_high": st.column_config.NumberColumn("95% to", format="%.2f"),
+                                "worst_abs_distance": st.column_config.NumberColumn("worst", format="%d"),
+                                "within_one": st.column_config.NumberColumn("within 1 block (%)", format="%.0f"),
+                                "accuracy_lost_head_refit": st.column_config.NumberColumn("acc. lost, head re-fit (pts)", format="%.2f"),
+                                "accuracy_lost_as_is": st.column_config.NumberColumn("acc. lost, as is (pts)", format="%.2f"),
+                                "flops_saved": st.column_config.NumberColumn("FLOPs saved (%)", format="%.0f"),
+                                "speedup": st.column_config.NumberColumn("measured speedup", format="%.2fx")})
+    st.caption(f"Means over tasks with 95% bootstrap intervals over tasks. \"{FIXED}\": the sweep's settings; "
+               f"\"{LOTO}\": each task's setting chosen on the other tasks only, so its error is what a new task would see.")
+    st.plotly_chart(charts.leaderboard_scatter(board.outcomes, board.table, names), width="stretch",
+                    key="slsviz.tasks.tradeoff")
 
 choices = results.choices()
 c1, c2, c3 = st.columns(3)

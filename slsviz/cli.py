@@ -232,8 +232,11 @@ def _cmd_compare(args: argparse.Namespace) -> dict:
 
     study = _study(args, args.workers)
     _note(study.loaded.head_note if study.loaded.meta is not None else None)
-    settings = {name: value for name, value in (("knn_accuracy", args.knn_within), ("block_influence", args.bi_ratio),
-                                                ("angular_distance", args.angular_max), ("cka_to_last", args.cka_min))
+    settings = {name: value for name, value in (("knn_accuracy", args.knn_within), ("sls_probe", args.probe_within),
+                                                ("block_influence", args.bi_ratio),
+                                                ("angular_distance", args.angular_max), ("cka_to_last", args.cka_min),
+                                                ("reverse_order", args.reverse_share), ("taylor", args.taylor_ratio),
+                                                ("val_loss", args.loss_within))
                 if value is not None}
     comparison = study.compare(oracle_within=args.oracle_within, settings=settings, time_budget_s=args.seconds,
                                resamples=args.stability, depgraph=args.depgraph,
@@ -351,6 +354,23 @@ def _cmd_sweep(args: argparse.Namespace) -> dict:
     return run.summary()
 
 
+def _cmd_leaderboard(args: argparse.Namespace) -> dict:
+    from slsviz.sweep.results import SweepResults
+
+    results = SweepResults.open(args.folder)
+    if not results.tasks:
+        raise SlsvizError(f"No task of the sweep in {args.folder} has finished yet: nothing to rank.")
+    board = results.leaderboard()
+    written = board.write(args.folder)
+    for kind in ("fixed", "leave-one-task-out"):
+        best = board.best(kind)
+        if best is not None:
+            print(f"nearest the oracle, {kind}: {best['criterion']} (mean |depth - oracle| {best['abs_distance']:.2f} "
+                  f"over {best['tasks']} tasks)", file=sys.stderr)
+    return {"tasks": board.tasks, "best_fixed": board.best("fixed"), "best_calibrated": board.best("leave-one-task-out"),
+            "calibrated_on_all_tasks": board.calibrated, "written": [str(p) for p in written]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     from slsviz import __version__
@@ -423,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Block Influence: blocks at most this x the mean are redundant (default {defaults.BI_RATIO})")
     p.add_argument("--angular-max", type=fraction, help=f"angular distance to the last block that qualifies (default {defaults.ANGULAR_MAX})")
     p.add_argument("--cka-min", type=fraction, help=f"linear CKA with the last block that qualifies (default {defaults.CKA_MIN})")
+    p.add_argument("--probe-within", type=fraction,
+                   help=f"SLS's linear probe: blocks within this of the last block's val accuracy qualify (default {defaults.PROBE_WITHIN})")
+    p.add_argument("--reverse-share", type=fraction, help=f"reverse order: the share of top blocks dropped (default {defaults.REVERSE_SHARE})")
+    p.add_argument("--taylor-ratio", type=_float_in(0.0, 10.0, what="a ratio"),
+                   help=f"Taylor importance: blocks at most this x the mean are redundant (default {defaults.TAYLOR_RATIO})")
+    p.add_argument("--loss-within", type=_float_in(0.0, 10.0, what="nats"),
+                   help=f"the oracle's loss twin: within this of the full model's val loss, head re-fit (default {defaults.LOSS_WITHIN})")
     p.add_argument("--seconds", type=_float_in(0.0, 3600.0, low_open=True, what="seconds"), default=defaults.TIMING_S,
                    help=f"timing per depth, all depths in turn (default {defaults.TIMING_S:g})")
     p.add_argument("--stability", type=_int_at_least(0, 1000), default=0, metavar="B",
@@ -492,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write slsviz's cache of features and maps")
     p.add_argument("--out", default="sweep-out", help="folder for results.csv/.parquet, failures.csv, sweep.json, tasks/ (default: sweep-out)")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("leaderboard", help="which criterion lands nearest the oracle across a sweep's tasks, fixed and "
+                                           "calibrated leave-one-task-out; (re)writes leaderboard.csv/.json")
+    p.add_argument("folder", help="a sweep's output folder (slsviz sweep --out)")
+    p.set_defaults(func=_cmd_leaderboard)
     return parser
 
 

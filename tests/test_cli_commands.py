@@ -172,11 +172,11 @@ def test_export_writes_a_configuration_and_checkpoint_that_restore_the_model(tin
 
 
 CRITERIA = ["sls", "sls_umap", "sls_raw", "sls_calinski_harabasz", "sls_davies_bouldin", "sls_probe", "knn_accuracy",
-            "block_influence", "angular_distance", "cka_to_last", "oracle"]
+            "block_influence", "angular_distance", "cka_to_last", "reverse_order", "taylor", "val_loss", "oracle"]
 
 
 def test_compare_writes_every_criterion_its_pick_and_what_the_pick_gives(tiny_task, tmp_path, capsys):
-    from slsviz.layers.criteria import block_influence, cka_matrix, knn_accuracy
+    from slsviz.layers.criteria import block_influence, cka_matrix, criterion_depth, knn_accuracy
     from slsviz.pruning.accuracy import oracle_depth
 
     out = tmp_path / "out"
@@ -203,6 +203,10 @@ def test_compare_writes_every_criterion_its_pick_and_what_the_pick_gives(tiny_ta
     assert np.allclose(result["cka"], cka_matrix(features), atol=1e-5)
     assert np.allclose(rows["cka_to_last"]["scores"], cka_matrix(features)[:, -1], atol=1e-5)
     assert np.allclose(rows["knn_accuracy"]["scores"], knn_accuracy(features, labels))
+    assert rows["reverse_order"]["depth"] == 9 and rows["sls_probe"]["scale"].startswith("accuracy with a chance level")
+    assert rows["val_loss"]["depth"] == criterion_depth("val_loss", np.array(rows["val_loss"]["scores"]), 0.05)[0]
+    assert rows["taylor"]["depth"] == criterion_depth("taylor", np.array(rows["taylor"]["scores"]), 0.5)[0]
+    assert min(rows["taylor"]["scores"]) > 0  # every block (frozen weights and adapter) moves the task's loss
     # the paper's baseline at a depth: the FLOPs of that depth, within 5%
     depgraph = result["depgraph"]
     from slsviz.models.depth import prune_to_depth

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from slsviz import defaults
 from slsviz.pruning.accuracy import oracle_depth
+from slsviz.study.criteria import depth_at
 
 
 def test_the_compare_page_shows_every_criterion_and_follows_the_oracle_tolerance(monkeypatch):
@@ -20,7 +24,9 @@ def test_the_compare_page_shows_every_criterion_and_follows_the_oracle_tolerance
     at.switch_page("pages/4_Compare.py").run()
     assert not at.exception and not at.error
     table = at.dataframe[0].value
-    assert len(table) == 11 and table["label"].iloc[0].startswith("SLS (the paper's")
+    # every criterion (Taylor where the task's head fits the data: it reads the task's loss) and the oracle
+    assert len(table) == 13 + ui.study(selection).loaded.head_applies and table["label"].iloc[0].startswith("SLS (the paper's")
+    assert table.set_index("label").loc["reverse order (the top blocks dropped)", "depth"] == 9
     val = ui.study(selection).depths.head_refit_accuracy("val")
     assert f"The oracle keeps {oracle_depth(val, 0.01)} of 12 blocks" in at.success[0].value
     assert oracle_depth(val, 0.05) != oracle_depth(val, 0.01)  # so the change below must show
@@ -30,6 +36,15 @@ def test_the_compare_page_shows_every_criterion_and_follows_the_oracle_tolerance
     assert not at.exception
     assert f"The oracle keeps {oracle_depth(val, 0.05)} of 12 blocks" in at.success[0].value
     assert at.dataframe[0].value["depth"].iloc[-1] == oracle_depth(val, 0.05)
+
+    # the criterion the shipped example sweep found nearest the oracle, at the setting calibrated on its tasks
+    offer = ui.calibrated_offer(defaults.SWEEP_OUT, ui.study(selection))
+    at.checkbox(key="slsviz.compare.calibrated").check().run()
+    assert not at.exception and not at.error and offer is not None
+    row = at.dataframe[0].value.iloc[-2]  # just above the oracle
+    assert f"calibrated on sweep {offer.sweep} ({offer.tasks} tasks)" in row["label"]
+    rows = {r["name"]: r for r in ui.study(selection).compare(oracle_within=0.05, calibrated=offer).rows}
+    assert row["depth"] == depth_at(offer.criterion, np.array(rows[offer.criterion]["scores"], float), offer.setting)
 
     at.number_input(key="slsviz.compare.resamples").set_value(2).run()
     assert not at.exception and not at.error

@@ -3,9 +3,12 @@ a direct numpy computation on tiny synthetic features."""
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.stats import ortho_group
 from sklearn.model_selection import StratifiedKFold
 
@@ -17,10 +20,17 @@ from slsviz.layers.criteria import (
     cka_to_last,
     criterion_depth,
     knn_accuracy,
+    reverse_order,
+    taylor_block_importance,
     top_run_depth,
 )
+from slsviz.models.petl import PetlConfig
+from slsviz.models.task import build_task_model
 from slsviz.pruning.accuracy import oracle_depth
 from slsviz.pruning.budget import fastest_within, most_accurate_at
+from helpers import random_backbone, recommend_depth
+
+TINY_VIT = "vit_tiny_patch16_224"
 
 RNG = np.random.default_rng(0)
 
@@ -153,3 +163,60 @@ def test_budget_pickers():
     assert most_accurate_at(table, speed, min_images_per_s=500) is None
     with pytest.raises(SlsvizError, match="No accuracy as is"):
         fastest_within(table, speed, within=0.01, kind="accuracy_as_is")
+
+
+def test_reverse_order_drops_the_top_share_whatever_the_features():
+    assert np.allclose(reverse_order(4), [0.75, 0.5, 0.25, 0.0])
+    assert criterion_depth("reverse_order", reverse_order(12), 0.25)[0] == 9  # the top 3 of 12
+    assert criterion_depth("reverse_order", reverse_order(10), 0.25)[0] == 8  # 2.5 rounded down
+    assert criterion_depth("reverse_order", reverse_order(12), 0.0)[0] == 12
+
+
+def test_own_rules_for_accuracy_and_loss():
+    # the linear probe: block 1's 54% clears 0.3 x 98%, so alpha x the last would keep one block; within 1 point keeps 3
+    probe = np.array([0.54, 0.9, 0.975, 0.98])
+    assert recommend_depth(probe, 0.3) == 1 and criterion_depth("sls_probe", probe, 0.01)[0] == 3
+    # the loss twin reads like the oracle: the smallest depth within the margin, not the top run
+    depth, rule = criterion_depth("val_loss", np.array([2.0, 0.12, 0.3, 0.1]), 0.05)
+    assert depth == 2 and "smallest depth" in rule
+    assert criterion_depth("taylor", np.array([5.0, 4.0, 0.2, 0.1]), 0.5)[0] == 2  # mean 2.325: blocks 3, 4 redundant
+
+
+def _tiny_task(seed: int = 0) -> torch.nn.Module:
+    backbone = random_backbone(TINY_VIT, img_size=32, depth=3, seed=seed)
+    return build_task_model(backbone, PetlConfig("convpass", bottleneck=4), num_classes=3, seed=seed)
+
+
+def test_taylor_importance_equals_autograd_on_a_copy_and_leaves_the_model_alone():
+    model = _tiny_task()
+    torch.manual_seed(0)
+    batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])), (torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))]
+    before = {n: (p.requires_grad, p.detach().clone()) for n, p in model.named_parameters()}
+    scores = taylor_block_importance(model, batches)
+    # direct: every block parameter takes gradients on a copy, the summed loss backpropagated once
+    copy = deepcopy(model)
+    for name, p in copy.named_parameters():
+        p.requires_grad_(name.startswith("blocks."))
+    sum(torch.nn.functional.cross_entropy(copy(x), y, reduction="sum") for x, y in batches).backward()
+    direct = [sum(float((p * p.grad).abs().sum()) for p in block.parameters()) / 6 for block in copy.blocks]
+    assert np.allclose(scores, direct, rtol=1e-5) and (scores > 0).all()
+    assert any("adapter" in n or "convpass" in n for n, _ in copy.blocks[0].named_parameters())  # the adapter counts
+    for name, p in model.named_parameters():  # frozen stays frozen, no .grad left behind, weights unchanged
+        assert p.requires_grad == before[name][0] and p.grad is None and torch.equal(p, before[name][1])
+    with pytest.raises(DataError, match="task's head"):
+        taylor_block_importance(model, [(torch.randn(2, 3, 32, 32), torch.tensor([0, 7]))])
+
+
+def test_the_val_loss_per_depth_is_sklearns_log_loss_of_each_re_fit_head():
+    from sklearn.metrics import log_loss
+
+    from slsviz.layers.features import FeatureBank
+    from slsviz.pruning.accuracy import fit_heads, head_input, loss_head_refit
+
+    model = _tiny_task()
+    x, y = RNG.normal(size=(3, 30, 192)).astype(np.float32), np.tile([0, 1, 2], 10)
+    train, val = (FeatureBank(features=x[:, s], labels=y[s], indices=np.arange(30)[s], split=split, token="cls")
+                  for split, s in (("train", slice(0, 18)), ("val", slice(18, 30))))
+    heads = fit_heads(model, train)
+    direct = [log_loss(val.labels, heads[d].predict_proba(head_input(model, val, d + 1)), labels=[0, 1, 2]) for d in range(3)]
+    assert np.allclose(loss_head_refit(model, train, val, heads=heads), direct)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +23,11 @@ from helpers import image_folder, recommend_depth, tiny_digits_tasks
 
 from slsviz.cli import main
 from slsviz.errors import SlsvizError
-from slsviz.sweep import TaskEntry, load_spec, run_sweep, spec_from_dict
+from slsviz.sweep import TaskEntry, Training, load_spec, run_sweep, spec_from_dict
 
 TINY = "vit_tiny_patch16_224"
 CRITERIA = ["sls", "sls_raw", "sls_calinski_harabasz", "sls_davies_bouldin", "sls_probe", "knn_accuracy",
-            "block_influence", "angular_distance", "cka_to_last", "oracle"]
+            "block_influence", "angular_distance", "cka_to_last", "reverse_order", "taylor", "val_loss", "oracle"]
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +105,16 @@ def test_local_and_ray_backends_give_identical_answers_and_ray_records_a_killed_
     spec, local = local_run
     # On Ray, one more task: its worker is killed (SIGKILL) while it opens the model.
     killed = TaskEntry("killed-worker", opener=functools.partial(signal.raise_signal, signal.SIGKILL))
-    on_ray = run_sweep(dataclasses.replace(spec, tasks=(*spec.tasks, killed)), tmp_path / "ray", backend="ray",
-                       use_cache=False, progress=False)
-    assert local.finished == ["digits-convpass", "digits-lora"] and sorted(on_ray.finished) == local.finished
+    # And one trained on a worker, which reports its epochs back to this process as it goes.
+    trained = TaskEntry("trained-on-ray", selection=spec.tasks[0].selection,
+                        train=Training(method="adaptformer", epochs=1, limit=30))
+    heard: list[str] = []
+    on_ray = run_sweep(dataclasses.replace(spec, tasks=(*spec.tasks, killed, trained)), tmp_path / "ray", backend="ray",
+                       use_cache=False, progress=False, on_progress=lambda state: heard.extend(state.running.values()))
+    assert local.finished == ["digits-convpass", "digits-lora"]
+    assert sorted(on_ray.finished) == [*local.finished, "trained-on-ray"]
+    assert any(re.fullmatch(r"train epoch 1/1, loss \d+\.\d{3}, val acc\. \d+\.\d%", line) for line in heard), heard
+    assert any("scored" in line for line in heard) and any(line == "features done" for line in heard)
     assert [f["task"] for f in local.failed] == ["digits-gone"]
     failed = {f["task"]: f for f in on_ray.failed}
     assert failed.keys() == {"digits-gone", "killed-worker"}  # the task that raises, and the dead worker
@@ -110,6 +123,7 @@ def test_local_and_ray_backends_give_identical_answers_and_ray_records_a_killed_
     assert set(pd.read_csv(tmp_path / "ray" / "failures.csv").task) == {"digits-gone", "killed-worker"}
 
     a, b = _reports(local.out), _reports(tmp_path / "ray")
+    b.pop("trained-on-ray")
     assert a.keys() == b.keys() == {"digits-convpass", "digits-lora"}
     for name in a:
         assert [(p["name"], p["alpha"], p["seed"], p["depth"]) for p in a[name]["picks"]] == \
@@ -130,19 +144,22 @@ def test_local_and_ray_backends_give_identical_answers_and_ray_records_a_killed_
                 assert pick["depth"] == recommend_depth(scores, pick["alpha"])
     measured = ["images_per_s", "images_per_s_full"]  # timings differ from run to run; everything else is equal
     table = pd.read_csv(local.out / "results.csv")
-    pd.testing.assert_frame_equal(table.drop(columns=measured), pd.read_csv(tmp_path / "ray" / "results.csv").drop(
-        columns=measured), check_exact=False, atol=1e-9)
+    ray_table = pd.read_csv(tmp_path / "ray" / "results.csv").query("task != 'trained-on-ray'").reset_index(drop=True)
+    pd.testing.assert_frame_equal(table.drop(columns=measured), ray_table.drop(columns=measured), check_exact=False,
+                                  atol=1e-9)
     sweep = json.loads((tmp_path / "ray" / "sweep.json").read_text())
-    assert sweep["where"]["backend"] == "ray"
-    assert [t["status"] for t in sweep["tasks"]] == ["finished", "failed", "finished", "failed"]
+    assert sweep["where"]["backend"] == "ray" and sweep["where"]["nodes"] == 2  # across the head and a second node
+    assert [t["status"] for t in sweep["tasks"]] == ["finished", "failed", "finished", "failed", "finished"]
 
 
 def test_the_results_table_has_a_row_per_task_criterion_alpha_and_seed(local_run):
     spec, run = local_run
     table = pd.read_csv(run.out / "results.csv")
     pd.testing.assert_frame_equal(pd.read_parquet(run.out / "results.parquet"), run.results, check_dtype=False)
-    sls_variants, others = 5, 4  # per alpha and seed; per seed; and the oracle once
-    assert len(table) == 2 * (sls_variants * 2 * 2 + others * 2 + 1)
+    by_alpha, by_seed = 4, 8  # SLS variants per alpha and seed; the probe (its own rule) and the others per seed
+    assert len(table) == 2 * (by_alpha * 2 * 2 + by_seed * 2 + 1)  # and the oracle once
+    assert table.query("criterion == 'sls_probe'")["alpha"].isna().all() and (table.query("criterion == 'sls'")["setting"]
+                                                                             == table.query("criterion == 'sls'")["alpha"]).all()
     assert {"task", "criterion", "alpha", "seed", "depth", "num_layers", "accuracy_as_is", "accuracy_head_refit",
             "accuracy_head_refit_full", "flops", "bytes_sls", "bytes_pruned", "shared_backbone_bytes"} <= set(table.columns)
     full = table[table.depth == 12]
@@ -151,6 +168,55 @@ def test_the_results_table_has_a_row_per_task_criterion_alpha_and_seed(local_run
     report = json.loads((run.out / "tasks" / "digits-lora" / "report.json").read_text())
     assert report["model"]["method"] == "lora" and len(report["depth_table"]) == 12 and len(report["benchmarks"]) == 12
     assert set(report["scores"]["0"]) == set(CRITERIA) - {"oracle"} and len(report["scores"]["oracle"]) == 12
+
+
+def test_the_sweep_writes_its_leaderboard_and_the_command_recomputes_it(local_run, capsys):
+    spec, run = local_run
+    board = pd.read_csv(run.out / "leaderboard.csv")
+    assert set(board["kind"]) == {"fixed", "leave-one-task-out"} and (board["tasks"] == 2).all()
+    assert "oracle" not in set(board["criterion"])  # the reference, not a contestant
+    # the paper's SLS at alpha 0.3, by hand from the results table: each task's seeds averaged, then the tasks
+    sls = run.results.query("criterion == 'sls' and alpha == 0.3")
+    per_task = sls.assign(d=sls.oracle_distance.abs(), lost=sls.accuracy_head_refit_full - sls.accuracy_head_refit) \
+        .groupby("task")[["d", "lost"]].mean()
+    row = board.query("criterion == 'sls' and kind == 'fixed' and setting == 0.3").iloc[0]
+    assert row["abs_distance"] == pytest.approx(per_task["d"].mean())
+    assert row["worst_abs_distance"] == pytest.approx(per_task["d"].max())
+    assert row["accuracy_lost_head_refit"] == pytest.approx(per_task["lost"].mean())
+    assert row["abs_distance_low"] <= row["abs_distance"] <= row["abs_distance_high"]
+    chosen = json.loads((run.out / "leaderboard.json").read_text())["chosen_per_left_out_task"]
+    assert {c["task"] for c in chosen} == {"digits-convpass", "digits-lora"}
+    assert main(["leaderboard", str(run.out)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tasks"] == ["digits-convpass", "digits-lora"] and set(out["calibrated_on_all_tasks"]) >= {"sls", "taylor"}
+    pd.testing.assert_frame_equal(pd.read_csv(run.out / "leaderboard.csv"), board)  # the same figures again
+    assert main(["leaderboard", str(run.out / "tasks")]) == 2
+    assert "No sweep results in" in capsys.readouterr().err
+
+
+def test_a_ray_sweep_refuses_an_address_nothing_answers_at_within_seconds(tiny_tasks, tmp_path, capsys):
+    good = _write(tiny_tasks, _spec(tiny_tasks), "dead-address.yaml")
+    start = time.perf_counter()
+    assert main(["sweep", str(good), "--backend", "ray", "--address", "127.0.0.1:9", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert time.perf_counter() - start < 10 and "\n" not in err and "Nothing answers at the Ray address 127.0.0.1:9" in err
+
+
+def test_without_an_address_ray_starts_its_own_cluster_whatever_a_gone_one_left_behind():
+    """A head stopped by a signal leaves ``ray_current_cluster`` behind: Ray's own lookup then names a
+    cluster that is gone, and joining it failed ("num_cpus ... must not be provided")."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="slsviz-stale-", dir="/tmp"))
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # nothing listens there
+    code = ("import ray\nfrom slsviz.sweep.backends import RayBackend\nwith RayBackend(num_cpus=1):\n"
+            "    print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}), ray.cluster_resources()['CPU'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_TMPDIR": str(ray_tmp)}
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.split("\n")[0] == "['127.0.0.1'] 1.0"  # its own, of the CPUs asked for, on loopback only
 
 
 def test_a_sweeps_scores_are_those_of_the_one_task_analysis(local_run):
@@ -205,6 +271,7 @@ def test_the_sweep_command_trains_a_task_writes_the_table_and_skips_it_next_time
     summary = json.loads(captured.out)
     assert summary["finished"] == ["digits-convpass", "digits-adaptformer"] and summary["rows"] == 6
     assert "2 finished, 0 skipped (finished before), 0 failed" in captured.err
+    assert re.search(r"digits-adaptformer: train epoch 1/1, loss \d+\.\d{3}, val acc\. \d+\.\d%", captured.err)  # the bar
     table = pd.read_csv(out / "results.csv")
     assert table.criterion.tolist() == ["sls_raw", "block_influence", "oracle"] * 2 and "accuracy_as_is" not in table
     assert table.method.tolist()[3:] == ["adaptformer"] * 3
@@ -229,21 +296,33 @@ def test_sweep_cli_refuses_bad_input_in_one_line(tiny_tasks, tmp_path, capsys):
     assert "--backend ray" in capsys.readouterr().err
 
 
-def test_the_tasks_page_shows_a_sweep_and_follows_its_controls(local_run, tmp_path):
+def test_the_tasks_page_shows_a_sweep_and_follows_its_controls(local_run, tiny_tasks, tmp_path):
     from streamlit.testing.v1 import AppTest
 
+    from slsviz import defaults
     from slsviz.sweep.results import SweepResults
+    from slsviz.sweep.runner import read_progress
 
     spec, run = local_run
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
     at.switch_page("pages/5_Tasks.py").run()
-    assert not at.exception and "No sweep results in sweep-out" in at.error[0].value  # nothing there yet: what to do
+    # nothing in sweep-out yet: said as information, and the shipped example shown meanwhile, leaderboard first
+    assert not at.exception and not at.error and "No sweep results in sweep-out yet" in at.info[0].value
+    example = SweepResults.open(defaults.EXAMPLE_SWEEP)
+    assert [m.value for m in at.metric][:2] == [str(len(example.tasks)), "0"] and len(example.tasks) >= 8
+    shipped = pd.read_csv(defaults.EXAMPLE_SWEEP / "leaderboard.csv")
+    assert at.dataframe[0].value["abs_distance"].tolist() == pytest.approx(shipped["abs_distance"].tolist())
+    assert "lands nearest the oracle" in at.success[0].value
 
     at.text_input(key="slsviz.tasks.folder").set_value(str(run.out)).run()
     assert not at.exception and not at.error
     assert [m.value for m in at.metric] == ["2", "1", str(len(CRITERIA))]
     assert "digits-gone" in at.dataframe[0].value["task"].tolist()  # the failure, with its reason
-    depths = at.dataframe[1].value
+    board = at.dataframe[1].value  # the leaderboard first, as leaderboard.csv holds it
+    written = pd.read_csv(run.out / "leaderboard.csv")
+    assert len(board) == len(written) and board["abs_distance"].tolist() == pytest.approx(written["abs_distance"].tolist())
+    assert "FLOPs saved (%)" in at.get("plotly_chart")[0].proto.spec  # accuracy lost against FLOPs saved
+    depths = at.dataframe[2].value
     results = SweepResults.open(run.out)
     assert list(depths.index) == ["digits-convpass", "digits-lora"] and list(depths.columns) == CRITERIA
     for task in depths.index:
@@ -251,10 +330,10 @@ def test_the_tasks_page_shows_a_sweep_and_follows_its_controls(local_run, tmp_pa
             row = run.results.query("task == @task and criterion == @criterion and (alpha.isna() or alpha == 0.3) and "
                                     "(seed.isna() or seed == 0)")
             assert depths.loc[task, criterion] == row["depth"].item()
-    per_task = at.dataframe[2].value
+    per_task = at.dataframe[3].value
     assert per_task["depth"].tolist() == depths["sls"].tolist()
     growth = results.storage_growth("sls", 0.3, 0)
-    chart = at.get("plotly_chart")[0].proto.spec
+    chart = at.get("plotly_chart")[1].proto.spec
     assert '"tasks stored"' in chart and "structurally pruned" in chart
     two = growth[growth["tasks"] == 2].set_index("scheme")["bytes"]
     sls, pruned, full = (two[next(s for s in two.index if s.startswith(k))] for k in ("SLS", "structurally", "full"))
@@ -265,7 +344,19 @@ def test_the_tasks_page_shows_a_sweep_and_follows_its_controls(local_run, tmp_pa
 
     at.selectbox(key="slsviz.tasks.criterion").set_value("oracle").run()
     assert not at.exception
-    assert at.dataframe[2].value["depth"].tolist() == depths["oracle"].tolist()
+    assert at.dataframe[3].value["depth"].tolist() == depths["oracle"].tolist()
     at.selectbox(key="slsviz.tasks.alpha").set_value(0.6).run()
     strict = results.depths(0.6, 0)
-    assert not at.exception and at.dataframe[1].value["sls"].tolist() == strict["sls"].tolist()
+    assert not at.exception and at.dataframe[2].value["sls"].tolist() == strict["sls"].tolist()
+
+    # a sweep run from the page, into a new folder: progress while it runs, then its results
+    spec_path = _write(tiny_tasks, _spec(tiny_tasks, tasks=("convpass",), criteria=["sls_raw", "reverse_order", "oracle"],
+                                         alphas=[0.3], seeds=[0], measure={"accuracy": ["head_refit"]}), "page.yaml")
+    at.text_input(key="slsviz.tasks.folder").set_value(str(tmp_path / "from-page")).run()
+    assert not at.exception and not at.error and "No sweep results in" in at.info[0].value
+    at.text_input(key="slsviz.tasks.spec").set_value(str(spec_path)).run()
+    at.button(key="slsviz.tasks.run").click().run()
+    assert not at.exception and not at.error
+    assert [m.value for m in at.metric][:2] == ["1", "0"] and (tmp_path / "from-page" / "leaderboard.csv").is_file()
+    assert any("needs two or more" in i.value for i in at.info)  # one task: nothing to calibrate on
+    assert read_progress(tmp_path / "from-page")["finished"] is True

@@ -172,3 +172,25 @@ def storage_growth(frame: pd.DataFrame) -> go.Figure:
                       xaxis={"dtick": 1}, legend={"orientation": "h", "y": -0.25},
                       margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
+
+
+def leaderboard_scatter(outcomes: pd.DataFrame, board: pd.DataFrame, labels: dict[str, str]) -> go.Figure:
+    """Test accuracy lost (head re-fit) against FLOPs saved: one marker per criterion and setting (the
+    mean over tasks, ``board``: :func:`slsviz.sweep.leaderboard.leaderboard`), each task's point faint
+    behind it (``outcomes``)."""
+    fig = go.Figure()
+    for i, row in enumerate(board.itertuples(index=False)):
+        colour = _COLOURS[i % len(_COLOURS)]
+        name = labels.get(row.criterion, row.criterion) + (" (calibrated)" if row.kind != "fixed" else f" @ {row.setting:g}")
+        mine = outcomes[(outcomes["criterion"] == row.criterion) & (outcomes["kind"] == row.kind)
+                        & (outcomes["setting"].isna() if pd.isna(row.setting) else np.isclose(outcomes["setting"], row.setting))]
+        fig.add_trace(go.Scatter(x=100 * mine["flops_saved"], y=100 * mine["accuracy_lost_head_refit"], mode="markers",
+                                 marker={"color": colour, "size": 6, "opacity": 0.25}, legendgroup=name, showlegend=False,
+                                 text=mine["task"], hovertemplate="%{text}: %{x:.0f}% FLOPs saved, %{y:.1f} points lost"))
+        fig.add_trace(go.Scatter(x=[100 * row.flops_saved], y=[100 * row.accuracy_lost_head_refit], mode="markers",
+                                 marker={"color": colour, "size": 13, "symbol": "diamond" if row.kind != "fixed" else "circle",
+                                         "line": {"width": 1, "color": "black"}}, name=name, legendgroup=name,
+                                 hovertemplate=name + ": %{x:.0f}% FLOPs saved, %{y:.1f} points lost (mean)"))
+    fig.update_layout(xaxis_title="FLOPs saved (%)", yaxis_title="test accuracy lost, head re-fit (points)", height=480,
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"font": {"size": 10}})
+    return fig

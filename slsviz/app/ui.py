@@ -8,8 +8,10 @@ previous model.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import streamlit as st
 
@@ -19,6 +21,9 @@ from slsviz.errors import SlsvizError
 from slsviz.layers.analysis import AnalysisSettings
 from slsviz.models.selection import content_stamp
 from slsviz.study import Selection, Study
+from slsviz.study.comparison import Calibrated
+from slsviz.sweep.leaderboard import Leaderboard
+from slsviz.sweep.results import SweepResults
 
 SELECTION = "slsviz.selection"  # what this session loaded (a Selection)
 CONTENT = "slsviz.selection.content"  # what the files it names held when it was loaded (content_stamp)
@@ -39,6 +44,49 @@ TOOL_FORMATS = {"timm": "timm (timm.create_model, adapters merged)",
                 "peft": "PEFT (LoRA adapter folder and its base)", "official": "the official SLS code (<name>_<D>blocks.pt)"}
 # Meaningful only for the model they were chosen on: cleared when another is loaded.
 MODEL_KEYS = (DEPTH, CHOSEN, LAYER, PRUNE_DEPTH, RETRAINED, PICKED, EXPORT_DEPTH, ONNX_DEPTH, TOOL_FORMAT, TOOL_PREPARED)
+
+
+def sweep_results(folder: str) -> tuple[SweepResults, bool]:
+    """``(results, shipped)``: the sweep in ``folder``, or the shipped example (``shipped`` True) while
+    ``folder`` holds no results yet (missing, empty, or a first sweep still under way). A folder that
+    holds something else is the user's to fix: refused with what to do."""
+    path = Path(folder).expanduser()
+    if (path / "sweep.json").is_file() or (path.is_dir() and any(p.name != "progress.json" for p in path.iterdir())
+                                           and not (path / "progress.json").is_file()):
+        return SweepResults.open(path), False
+    return SweepResults.open(defaults.EXAMPLE_SWEEP), True
+
+
+def leaderboard(results: SweepResults) -> Leaderboard:
+    """The leaderboard of ``results``' folder, once per content of its results and reports."""
+    digest = hashlib.sha256(results.table.to_csv(index=False).encode())
+    for task in results.tasks:
+        digest.update((results.folder / "tasks" / task / "report.json").read_bytes())
+    return _leaderboard(str(results.folder), digest.hexdigest())
+
+
+@st.cache_data(show_spinner="Ranking the criteria across tasks...", max_entries=8)
+def _leaderboard(folder: str, content: str) -> Leaderboard:
+    return SweepResults.open(folder).leaderboard()
+
+
+def calibrated_offer(folder: str, current: Study) -> Calibrated | None:
+    """What the leaderboard of the sweep in ``folder`` (or the shipped example) offers ``current``: the
+    best calibrated criterion it computes (Taylor needs the task's own head); ``None`` when there is none."""
+    try:
+        results, _ = sweep_results(folder)
+        unavailable = () if current.loaded.head_applies else ("taylor",)
+        return leaderboard(results).offer(unavailable) if len(results.tasks) >= 2 else None
+    except SlsvizError:
+        return None
+
+
+def run_sweep(spec_path: str, folder: str, on_progress) -> None:
+    """Run the spec at ``spec_path`` into ``folder`` on the local backend (the finished tasks skipped)."""
+    from slsviz.sweep import load_spec
+    from slsviz.sweep import run_sweep as run
+
+    run(load_spec(spec_path), folder, backend="local", progress=False, on_progress=on_progress)
 
 
 def study(selection: Selection, content: str | None = None) -> Study:

@@ -13,6 +13,13 @@ Scores:
   between block ``l`` and the last block, the mean over images.
 - :func:`cka_matrix` - linear CKA (Kornblith et al., 2019) between two blocks'
   features; the criterion reads ``CKA(l, L)`` (:func:`cka_to_last`).
+- :func:`reverse_order` - the reverse-order baseline (Gromov et al.; Men et al.): no score at all, the
+  top share of blocks goes. Any criterion should beat it.
+- :func:`taylor_block_importance` - first-order Taylor importance of each block, ``sum |w * dL/dw|``
+  over the block's weights (frozen and adapter) on train batches: the one criterion here that reads
+  the task's loss rather than the features.
+- the validation loss with a re-fit head per depth is computed where the heads are
+  (:mod:`slsviz.pruning.accuracy`); :data:`RULES` reads it like the oracle reads accuracy.
 
 Depths: every rule removes top blocks only, as SLS does (:func:`top_run_depth`): keep blocks
 ``1..l*``, where ``l*`` is the smallest ``l`` such that every block ``k`` in ``[l, L]`` qualifies - its
@@ -25,9 +32,12 @@ removing top blocks; the defaults in :mod:`slsviz.defaults` are settings, and th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -148,6 +158,54 @@ def cka_to_last(features: np.ndarray) -> np.ndarray:
                      for i, (c, n) in enumerate(zip(centred, norms))])
 
 
+def reverse_order(num_layers: int) -> np.ndarray:
+    """The reverse-order baseline's "score": the share of blocks above each block, ``(L - l) / L``
+    (0 for the last). Its rule keeps a block whose share is at most the setting, so a setting of 0.25
+    removes the top quarter of the blocks (rounded down)."""
+    if num_layers < 1:
+        raise SlsvizError("The reverse-order baseline needs at least one block.")
+    return (num_layers - np.arange(1, num_layers + 1)) / num_layers
+
+
+def taylor_block_importance(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+    """First-order Taylor importance of every block: ``sum |w * dL/dw|`` over the block's parameters
+    (its frozen weights and its adapter), ``L`` the task's cross-entropy summed over ``batches``.
+
+    The model is not changed: its blocks' parameters are replaced by detached copies that take
+    gradients (``torch.func.functional_call``), so frozen weights stay frozen and nothing is stored in
+    ``.grad``.
+
+    Args:
+        model: a task model (a ViT or :class:`~slsviz.models.swin.SwinBlocks`) whose ``forward`` gives
+            the task's logits and whose blocks are ``model.blocks``.
+        batches: ``(images, labels)`` from the train split, already preprocessed.
+
+    Returns:
+        (L,) float64, >= 0; a small value means the loss barely depends on the block.
+    """
+    device = next(model.parameters()).device
+    owned = {name: p.detach().requires_grad_(True) for name, p in model.named_parameters() if name.startswith("blocks.")}
+    block_of = [int(name.split(".")[1]) for name in owned]
+    grads = [torch.zeros_like(p) for p in owned.values()]
+    seen = 0
+    for images, labels in batches:
+        logits = torch.func.functional_call(model, owned, (images.to(device),))
+        if logits.ndim != 2 or logits.shape[1] <= int(labels.max()):
+            raise DataError("Taylor importance needs the task's head (logits for every class): this model has none "
+                            "for these labels.")
+        loss = F.cross_entropy(logits, labels.to(device), reduction="sum")
+        for total, g in zip(grads, torch.autograd.grad(loss, list(owned.values()))):
+            total += g
+        seen += len(labels)
+    if not seen:
+        raise DataError("Taylor importance needs at least one train batch.")
+    out = np.zeros(len(model.blocks))
+    with torch.no_grad():
+        for block, p, g in zip(block_of, owned.values(), grads):
+            out[block] += float((p * g / seen).abs().sum())
+    return out
+
+
 def top_run_depth(qualifies: np.ndarray) -> int:
     """Blocks to keep when the top run of qualifying blocks is removed: the smallest ``l`` such that
     every block in ``[l, L]`` qualifies (the last block always stays, so ``L - run + 1`` when the run is
@@ -167,29 +225,46 @@ def _redundant_above(s: np.ndarray, ratio: float) -> np.ndarray:
     return np.append(redundant[1:], True)
 
 
+def _within_last(s: np.ndarray, x: float) -> np.ndarray:
+    return s >= s[-1] - x
+
+
 # Criterion name -> (its rule in words; per block l, whether block l's output is good enough that
 # blocks above it may go, given the setting). top_run_depth keeps blocks up to the lowest such l of
 # the top run.
 RULES: dict[str, tuple[str, Callable[[np.ndarray, float], np.ndarray]]] = {
     "knn_accuracy": ("Keep blocks up to the lowest block from which every block's kNN accuracy is at least the "
-                     "last block's minus {setting:g}.", lambda s, x: s >= s[-1] - x),
+                     "last block's minus {setting:g}.", _within_last),
+    "sls_probe": ("Keep blocks up to the lowest block from which every block's linear-probe val accuracy is at least "
+                  "the last block's minus {setting:g} (accuracy has a chance level, so not alpha x the last).",
+                  _within_last),
     "block_influence": ("Remove the top run of blocks whose Block Influence is at most {setting:g} x the mean "
                         "over blocks.", _redundant_above),
     "angular_distance": ("Keep blocks up to the lowest block from which every block's angular distance to the "
                          "last is at most {setting:g}.", lambda s, x: s <= x),
     "cka_to_last": ("Keep blocks up to the lowest block from which every block's linear CKA with the last is "
                     "at least {setting:g}.", lambda s, x: s >= x),
+    "reverse_order": ("Remove the top {setting:.0%} of the blocks (rounded down), whatever they score.",
+                      lambda s, x: s <= x + 1e-9),
+    "taylor": ("Remove the top run of blocks whose Taylor importance (sum of |w x dL/dw|) is at most {setting:g} x the "
+               "mean over blocks.", _redundant_above),
+    "val_loss": ("The smallest depth whose val loss with a re-fit head is at most the full model's + {setting:g} "
+                 "nats (the oracle's rule, on the loss).", lambda s, x: s <= s[-1] + x),
 }
+# Criteria whose depth is the smallest qualifying one, as the oracle's, not the top run's lowest.
+SMALLEST_QUALIFYING = ("val_loss",)
 # Criterion name -> its default setting (see slsviz.defaults).
-SETTINGS = {"knn_accuracy": defaults.KNN_WITHIN, "block_influence": defaults.BI_RATIO,
-            "angular_distance": defaults.ANGULAR_MAX, "cka_to_last": defaults.CKA_MIN}
+SETTINGS = {"knn_accuracy": defaults.KNN_WITHIN, "sls_probe": defaults.PROBE_WITHIN,
+            "block_influence": defaults.BI_RATIO, "angular_distance": defaults.ANGULAR_MAX,
+            "cka_to_last": defaults.CKA_MIN, "reverse_order": defaults.REVERSE_SHARE,
+            "taylor": defaults.TAYLOR_RATIO, "val_loss": defaults.LOSS_WITHIN}
 
 
 def criterion_depth(name: str, scores: np.ndarray, setting: float | None = None) -> tuple[int, str]:
     """``(depth, rule)``: the depth criterion ``name``'s scores give, and the rule in words.
 
     The rule is :data:`RULES`' (``setting`` defaults to :data:`SETTINGS`), read top down by
-    :func:`top_run_depth`.
+    :func:`top_run_depth` (the smallest qualifying depth for :data:`SMALLEST_QUALIFYING`).
     """
     if name not in RULES:
         raise SlsvizError(f"Unknown criterion {name!r}: use one of {', '.join(RULES)}.")
@@ -199,5 +274,6 @@ def criterion_depth(name: str, scores: np.ndarray, setting: float | None = None)
     if np.isnan(s[-1]) or (name != "block_influence" and np.isnan(s).any()):
         raise SlsvizError(f"The {name} scores hold NaN: every block needs a score.")
     with np.errstate(invalid="ignore"):
-        depth = top_run_depth(test(s, value))
+        qualifies = test(s, value)
+    depth = int(np.flatnonzero(qualifies)[0]) + 1 if name in SMALLEST_QUALIFYING else top_run_depth(qualifies)
     return depth, words.format(setting=value)

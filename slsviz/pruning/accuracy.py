@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
+from sklearn.metrics import log_loss
 from sklearn.pipeline import Pipeline
 
 from slsviz.errors import SlsvizError
@@ -87,6 +88,17 @@ def accuracy_head_refit(model: nn.Module, train: FeatureBank, evaluate_on: Featu
     heads = heads if heads is not None else fit_heads(model, train, seed=seed)
     return np.array([heads[d - 1].score(head_input(model, evaluate_on, d), evaluate_on.labels)
                      for d in range(1, evaluate_on.num_layers + 1)])
+
+
+def loss_head_refit(model: nn.Module, train: FeatureBank, evaluate_on: FeatureBank, *, seed: int = 0,
+                    heads: list[Pipeline] | None = None) -> np.ndarray:
+    """Cross-entropy (nats per image) on ``evaluate_on`` of the head re-fit on ``train``'s block-d
+    features, for every depth: the oracle's loss twin reads it on val. ``heads``: see
+    :func:`accuracy_head_refit`."""
+    _check_cls_head(model, evaluate_on)
+    heads = heads if heads is not None else fit_heads(model, train, seed=seed)
+    return np.array([log_loss(evaluate_on.labels, heads[d - 1].predict_proba(head_input(model, evaluate_on, d)),
+                              labels=heads[d - 1].classes_) for d in range(1, evaluate_on.num_layers + 1)])
 
 
 def interval(accuracy: np.ndarray, n: int, z: float = 1.96) -> np.ndarray:

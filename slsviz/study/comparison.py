@@ -22,11 +22,29 @@ from slsviz.layers.criteria import SETTINGS, cka_matrix
 from slsviz.progress import StageProgress, one_stage
 from slsviz.scheduler import SCHEDULER
 from slsviz.storage import json_float, write_json_and_csv
-from slsviz.study.criteria import SLS_VARIANTS, oracle_pick, other_picks, sls_picks
+from slsviz.study.criteria import OTHER_CRITERIA, SLS_VARIANTS, depth_at, oracle_pick, other_picks, sls_picks
 from slsviz.study.resampling import stability
 
 if TYPE_CHECKING:
     from slsviz.study.facade import Study
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A criterion at the setting a sweep's leaderboard calibrated for it on all its tasks
+    (:attr:`slsviz.sweep.leaderboard.Leaderboard.calibrated`)."""
+
+    criterion: str
+    setting: float
+    sweep: str
+    tasks: int
+
+    def pick(self, base: dict[str, Any]) -> dict[str, Any]:
+        """The criterion's row ``base`` (its scores) read at the calibrated setting."""
+        depth = depth_at(self.criterion, np.asarray(base["scores"], dtype=np.float64), self.setting)
+        return {**base, "name": f"{self.criterion}_calibrated", "depth": depth, "setting": self.setting,
+                "label": f"{base['label']}, calibrated on sweep {self.sweep} ({self.tasks} tasks): {self.setting:g}",
+                "rule": f"{base['rule']} At the setting {self.setting:g}, calibrated on sweep {self.sweep}."}
 
 
 @dataclass
@@ -79,7 +97,8 @@ class Comparison:
 
 def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
             time_budget_s: float = defaults.TIMING_S, resamples: int = 0, depgraph: int | None = None,
-            depgraph_retrain: int = 0, progress: StageProgress | None = None) -> Comparison:
+            depgraph_retrain: int = 0, calibrated: Calibrated | None = None,
+            progress: StageProgress | None = None) -> Comparison:
     """Every criterion on ``study``'s scored features, its pick and what the pick gives.
 
     Args:
@@ -94,6 +113,7 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
             this depth (0: the paper's SLS depth; ``None``: no baseline). At L there is nothing to
             match: the row says so instead.
         depgraph_retrain: epochs of FT for the width-pruned model's adapters and head (0: none).
+        calibrated: one more row: a criterion at the setting a sweep calibrated for it, named by the sweep.
         progress: ``progress(stage, done, total)``.
     """
     settings = {**SETTINGS, **(settings or {})}
@@ -108,8 +128,14 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     features, labels = study.features.scored()
     cka = SCHEDULER.run_heavy(lambda: cka_matrix(features))
     oracle = oracle_pick(study.depths.head_refit_accuracy("val"), oracle_within)
-    picks = [*sls_picks(tables), *other_picks(features, labels, settings, scores_given={"cka_to_last": cka[:, -1]}),
-             oracle]
+    given = {"cka_to_last": cka[:, -1], "val_loss": study.depths.head_refit_loss("val")}
+    if study.loaded.head_applies:  # Taylor reads the task's loss through its own head
+        given["taylor"] = study.depths.taylor()
+    others = [name for name in OTHER_CRITERIA if name != "taylor" or "taylor" in given]
+    picks = [*sls_picks(tables, settings=settings), *other_picks(features, labels, settings, scores_given=given,
+                                                                 names=others), oracle]
+    if calibrated is not None:
+        picks.insert(-1, calibrated.pick(next(p for p in picks if p["name"] == calibrated.criterion)))
     accuracy = study.depths.table(progress=one_stage(progress, "features of the test split"))
     timed = study.timing.benchmarks(time_budget_s=time_budget_s,
                                     progress=one_stage(progress, f"timing all {L} depths, interleaved"))

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from slsviz import defaults
+from slsviz.errors import SlsvizError
 from slsviz.layers.features import FeatureBank
 from slsviz.models.selection import LoadedTask
 from slsviz.progress import Progress
-from slsviz.pruning.accuracy import accuracy_head_refit, depth_accuracy_table, fit_heads, interval
+from slsviz.pruning.accuracy import accuracy_head_refit, depth_accuracy_table, fit_heads, interval, loss_head_refit
 from slsviz.scheduler import SCHEDULER, Memo
 from slsviz.study.features import FeatureStore
 
@@ -37,6 +38,7 @@ class DepthEvaluator:
         self._classifiers: Memo[list] = Memo()
         self._first_classifiers: Memo[list] = Memo()
         self._exact_started: Memo[Future] = Memo()
+        self._taylor: Memo[np.ndarray] = Memo()
 
     def table(self, seed: int = defaults.SEED, progress: Progress | None = None) -> pd.DataFrame:
         """Test accuracy at every depth, as is and with a head re-fit on train."""
@@ -103,3 +105,28 @@ class DepthEvaluator:
         """Accuracy on ``split`` at every depth (index d-1) of the classifiers re-fit on train."""
         return accuracy_head_refit(self.loaded.model, self.features.bank("train"), self.features.bank(split),
                                    heads=self.classifiers(seed))
+
+    def taylor(self, images: int = defaults.TAYLOR_IMAGES) -> np.ndarray:
+        """Every block's Taylor importance (:func:`slsviz.layers.criteria.taylor_block_importance`) on
+        the first ``images`` train images, the task's own head giving the loss; once."""
+        def make() -> np.ndarray:
+            import itertools
+
+            from slsviz.data import make_loader
+            from slsviz.layers.criteria import taylor_block_importance
+
+            if not self.loaded.head_applies:
+                raise SlsvizError("Taylor importance reads the task's loss, and this model has no head for these "
+                                  "classes: open a task checkpoint trained on this data.")
+            store, loaded = self.features, self.loaded
+            loader = make_loader(loaded.data, "train", loaded.preprocess, min(store.batch_size, images),
+                                 limit=min(images, store.limit or images))
+            return SCHEDULER.run_heavy(lambda: taylor_block_importance(
+                loaded.model, itertools.islice(iter(loader), -(-images // loader.batch_size))))
+
+        return self._taylor.get(images, make)
+
+    def head_refit_loss(self, split: str, seed: int = defaults.SEED) -> np.ndarray:
+        """Cross-entropy (nats per image) on ``split`` at every depth of the same classifiers."""
+        return loss_head_refit(self.loaded.model, self.features.bank("train"), self.features.bank(split),
+                               heads=self.classifiers(seed))

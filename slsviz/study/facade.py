@@ -23,7 +23,7 @@ from slsviz.models.selection import LoadedTask, Selection, open_selection
 from slsviz.models.swin import SwinBlocks, stage_boundaries
 from slsviz.progress import StageProgress
 from slsviz.scheduler import SCHEDULER, Memo
-from slsviz.study.comparison import Comparison, compare
+from slsviz.study.comparison import Calibrated, Comparison, compare
 from slsviz.study.depths import DepthEvaluator
 from slsviz.study.exports import Exports
 from slsviz.study.features import FeatureStore
@@ -150,17 +150,19 @@ class Study:
 
     def compare(self, *, oracle_within: float = defaults.ORACLE_WITHIN, settings: dict[str, float] | None = None,
                 time_budget_s: float | None = None, resamples: int = 0, depgraph: int | None = None,
-                depgraph_retrain: int = 0, progress: StageProgress | None = None) -> Comparison:
+                depgraph_retrain: int = 0, calibrated: Calibrated | None = None,
+                progress: StageProgress | None = None) -> Comparison:
         """SLS beside the other layer criteria and the oracle (:func:`slsviz.study.comparison.compare`),
         with each one's stability over ``resamples`` bootstrap resamples and, with ``depgraph`` (a depth,
-        0: the SLS depth), the DepGraph baseline (retrained ``depgraph_retrain`` epochs); once per settings."""
+        0: the SLS depth), the DepGraph baseline (retrained ``depgraph_retrain`` epochs), and with
+        ``calibrated`` a criterion at a sweep's calibrated setting; once per settings."""
         time_budget_s = self.timing.timing_s if time_budget_s is None else time_budget_s
         key = (float(oracle_within), tuple(sorted({**CRITERIA_SETTINGS, **(settings or {})}.items())),
-               float(time_budget_s), int(resamples), depgraph, int(depgraph_retrain))
+               float(time_budget_s), int(resamples), depgraph, int(depgraph_retrain), calibrated)
         return self._comparisons.get(key, lambda: compare(self, oracle_within=oracle_within, settings=settings,
                                                           time_budget_s=time_budget_s, resamples=resamples,
                                                           depgraph=depgraph, depgraph_retrain=depgraph_retrain,
-                                                          progress=progress))
+                                                          calibrated=calibrated, progress=progress))
 
 
 def _prefetch_prune(study: Study) -> None:

@@ -11,13 +11,13 @@ import numpy as np
 from slsviz import defaults
 from slsviz.errors import DataError, SlsvizError
 from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
-from slsviz.layers.criteria import SETTINGS, criterion_depth, knn_accuracy
+from slsviz.layers.criteria import SETTINGS, knn_accuracy, reverse_order
 from slsviz.layers.rule import SLSRule
 from slsviz.layers.stability import Spread
 from slsviz.layers.stability import resamples as draw
 from slsviz.progress import StageProgress, one_stage
 from slsviz.scheduler import SCHEDULER, Parallel
-from slsviz.study.criteria import FEATURE_CRITERIA, OTHER_CRITERIA, SLS_VARIANTS
+from slsviz.study.criteria import FEATURE_CRITERIA, GIVEN, OTHER_CRITERIA, OWN_RULE, SLS_VARIANTS, depth_at
 from slsviz.study.features import FeatureStore
 
 
@@ -81,7 +81,7 @@ def stability(store: FeatureStore, *, count: int, workers: int = 1, seed: int = 
     Maps are drawn ``workers`` at a time.
     """
     settings = {**SETTINGS, **(settings or {})}
-    names = [name for name, *_ in SLS_VARIANTS] + list(OTHER_CRITERIA)
+    names = [name for name, *_ in SLS_VARIANTS] + [name for name in OTHER_CRITERIA if name not in GIVEN]
     chosen = names if criteria is None else list(criteria)
     unknown = sorted(set(chosen) - set(names))
     if unknown:
@@ -92,12 +92,12 @@ def stability(store: FeatureStore, *, count: int, workers: int = 1, seed: int = 
     def score(name: str, idx: np.ndarray, map_seed: int) -> np.ndarray:
         if name in variants:
             return on.sls(variants[name], idx, map_seed)
+        if name == "reverse_order":
+            return reverse_order(len(on.features))
         return on.knn(idx) if name == "knn_accuracy" else FEATURE_CRITERIA[name](on.features[:, idx])
 
     def depth(name: str, scores: np.ndarray) -> int:
-        if name in variants:
-            return int(SLSRule(defaults.ALPHA, variants[name].higher_is_better).fit(scores).depth_)
-        return criterion_depth(name, scores, settings[name])[0]
+        return depth_at(name, scores, defaults.ALPHA if name in variants and name not in OWN_RULE else settings[name])
 
     # Resample by resample, every criterion in turn, so that one resample's maps serve all its variants.
     scores: dict[str, list[np.ndarray]] = {name: [] for name in chosen}

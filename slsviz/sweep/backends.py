@@ -78,7 +78,7 @@ class LocalBackend:
             try:
                 if entry.train is not None:
                     at("train")
-                    entry = stages.train(entry, plan.out, spec.threads)
+                    entry = stages.train(entry, plan.out, spec.threads, at)
                 at("features")
                 study = stages.open_study(entry, plan.use_cache)  # once: the benchmark times the same model
                 task, facts = stages.extract_from(study, spec.threads)
@@ -98,6 +98,36 @@ class LocalBackend:
             done(original, report)
 
 
+class _ReportsActor:
+    """Lines the workers report (task, line), held until the driver takes them."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def put(self, task: str, line: str) -> None:
+        self.lines.append((task, line))
+
+    def take(self) -> list[tuple[str, str]]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+def _reports_actor() -> Any:
+    import ray
+
+    return ray.remote(_ReportsActor)
+
+
+class _ReportTo:
+    """A stage's ``report(line)`` on a Ray worker: sent to the driver's actor, never waited for."""
+
+    def __init__(self, actor: Any, task: str) -> None:
+        self.actor, self.task = actor, task
+
+    def __call__(self, line: str) -> None:
+        self.actor.put.remote(self.task, line)
+
+
 @dataclass
 class _Running:
     """A task's refs on the Ray backend, in the order its stages end, each with its stage's name for
@@ -111,6 +141,54 @@ class _Running:
     report: Any = None
     scoring: set[Any] = field(default_factory=set)
     num_layers: int = 0
+
+
+# How long an --address may take to answer before the sweep gives up on it (Ray itself retries for minutes).
+CONNECT_TIMEOUT_S = 5.0
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """Start a new Ray instance of ``num_cpus`` CPUs for this process alone, on the loopback address.
+
+    ``address="local"``: never the cluster a ``ray_current_cluster`` file or ``RAY_ADDRESS`` names,
+    which may be a cluster that is gone (a head stopped by a signal leaves the file behind); the
+    loopback address: nothing outside the machine joins or reaches it.
+    """
+    import ray
+
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout_s``, a Ray address nothing answers at (``host:port``, ``ray://host:port``;
+    ``"auto"``: the cluster Ray would pick); Ray itself would retry for minutes.
+
+    Raises:
+        SlsvizError: one line naming the address and what to do.
+    """
+    import socket
+
+    target = address
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            target = canonicalize_bootstrap_address("auto")
+        except Exception:  # Ray's own lookup failed: nothing to check beyond what ray.init says
+            return
+        if target is None:
+            raise SlsvizError("No Ray cluster is running on this machine (--address auto): start one with `ray start "
+                              "--head`, give its address, or leave --address out to start one here.")
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise SlsvizError(f"--address {address} is not host:port (e.g. 10.0.0.5:6379 or ray://10.0.0.5:10001).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SlsvizError(f"Nothing answers at the Ray address {address} ({exc.strerror or type(exc).__name__}): "
+                          "check the head is running (`ray status` on it) and the address, or leave --address out "
+                          "to start a cluster here.") from None
 
 
 class RayBackend:
@@ -134,19 +212,22 @@ class RayBackend:
         """Where the work ran."""
         import ray
 
-        return {"backend": self.name, "address": self.address, "cluster": ray.cluster_resources()}
+        return {"backend": self.name, "address": self.address, "cluster": ray.cluster_resources(),
+                "nodes": sum(1 for node in ray.nodes() if node.get("Alive"))}
 
     def __enter__(self) -> RayBackend:
         try:
             import ray
         except ImportError:
             raise SlsvizError("The Ray backend needs ray: pip install 'ray>=2.40' (or use --backend local).") from None
+        if self.address:
+            check_reachable(self.address)
         if not ray.is_initialized():
             try:
                 if self.address:
                     ray.init(address=self.address, log_to_driver=False)
                 else:
-                    ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+                    start_local_ray(self.num_cpus)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise SlsvizError(f"Cannot reach the Ray cluster at {self.address or 'this machine'} ({first[:200]}): "
@@ -182,14 +263,22 @@ class RayBackend:
             running[ref], task.refs[ref] = task, stage
             return ref
 
+        reports = _reports_actor().options(num_cpus=0).remote()  # what the workers say while a stage runs
+
         for entry in entries:
             task = _Running(entry, entry)
             if entry.train is not None:
-                task.opens = watch(task, train.options(**model).remote(entry, plan.out, spec.threads), "train")
+                task.opens = watch(task, train.options(**model).remote(entry, plan.out, spec.threads,
+                                                                       _ReportTo(reports, entry.name)), "train")
             task.features, facts = extract.options(num_returns=2, **model).remote(task.opens, plan.use_cache, spec.threads)
             task.facts = watch(task, facts, "features")
         while running:
-            [ref], _ = ray.wait(list(running), num_returns=1)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for name, line in ray.get(reports.take.remote()):
+                plan.moved(name, line)
+            if not ready:
+                continue
+            [ref] = ready
             task = running.pop(ref)
             stage = task.refs.pop(ref)
             try:

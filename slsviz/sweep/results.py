@@ -13,6 +13,7 @@ import pandas as pd
 
 from slsviz.errors import SlsvizError
 from slsviz.pruning.footprint import FULL_PETL, PRUNED, SLS
+from slsviz.sweep.leaderboard import Leaderboard, build, read_records
 
 # How many tasks are stored, three ways (the curves of :meth:`SweepResults.storage_growth`).
 SCHEMES = {
@@ -53,6 +54,11 @@ class SweepResults:
             raise SlsvizError(f"The sweep results in {folder} cannot be read ({type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:160]}): run the sweep again into that folder.") from None
         return cls(folder, table, failures, info)
+
+    def leaderboard(self) -> Leaderboard:
+        """Which criterion lands nearest the oracle over the finished tasks, fixed and calibrated
+        (:func:`slsviz.sweep.leaderboard.build`)."""
+        return build(self.table, read_records(self.folder, self.tasks), self.name)
 
     @property
     def name(self) -> str:

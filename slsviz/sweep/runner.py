@@ -6,6 +6,9 @@ The output folder holds, each written atomically:
   again skips a task whose report has the same fingerprint (same entry, criteria, alphas, seeds, ...);
 - ``tasks/<name>/failure.json``: a task that failed, the stage and the reason (tried again next run);
 - ``results.csv`` and ``results.parquet``: one row per task x criterion x alpha x seed;
+- ``leaderboard.csv`` and ``leaderboard.json``: which criterion lands nearest the oracle across the
+  finished tasks, at the spec's settings and calibrated leave-one-task-out (:mod:`slsviz.sweep.leaderboard`);
+- ``progress.json``: while it runs, where each running task is (a page in another process reads it);
 - ``failures.csv``, and ``sweep.json``: the spec, the backend, every task's status, how long it took.
 """
 
@@ -14,7 +17,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from slsviz.environment import environment
 from slsviz.errors import SlsvizError
 from slsviz.storage import atomic_path, check_can_write
 from slsviz.sweep.backends import Failure, LocalBackend, Plan, RayBackend
+from slsviz.sweep.leaderboard import build, read_records
 from slsviz.sweep.spec import SweepSpec, TaskEntry
 
 BACKENDS = ("local", "ray")
@@ -59,9 +64,44 @@ class SweepRun:
                 "rows": int(len(self.results)), "seconds": round(self.seconds, 1), "written": [str(p) for p in self.written]}
 
 
+@dataclass
+class SweepProgress:
+    """Where a running sweep is (``progress.json`` in its folder while it runs).
+
+    Attributes:
+        total: tasks to run this time.
+        done: tasks ended (finished or failed).
+        failed: tasks that failed.
+        running: per task under way, where it is (``train epoch 2/3, loss 0.41, ...``, ``maps and scores``).
+        finished: whether the sweep has ended.
+    """
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    running: dict[str, str] = field(default_factory=dict)
+    finished: bool = False
+
+    def line(self, width: int = 160) -> str:
+        """The running tasks in one line."""
+        text = "; ".join(f"{task}: {where}" for task, where in self.running.items())
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def read_progress(folder: str | Path) -> dict[str, Any] | None:
+    """A sweep folder's ``progress.json`` (with ``updated``, seconds since the epoch), or ``None``."""
+    try:
+        return json.loads((Path(folder) / PROGRESS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+PROGRESS = "progress.json"
+
+
 def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", address: str | None = None,
               num_cpus: int | None = None, retries: int = 0, use_cache: bool = True,
-              progress: bool = True) -> SweepRun:
+              progress: bool = True, on_progress: Callable[[SweepProgress], None] | None = None) -> SweepRun:
     """Run ``spec``'s tasks that are not finished yet on ``backend`` and write the results into ``out``.
 
     Args:
@@ -74,7 +114,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", addre
         num_cpus: CPUs of a Ray cluster started here (``None``: all).
         retries: times a Ray task whose worker died runs again (0: recorded as failed at once).
         use_cache: read and write slsviz's cache of features and maps.
-        progress: a tqdm bar over tasks on stderr.
+        progress: a tqdm bar over tasks on stderr, naming where each running task is.
+        on_progress: called with the :class:`SweepProgress` whenever a task moves (from this thread).
 
     Returns:
         What ran, what was skipped, what failed, and the results table.
@@ -91,6 +132,23 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", addre
     finished: list[str] = []
     failed: list[dict[str, str]] = []
     bar = tqdm(total=len(todo), desc=f"sweep ({backend})", unit="task", file=sys.stderr, disable=not progress)
+    state = SweepProgress(total=len(todo))
+    last_written = [0.0]
+
+    ended: set[str] = set()
+
+    def moved(task: str, where: str) -> None:
+        if task not in ended:  # a worker's line may arrive after its task ended
+            state.running[task] = where
+            tell()
+
+    def tell(force: bool = False) -> None:
+        bar.set_postfix_str(state.line(), refresh=True)
+        if on_progress is not None:
+            on_progress(state)
+        if force or time.monotonic() - last_written[0] >= 1.0:  # the file for another process's page, at most 1/s
+            last_written[0] = time.monotonic()
+            _write_json(out / PROGRESS, {**asdict(state), "updated": time.time(), "backend": backend})
 
     def done(entry: TaskEntry, outcome: dict[str, Any] | Failure) -> None:
         folder = out / "tasks" / entry.name
@@ -101,11 +159,15 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", addre
             finished.append(entry.name)
             _write_json(folder / "report.json", {**outcome, "fingerprint": spec.fingerprint(entry)})
             (folder / "failure.json").unlink(missing_ok=True)
-        bar.set_postfix_str(f"{len(failed)} failed" if failed else "")
+        ended.add(entry.name)
+        state.running.pop(entry.name, None)
+        state.done, state.failed = state.done + 1, len(failed)
         bar.update(1)
+        tell(force=True)
 
     runner = RayBackend(address, num_cpus, retries) if backend == "ray" else LocalBackend()
-    plan = Plan(spec, out, use_cache, moved=lambda task, stage: bar.set_postfix_str(f"{task}: {stage}"))
+    plan = Plan(spec, out, use_cache, moved=moved)
+    tell(force=True)
     where: dict[str, Any] = {"backend": backend, "note": "every task had finished before"}
     with bar:
         if todo and isinstance(runner, RayBackend):
@@ -119,7 +181,11 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", addre
     failures = pd.DataFrame(failed, columns=FAILURE_COLUMNS)
     written = [_write_table(results, out / "results.csv"), _write_table(results, out / "results.parquet"),
                _write_table(failures, out / "failures.csv")]
+    if len(results):
+        written += build(results, read_records(out, list(dict.fromkeys(results["task"]))), spec.name).write(out)
     seconds = time.perf_counter() - start
+    state.finished = True
+    tell(force=True)
     status = {name: "finished" for name in finished} | {name: "skipped" for name in skipped} | {
         f["task"]: "failed" for f in failed}
     written.append(_write_json(out / "sweep.json", {

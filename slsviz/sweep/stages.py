@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -69,17 +69,23 @@ def trained_path(entry: TaskEntry, out: str | Path) -> Path:
     return Path(out) / "tasks" / entry.name / f"trained-{hashlib.sha256(what.encode()).hexdigest()[:12]}.safetensors"
 
 
-def train(entry: TaskEntry, out: str | Path, threads: int) -> TaskEntry:
+def train(entry: TaskEntry, out: str | Path, threads: int, report: Callable[[str], None] | None = None) -> TaskEntry:
     """Train a ``train:`` entry's task on its backbone and data (once: a checkpoint already there is
-    reused) and return the entry that opens it. ``out`` must be a folder every machine sees."""
+    reused) and return the entry that opens it. ``out`` must be a folder every machine sees.
+    ``report(line)`` hears where it is: each epoch's number, loss and val accuracy."""
     path = trained_path(entry, out)
     if not path.is_file():
         t = entry.train
+        said = report or (lambda line: None)
+        said(f"train: loading {t.method} on {entry.selection.data}")
         with torch_threads(threads):
             loaded = open_selection(replace(entry.selection, task="none"))
             recipe = Recipe(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, seed=t.seed)
-            model, meta, _ = fit_task(loaded.backbone, loaded.data, PetlConfig(t.method, bottleneck=t.bottleneck),
-                                      recipe, device=loaded.backbone.device, limit=t.limit)
+            model, meta, _ = fit_task(
+                loaded.backbone, loaded.data, PetlConfig(t.method, bottleneck=t.bottleneck), recipe,
+                device=loaded.backbone.device, limit=t.limit,
+                progress=lambda epoch, epochs, info: said(f"train epoch {epoch}/{epochs}, loss {info['loss']:.3f}, "
+                                                          f"val acc. {100 * info['val_accuracy']:.1f}%"))
         save_task(path, model, meta)
     return with_task(entry, str(path))
 
@@ -110,6 +116,8 @@ class TaskFacts:
         num_layers: L.
         depth_table: test accuracy at every depth, as is and head re-fit (records, depth 1 first).
         val_head_refit: val accuracy at every depth with a re-fit head (the oracle reads it).
+        val_loss: val cross-entropy at every depth with the same heads (the oracle's loss twin).
+        taylor: every block's Taylor importance (``None``: the model has no head for the data).
         flops: FLOPs per image at every depth (PETL merged, as timed).
         storage: bytes per task at every depth: ``{"full PETL", "SLS", "structurally pruned"}``.
         shared_backbone_bytes: the frozen backbone every task shares (stored once).
@@ -120,6 +128,8 @@ class TaskFacts:
     num_layers: int
     depth_table: list[dict[str, Any]]
     val_head_refit: list[float]
+    val_loss: list[float]
+    taylor: list[float] | None
     flops: list[int]
     storage: list[dict[str, int]]
     shared_backbone_bytes: int
@@ -140,6 +150,8 @@ def extract_from(study: Study, threads: int) -> tuple[TaskFeatures, TaskFacts]:
         train = study.features.bank("train")
         table = study.depths.table()
         val_refit = study.depths.head_refit_accuracy("val")
+        val_loss = study.depths.head_refit_loss("val")
+        taylor = study.depths.taylor() if study.loaded.head_applies else None
         views = depth_views(prepare_for_timing(study.loaded.model), range(1, study.num_layers + 1))
         size, device = study.loaded.backbone.img_size, study.loaded.backbone.device
         flops = [count_flops(view, size, device) for view in views.values()]
@@ -149,7 +161,8 @@ def extract_from(study: Study, threads: int) -> tuple[TaskFeatures, TaskFacts]:
     key = study.features.scored_key()
     facts = TaskFacts(card=study.model_card(), num_layers=study.num_layers,
                       depth_table=table[["depth", "accuracy_as_is", "accuracy_head_refit"]].to_dict("records"),
-                      val_head_refit=[float(a) for a in val_refit], flops=flops, storage=storage,
+                      val_head_refit=[float(a) for a in val_refit], val_loss=[float(v) for v in val_loss],
+                      taylor=None if taylor is None else [float(t) for t in taylor], flops=flops, storage=storage,
                       shared_backbone_bytes=shared_backbone_bytes(model), seconds=time.perf_counter() - start)
     return TaskFeatures(np.asarray(features, np.float32), np.asarray(labels), train.num_samples, key), facts
 
@@ -210,11 +223,17 @@ def decide(task: TaskFeatures, facts: TaskFacts, spec: SweepSpec, *parts: dict[i
                                          dict.fromkeys(CLUSTER_METRICS, np.nan)) for layer in range(1, L + 1)]
             tables[mapping] = pd.DataFrame(cluster).assign(probe_accuracy=probe)
         found = {}
+        settings = {**SETTINGS, **spec.settings}
         for alpha in spec.alphas:
-            for pick in sls_picks(tables, alpha, sls_names):
-                found[pick["name"]] = pick["scores"]
-                picks.append({**_public(pick), "alpha": alpha, "seed": seed})
-        for pick in other_picks(task.features, task.labels, {**SETTINGS, **spec.settings}, seed=seed, names=other_names):
+            for pick in sls_picks(tables, alpha, sls_names, settings):
+                if pick["uses_alpha"] or alpha == spec.alphas[0]:  # an own rule's pick does not change with alpha
+                    found[pick["name"]] = pick["scores"]
+                    picks.append({**_public(pick), "alpha": alpha if pick["uses_alpha"] else None, "seed": seed})
+        given = {"val_loss": np.asarray(facts.val_loss)}
+        if facts.taylor is not None:
+            given["taylor"] = np.asarray(facts.taylor)
+        names = [name for name in other_names if name != "taylor" or "taylor" in given]
+        for pick in other_picks(task.features, task.labels, settings, seed=seed, names=names, scores_given=given):
             found[pick["name"]] = pick["scores"]
             picks.append({**_public(pick), "alpha": None, "seed": seed})
         scores[str(seed)] = {name: [json_float(s) for s in values] for name, values in found.items()}
@@ -250,7 +269,8 @@ def assemble(entry: TaskEntry, spec: SweepSpec, facts: TaskFacts, decided: dict[
     for pick in decided["picks"]:
         d = pick["depth"]
         row = {"task": entry.name, "method": card["method"], "dataset": card["dataset"], "backbone": card["backbone"],
-               "criterion": pick["name"], "alpha": pick["alpha"], "seed": pick["seed"], "depth": d, "num_layers": L,
+               "criterion": pick["name"], "alpha": pick["alpha"], "setting": pick["setting"], "seed": pick["seed"],
+               "depth": d, "num_layers": L,
                "oracle_distance": d - oracle}
         for kind in spec.accuracy:
             row[f"accuracy_{kind}"] = json_float(table[d][f"accuracy_{kind}"])
