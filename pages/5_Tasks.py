@@ -69,31 +69,14 @@ names = labels()
 if len(tasks) < 2:
     st.info("One task finished: the leaderboard needs two or more to calibrate a setting on the others.")
 if len(board.table):
-    shown = board.table.assign(label=board.table["criterion"].map(lambda c: names.get(c, c)),
-                               setting=[("calibrated on the other tasks" if kind == LOTO else f"{s:g}")
-                                        for kind, s in zip(board.table["kind"], board.table["setting"])])
-    percent = ["accuracy_lost_head_refit", "accuracy_lost_as_is", "flops_saved", "within_one"]
-    shown = shown.assign(**{c: 100 * shown[c] for c in percent})
     best = board.best(LOTO)
     if best is not None:
         st.success(f"Across {len(tasks)} tasks, calibrated on the others, **{names.get(best['criterion'], best['criterion'])}** "
                    f"lands nearest the oracle: {best['abs_distance']:.2f} blocks off on average "
                    f"(95% CI {best['abs_distance_low']:.2f}-{best['abs_distance_high']:.2f}), worst "
                    f"{best['worst_abs_distance']:.0f}.")
-    st.dataframe(shown[["label", "setting", "kind", "tasks", "abs_distance", "abs_distance_low", "abs_distance_high",
-                        "worst_abs_distance", "within_one", "accuracy_lost_head_refit", "accuracy_lost_as_is",
-                        "flops_saved", "speedup"]],
-                 hide_index=True, width="stretch", key="slsviz.tasks.leaderboard",
-                 column_config={"label": "criterion", "kind": "setting from",
-                                "abs_distance": st.column_config.NumberColumn("mean |depth - oracle|", format="%.2f"),
-                                "abs_distance_low": st.column_config.NumberColumn("95% from", format="%.2f"),
-                                "abs_distance_high": st.column_config.NumberColumn("95% to", format="%.2f"),
-                                "worst_abs_distance": st.column_config.NumberColumn("worst", format="%d"),
-                                "within_one": st.column_config.NumberColumn("within 1 block (%)", format="%.0f"),
-                                "accuracy_lost_head_refit": st.column_config.NumberColumn("acc. lost, head re-fit (pts)", format="%.2f"),
-                                "accuracy_lost_as_is": st.column_config.NumberColumn("acc. lost, as is (pts)", format="%.2f"),
-                                "flops_saved": st.column_config.NumberColumn("FLOPs saved (%)", format="%.0f"),
-                                "speedup": st.column_config.NumberColumn("measured speedup", format="%.2fx")})
+    shown, columns = ui.leaderboard_table(board.table, names)
+    st.dataframe(shown, hide_index=True, width="stretch", key="slsviz.tasks.leaderboard", column_config=columns)
     st.caption(f"Means over tasks with 95% bootstrap intervals over tasks. \"{FIXED}\": the sweep's settings; "
                f"\"{LOTO}\": each task's setting chosen on the other tasks only, so its error is what a new task would see.")
     st.plotly_chart(charts.leaderboard_scatter(board.outcomes, board.table, names), width="stretch",

@@ -37,10 +37,17 @@ def ray_cluster():
     ~10 s); this process joins it as the driver, with the token."""
     ray = pytest.importorskip("ray")
     from helpers import LoopbackRayCluster
+    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray_loopback import keep_loopback
 
     cluster = LoopbackRayCluster().start()
     saved = {k: os.environ.get(k) for k in cluster.driver_env}
     os.environ.update(cluster.driver_env)
+    # This process read Ray's settings when it imported ray: read them again, now with the token, as a
+    # driver started with RAY_AUTH_MODE and RAY_AUTH_TOKEN exported would have them.
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    keep_loopback()
     try:
         ray.init(address=cluster.address, log_to_driver=False)
         deadline = time.monotonic() + 60

@@ -174,6 +174,10 @@ def wait_healthy(url: str, seconds: float = 120) -> bool:
     return False
 
 
+# Ray's CLI, keeping 127.0.0.1 as this machine's address (see ray_loopback.py).
+RAY_CLI = (sys.executable, str(Path(__file__).with_name("ray_loopback.py")))
+
+
 class LoopbackRayCluster:
     """A Ray cluster of two nodes on this machine, started with Ray's own CLI the way the README's
     cluster steps say, every process on the loopback address.
@@ -200,10 +204,9 @@ class LoopbackRayCluster:
         return {**env, "HOME": str(self.root / node / "home"), "RAY_USAGE_STATS_ENABLED": "0", **extra}
 
     def _start(self, node: str, *args: str, **env: str) -> None:
-        ray = str(Path(sys.executable).with_name("ray"))
         log = open(self.root / f"{node}.log", "wb")  # noqa: SIM115 - open while the node runs
         self.processes.append(subprocess.Popen(
-            [ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus),
+            [*RAY_CLI, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus),
              "--temp-dir", str(self.root / node / "tmp"), *args], env=self._env(node, **env), stdout=log,
             stderr=subprocess.STDOUT))
 
@@ -213,17 +216,22 @@ class LoopbackRayCluster:
         return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
 
     def start(self, seconds: float = 120) -> LoopbackRayCluster:
-        """Make the head's token as a user would, start the head with it, then the second node."""
-        ray = str(Path(sys.executable).with_name("ray"))
-        self.token = subprocess.run([ray, "get-auth-token", "--generate"], env=self._env("head"), capture_output=True,
-                                    text=True, check=True).stdout.strip()
-        self._start("head", "--head", "--port", str(self.port), "--include-dashboard", "false", RAY_AUTH_MODE="token")
-        deadline = time.monotonic() + seconds
-        while not _answers(self.port):
-            if time.monotonic() > deadline or self.processes[0].poll() is not None:
-                raise RuntimeError(f"the Ray head did not start: {self.log('head')}")
-            time.sleep(0.2)
-        self._start("node2", "--address", self.address, **self.driver_env)
+        """Make the head's token as a user would, start the head with it, then the second node (all
+        stopped again if one does not start)."""
+        try:
+            self.token = subprocess.run([*RAY_CLI, "get-auth-token", "--generate"], env=self._env("head"),
+                                        capture_output=True, text=True, check=True).stdout.strip()
+            self._start("head", "--head", "--port", str(self.port), "--include-dashboard", "false",
+                        RAY_AUTH_MODE="token")
+            deadline = time.monotonic() + seconds
+            while not _answers(self.port):
+                if time.monotonic() > deadline or self.processes[0].poll() is not None:
+                    raise RuntimeError(f"the Ray head did not start: {self.log('head')}")
+                time.sleep(0.2)
+            self._start("node2", "--address", self.address, **self.driver_env)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def log(self, node: str) -> str:

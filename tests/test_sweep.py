@@ -210,7 +210,9 @@ def test_without_an_address_ray_starts_its_own_cluster_whatever_a_gone_one_left_
     (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # nothing listens there
     code = ("import ray\nfrom slsviz.sweep.backends import RayBackend\nwith RayBackend(num_cpus=1):\n"
             "    print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}), ray.cluster_resources()['CPU'])")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_TMPDIR": str(ray_tmp)}
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a one-node Ray keeps to 127.0.0.1 (see ray_loopback.py)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {
+        "RAY_TMPDIR": str(ray_tmp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     try:
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     finally:

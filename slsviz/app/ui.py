@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from slsviz import defaults
@@ -22,7 +23,7 @@ from slsviz.layers.analysis import AnalysisSettings
 from slsviz.models.selection import content_stamp
 from slsviz.study import Selection, Study
 from slsviz.study.comparison import Calibrated
-from slsviz.sweep.leaderboard import Leaderboard
+from slsviz.sweep.leaderboard import LOTO, Leaderboard
 from slsviz.sweep.results import SweepResults
 
 SELECTION = "slsviz.selection"  # what this session loaded (a Selection)
@@ -68,6 +69,28 @@ def leaderboard(results: SweepResults) -> Leaderboard:
 @st.cache_data(show_spinner="Ranking the criteria across tasks...", max_entries=8)
 def _leaderboard(folder: str, content: str) -> Leaderboard:
     return SweepResults.open(folder).leaderboard()
+
+
+def leaderboard_table(table: pd.DataFrame, names: dict[str, str]) -> tuple[pd.DataFrame, dict]:
+    """The leaderboard as the Tasks page shows it: criteria by name, shares in percent; and its columns'
+    headings."""
+    shown = table.assign(label=table["criterion"].map(lambda c: names.get(c, c)),
+                         setting=[("calibrated on the other tasks" if kind == LOTO else f"{s:g}")
+                                  for kind, s in zip(table["kind"], table["setting"])])
+    percent = ["accuracy_lost_head_refit", "accuracy_lost_as_is", "flops_saved", "within_one"]
+    shown = shown.assign(**{c: 100 * shown[c] for c in percent})
+    number = st.column_config.NumberColumn
+    columns = {"label": "criterion", "kind": "setting from",
+               "abs_distance": number("mean |depth - oracle|", format="%.2f"),
+               "abs_distance_low": number("95% from", format="%.2f"), "abs_distance_high": number("95% to", format="%.2f"),
+               "worst_abs_distance": number("worst", format="%d"),
+               "within_one": number("within 1 block (%)", format="%.0f"),
+               "accuracy_lost_head_refit": number("acc. lost, head re-fit (pts)", format="%.2f"),
+               "accuracy_lost_as_is": number("acc. lost, as is (pts)", format="%.2f"),
+               "flops_saved": number("FLOPs saved (%)", format="%.0f"), "speedup": number("measured speedup", format="%.2fx")}
+    order = ["label", "setting", "kind", "tasks", "abs_distance", "abs_distance_low", "abs_distance_high",
+             "worst_abs_distance", "within_one", "accuracy_lost_head_refit", "accuracy_lost_as_is", "flops_saved", "speedup"]
+    return shown[order], columns
 
 
 def calibrated_offer(folder: str, current: Study) -> Calibrated | None:

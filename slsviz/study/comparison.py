@@ -135,7 +135,11 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     picks = [*sls_picks(tables, settings=settings), *other_picks(features, labels, settings, scores_given=given,
                                                                  names=others), oracle]
     if calibrated is not None:
-        picks.insert(-1, calibrated.pick(next(p for p in picks if p["name"] == calibrated.criterion)))
+        base = next((p for p in picks if p["name"] == calibrated.criterion), None)
+        if base is None:
+            raise SlsvizError(f"{calibrated.criterion} is not computed for this model (Taylor needs the task's own "
+                              "head), so its calibrated setting cannot be read here.")
+        picks.insert(-1, calibrated.pick(base))
     accuracy = study.depths.table(progress=one_stage(progress, "features of the test split"))
     timed = study.timing.benchmarks(time_budget_s=time_budget_s,
                                     progress=one_stage(progress, f"timing all {L} depths, interleaved"))

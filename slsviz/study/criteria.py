@@ -11,8 +11,8 @@ import pandas as pd
 
 from slsviz import defaults
 from slsviz.choices import METRICS
-from slsviz.layers.analysis import AnalysisSettings
 from slsviz.errors import SlsvizError
+from slsviz.layers.analysis import AnalysisSettings
 from slsviz.layers.criteria import (
     SETTINGS,
     angular_distance_to_last,
@@ -36,14 +36,15 @@ SLS_VARIANTS: tuple[tuple[str, str, AnalysisSettings, str], ...] = (
     ("sls_davies_bouldin", "SLS, Davies-Bouldin of the t-SNE map", AnalysisSettings(), "davies_bouldin"),
     ("sls_probe", "SLS, linear-probe accuracy", AnalysisSettings(), "probe_accuracy"),
 )
-# The SLS variants whose score is an accuracy: it has a chance level (block 1 of a ViT is far above it),
-# so "alpha x the last block's" keeps nearly nothing; they get their own rule (see SCALES).
+# The SLS variants whose score is an accuracy: it has a chance level and block 1 of a ViT is far above
+# it, so block 1 already meets "alpha x the last block's" and one block is kept; they get their own rule.
 OWN_RULE = ("sls_probe",)
 # The other criteria (slsviz.layers.criteria), in the order shown.
 OTHER_CRITERIA = {"knn_accuracy": "kNN accuracy (5-fold)", "block_influence": "Block Influence (ShortGPT)",
                   "angular_distance": "angular distance to the last block", "cka_to_last": "linear CKA with the last block",
                   "reverse_order": "reverse order (the top blocks dropped)",
-                  "taylor": "Taylor block importance (|w x dL/dw|)", "val_loss": "val loss, head re-fit (the oracle's twin)"}
+                  "taylor": "Taylor block importance (sum of abs(w x dL/dw))",
+                  "val_loss": "val loss, head re-fit (the oracle's twin)"}
 # What each criterion's score is and which kind of rule reads it (the tables' ``scale`` column).
 SCALES = {
     "sls": "silhouette in [-1, 1]: alpha x the last block's (the paper's rule)",
@@ -61,23 +62,25 @@ SCALES = {
     "val_loss": "nats, >= 0: within a margin of the full model's (the oracle's rule)",
     "oracle": "accuracy: within a margin of the full model's",
 }
-# Settings a calibration tries per criterion (alpha for the SLS variants read by alpha).
+# Settings a calibration tries per criterion (alpha for the SLS variants read by alpha), over each
+# score's whole useful range, so that a calibration is not stopped at the grid's edge.
 _ALPHAS = tuple(round(a, 2) for a in np.arange(0.05, 1.0001, 0.05))
 CALIBRATION_GRID: dict[str, tuple[float, ...]] = {
     **{name: _ALPHAS for name, *_ in SLS_VARIANTS if name not in OWN_RULE},
     "sls_probe": (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3),
     "knn_accuracy": (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3),
-    "block_influence": tuple(round(r, 2) for r in np.arange(0.1, 2.0001, 0.1)),
-    "angular_distance": tuple(round(a, 3) for a in np.arange(0.05, 0.5001, 0.025)),
-    "cka_to_last": tuple(round(c, 2) for c in np.arange(0.5, 1.0001, 0.02)),
-    "reverse_order": tuple(round(r, 2) for r in np.arange(0.0, 0.7501, 0.05)),
-    "taylor": tuple(round(r, 2) for r in np.arange(0.1, 2.0001, 0.1)),
+    "block_influence": tuple(round(r, 2) for r in np.arange(0.1, 5.0001, 0.1)),
+    "angular_distance": tuple(round(a, 3) for a in np.arange(0.025, 1.0001, 0.025)),
+    "cka_to_last": tuple(round(c, 2) for c in np.arange(0.1, 1.0001, 0.02)),
+    "reverse_order": tuple(round(r, 2) for r in np.arange(0.0, 0.9001, 0.05)),
+    "taylor": tuple(round(r, 2) for r in np.arange(0.1, 5.0001, 0.1)),
     "val_loss": (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
 }
 
-# The criteria that are one function of the features alone (kNN also needs the labels).
+# The criteria that are one function of the features alone (kNN also needs the labels; reverse order
+# reads only how many blocks there are).
 FEATURE_CRITERIA = {"block_influence": block_influence, "angular_distance": angular_distance_to_last,
-                    "cka_to_last": cka_to_last}
+                    "cka_to_last": cka_to_last, "reverse_order": lambda features: reverse_order(len(features))}
 # Whether a higher score says a block's output is closer to the end's (None: Block Influence says how
 # much a block turns its input, not how good its output is).
 HIGHER_IS_BETTER = {"knn_accuracy": True, "block_influence": None, "angular_distance": False, "cka_to_last": True,
@@ -138,8 +141,7 @@ def other_picks(features: np.ndarray, labels: np.ndarray, settings: dict[str, fl
                 raise SlsvizError(f"The {name} criterion reads the task model's loss: its scores must be given.")
             scores = given[name] if name in given else SCHEDULER.run_heavy(
                 lambda: knn_accuracy(features, labels, seed=seed) if name == "knn_accuracy"  # noqa: B023 - run at once
-                else reverse_order(len(features)) if name == "reverse_order"  # noqa: B023
-                else FEATURE_CRITERIA[name](features))  # noqa: B023
+                else FEATURE_CRITERIA[name](features))
             depth, rule = criterion_depth(name, scores, settings[name])
             picks.append({"name": name, "label": label, "scores": np.asarray(scores, dtype=np.float64),
                           "higher_is_better": HIGHER_IS_BETTER[name], "depth": depth, "rule": rule, "uses_alpha": False,

@@ -11,7 +11,7 @@ import numpy as np
 from slsviz import defaults
 from slsviz.errors import DataError, SlsvizError
 from slsviz.layers.analysis import AnalysisSettings, LayerAnalysis
-from slsviz.layers.criteria import SETTINGS, knn_accuracy, reverse_order
+from slsviz.layers.criteria import SETTINGS, knn_accuracy
 from slsviz.layers.rule import SLSRule
 from slsviz.layers.stability import Spread
 from slsviz.layers.stability import resamples as draw
@@ -92,8 +92,6 @@ def stability(store: FeatureStore, *, count: int, workers: int = 1, seed: int = 
     def score(name: str, idx: np.ndarray, map_seed: int) -> np.ndarray:
         if name in variants:
             return on.sls(variants[name], idx, map_seed)
-        if name == "reverse_order":
-            return reverse_order(len(on.features))
         return on.knn(idx) if name == "knn_accuracy" else FEATURE_CRITERIA[name](on.features[:, idx])
 
     def depth(name: str, scores: np.ndarray) -> int:

@@ -148,16 +148,14 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 def start_local_ray(num_cpus: int | None = None) -> None:
-    """Start a new Ray instance of ``num_cpus`` CPUs for this process alone, on the loopback address.
+    """Start a new Ray instance of ``num_cpus`` CPUs on this machine, for this process.
 
     ``address="local"``: never the cluster a ``ray_current_cluster`` file or ``RAY_ADDRESS`` names,
-    which may be a cluster that is gone (a head stopped by a signal leaves the file behind); the
-    loopback address: nothing outside the machine joins or reaches it.
+    which may be a cluster that is gone (a head stopped by a signal leaves the file behind).
     """
     import ray
 
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:

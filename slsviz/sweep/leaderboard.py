@@ -19,6 +19,7 @@ so its error on the left-out task is what a new task would see.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,9 @@ def _interval(values: np.ndarray, draws: np.ndarray) -> tuple[float, float]:
     """The 2.5th and 97.5th percentiles of the mean of ``values`` over the resampled tasks ``draws``."""
     if np.isnan(values).all():
         return np.nan, np.nan
-    means = np.nanmean(values[draws], axis=1)
+    with warnings.catch_warnings():  # a draw of only undefined values (as-is accuracy without a head) is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(values[draws], axis=1)
     return tuple(float(q) for q in np.nanpercentile(means, [2.5, 97.5]))
 
 
