@@ -28,7 +28,7 @@ from tqdm import tqdm
 from slsviz.environment import environment
 from slsviz.errors import SlsvizError
 from slsviz.storage import atomic_path, check_can_write
-from slsviz.sweep.backends import Failure, LocalBackend, Plan, RayBackend
+from slsviz.sweep.backends import Failure, LocalBackend, Plan, RayBackend, check_reachable
 from slsviz.sweep.leaderboard import build, read_records
 from slsviz.sweep.spec import SweepSpec, TaskEntry
 
@@ -126,6 +126,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", addre
         raise SlsvizError("--address and --num-cpus are for the Ray backend: add --backend ray.")
     out = Path(out)
     check_can_write(out, folder=True)
+    if backend == "ray" and address:
+        check_reachable(address)  # before any work: a dead address is said in one line, within seconds
     start = time.perf_counter()
     skipped = [entry.name for entry in spec.tasks if _finished(spec, entry, out)]
     todo = [entry for entry in spec.tasks if entry.name not in skipped]
