@@ -169,14 +169,15 @@ def test_4c_tasks_opens_a_sweeps_results(app_url, page, shots, tmp_path):
                            "criteria": ["sls_raw", "block_influence", "oracle"]}, base=folder)
     run_sweep(spec, folder / "out", progress=False)
     page.goto(f"{app_url}/Tasks")
-    page.get_by_text("No sweep results in sweep-out").wait_for(timeout=LONG)  # nothing there: what to do
+    page.get_by_text("No sweep results in sweep-out yet").wait_for(timeout=LONG)  # said as information ...
+    page.get_by_text("MiB for 8 tasks").wait_for(timeout=LONG)  # ... over the shipped example's results
     box = page.get_by_label("Results folder")
     box.fill(str(folder / "out"))
     box.press("Enter")
-    page.get_by_text("Depth per task and criterion").wait_for(timeout=LONG)
-    page.locator(".js-plotly-plot").first.wait_for(timeout=LONG)  # storage as tasks grow
+    page.get_by_text("MiB for 2 tasks").wait_for(timeout=LONG)  # the storage of this sweep's tasks
+    page.locator(".js-plotly-plot").first.wait_for(timeout=LONG)
     body = page.inner_text("body")
-    assert "Storage as tasks grow" in body and "MiB for 2 tasks" in body
+    assert "Which criterion to trust" in body and "Storage as tasks grow" in body and "No sweep results" not in body
     _no_exception(page)
     page.screenshot(path=str(shots / "5_tasks.png"), full_page=True)
 

@@ -149,6 +149,7 @@ def test_local_and_ray_backends_give_identical_answers_and_ray_records_a_killed_
                                   atol=1e-9)
     sweep = json.loads((tmp_path / "ray" / "sweep.json").read_text())
     assert sweep["where"]["backend"] == "ray" and sweep["where"]["nodes"] == 2  # across the head and a second node
+    assert {node["NodeManagerAddress"] for node in ray_cluster.nodes()} == {"127.0.0.1"}  # both on loopback only
     assert [t["status"] for t in sweep["tasks"]] == ["finished", "failed", "finished", "failed", "finished"]
 
 
@@ -350,6 +351,16 @@ def test_the_tasks_page_shows_a_sweep_and_follows_its_controls(local_run, tiny_t
     at.selectbox(key="slsviz.tasks.alpha").set_value(0.6).run()
     strict = results.depths(0.6, 0)
     assert not at.exception and at.dataframe[2].value["sls"].tolist() == strict["sls"].tolist()
+
+    # a sweep under way in another process (slsviz sweep writes progress.json as it goes)
+    running = tmp_path / "running"
+    running.mkdir()
+    (running / "progress.json").write_text(json.dumps({"total": 8, "done": 2, "failed": 0, "finished": False,
+                                                       "backend": "ray", "running": {"t3": "train epoch 2/3, loss 0.412"}}))
+    at.text_input(key="slsviz.tasks.folder").set_value(str(running)).run()
+    assert not at.exception and not at.error
+    assert "A sweep (ray) is under way" in at.info[0].value and "t3: train epoch 2/3, loss 0.412" in at.info[0].value
+    assert "No sweep results in" in at.info[1].value  # meanwhile the shipped example
 
     # a sweep run from the page, into a new folder: progress while it runs, then its results
     spec_path = _write(tiny_tasks, _spec(tiny_tasks, tasks=("convpass",), criteria=["sls_raw", "reverse_order", "oracle"],
