@@ -8,6 +8,7 @@ import streamlit as st
 from slsviz.app import charts, ui
 from slsviz.choices import METRICS, PROJECTIONS
 from slsviz.layers.analysis import AnalysisSettings
+from slsviz.study.criteria import own_rule
 
 st.title("Layers")
 
@@ -73,6 +74,10 @@ if stages:
 with ui.user_errors():
     maps = analysis.maps(progress=ui.ProgressBar(f"{projection} maps of every block"))
     table = analysis.table()
+own = own_rule(metric, table[metric].to_numpy())
+if own is not None:  # an accuracy's block 1 is far above chance: alpha x the last block's is met at once
+    st.info(f"**{metric} has a chance level**, so alpha x the last block's is met by early blocks. Its own rule, the one "
+            f"Compare and the sweep use, keeps **{own[1]} blocks**: {own[2]}")
 data = study.loaded.data
 labels, names = analysis.labels, data.class_names
 

@@ -182,6 +182,17 @@ def test_own_rules_for_accuracy_and_loss():
     assert criterion_depth("taylor", np.array([5.0, 4.0, 0.2, 0.1]), 0.5)[0] == 2  # mean 2.325: blocks 3, 4 redundant
 
 
+def test_a_criterion_given_as_none_has_no_pick_and_one_not_given_is_refused():
+    from slsviz.study.criteria import other_picks
+
+    features, labels = _features(), np.tile([0, 1, 2], 20)
+    picks = other_picks(features, labels, names=["reverse_order", "taylor", "val_loss"],
+                        scores_given={"taylor": None, "val_loss": np.array([0.9, 0.5, 0.41, 0.4])})
+    assert [(p["name"], p["depth"]) for p in picks] == [("reverse_order", 3), ("val_loss", 3)]
+    with pytest.raises(SlsvizError, match="taylor criterion reads the task model's loss"):
+        other_picks(features, labels, names=["taylor"], scores_given={})
+
+
 def _tiny_task(seed: int = 0) -> torch.nn.Module:
     backbone = random_backbone(TINY_VIT, img_size=32, depth=3, seed=seed)
     return build_task_model(backbone, PetlConfig("convpass", bottleneck=4), num_classes=3, seed=seed)

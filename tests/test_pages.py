@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from slsviz.app import ui
+from slsviz.layers.criteria import criterion_depth
 from slsviz.study import Selection
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,11 @@ def test_layers_page_recommends_and_follows_the_controls():
     assert "1/alpha" not in second and second != first  # projection and alpha changed the numbers
     at.selectbox(key="slsviz.layers.metric").set_value("davies_bouldin").run()
     assert "1/alpha x" in at.success[0].value  # the comparison turned for a lower-is-better score
+    assert not at.info  # the alpha rule fits a cluster score: no other rule offered
+    at.selectbox(key="slsviz.layers.metric").set_value("probe_accuracy").run()
+    probe = ui.study(QUICK).layers.analysis(at.session_state[ui.SETTINGS]).table()["probe_accuracy"].to_numpy()
+    depth, reason = criterion_depth("sls_probe", probe)
+    assert f"keeps **{depth} blocks**: {reason}" in at.info[0].value  # an accuracy read by its own rule too
 
 
 def test_layers_page_draws_the_stability_band_of_the_chosen_score():

@@ -95,11 +95,10 @@ def leaderboard_table(table: pd.DataFrame, names: dict[str, str]) -> tuple[pd.Da
 
 def calibrated_offer(folder: str, current: Study) -> Calibrated | None:
     """What the leaderboard of the sweep in ``folder`` (or the shipped example) offers ``current``: the
-    best calibrated criterion it computes (Taylor needs the task's own head); ``None`` when there is none."""
+    best calibrated criterion it computes (:meth:`slsviz.study.depths.DepthEvaluator.unavailable`); ``None`` when there is none."""
     try:
         results, _ = sweep_results(folder)
-        unavailable = () if current.loaded.head_applies else ("taylor",)
-        return leaderboard(results).offer(unavailable) if len(results.tasks) >= 2 else None
+        return leaderboard(results).offer(current.depths.unavailable()) if len(results.tasks) >= 2 else None
     except SlsvizError:
         return None
 

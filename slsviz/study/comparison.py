@@ -22,7 +22,7 @@ from slsviz.layers.criteria import SETTINGS, cka_matrix
 from slsviz.progress import StageProgress, one_stage
 from slsviz.scheduler import SCHEDULER
 from slsviz.storage import json_float, write_json_and_csv
-from slsviz.study.criteria import OTHER_CRITERIA, SLS_VARIANTS, depth_at, oracle_pick, other_picks, sls_picks
+from slsviz.study.criteria import SLS_VARIANTS, depth_at, oracle_pick, other_picks, sls_picks
 from slsviz.study.resampling import stability
 
 if TYPE_CHECKING:
@@ -128,17 +128,14 @@ def compare(study: Study, *, oracle_within: float = defaults.ORACLE_WITHIN, sett
     features, labels = study.features.scored()
     cka = SCHEDULER.run_heavy(lambda: cka_matrix(features))
     oracle = oracle_pick(study.depths.head_refit_accuracy("val"), oracle_within)
-    given = {"cka_to_last": cka[:, -1], "val_loss": study.depths.head_refit_loss("val")}
-    if study.loaded.head_applies:  # Taylor reads the task's loss through its own head
-        given["taylor"] = study.depths.taylor()
-    others = [name for name in OTHER_CRITERIA if name != "taylor" or "taylor" in given]
-    picks = [*sls_picks(tables, settings=settings), *other_picks(features, labels, settings, scores_given=given,
-                                                                 names=others), oracle]
+    given = {"cka_to_last": cka[:, -1], "val_loss": study.depths.head_refit_loss("val"),
+             "taylor": study.depths.taylor()}
+    picks = [*sls_picks(tables, settings=settings), *other_picks(features, labels, settings, scores_given=given), oracle]
     if calibrated is not None:
         base = next((p for p in picks if p["name"] == calibrated.criterion), None)
         if base is None:
-            raise SlsvizError(f"{calibrated.criterion} is not computed for this model (Taylor needs the task's own "
-                              "head), so its calibrated setting cannot be read here.")
+            raise SlsvizError(f"{calibrated.criterion} is not computed for this model (it reads the task's loss "
+                              "through the task's own head), so its calibrated setting cannot be read here.")
         picks.insert(-1, calibrated.pick(base))
     accuracy = study.depths.table(progress=one_stage(progress, "features of the test split"))
     timed = study.timing.benchmarks(time_budget_s=time_budget_s,

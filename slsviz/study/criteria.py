@@ -98,6 +98,14 @@ def depth_at(name: str, scores: np.ndarray, setting: float) -> int:
     return criterion_depth(name, scores, setting)[0]
 
 
+def own_rule(metric: str, scores: np.ndarray) -> tuple[str, int, str] | None:
+    """For a score the alpha rule does not fit (:data:`OWN_RULE`: an accuracy with a chance level),
+    ``(criterion, depth, reason)`` under that criterion's own rule and default setting, read from
+    ``scores`` (one per block); ``None`` for the scores the alpha rule is made for."""
+    name = next((name for name, _, _, m in SLS_VARIANTS if m == metric and name in OWN_RULE), None)
+    return None if name is None else (name, *criterion_depth(name, scores))
+
+
 def sls_picks(tables: dict[AnalysisSettings, pd.DataFrame], alpha: float = defaults.ALPHA,
               names: list[str] | None = None, settings: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """The SLS family's picks (:data:`SLS_VARIANTS`, or those ``names``) under ``alpha``, from each
@@ -131,7 +139,8 @@ def other_picks(features: np.ndarray, labels: np.ndarray, settings: dict[str, fl
     """The other criteria's picks (:data:`OTHER_CRITERIA`, or those ``names``) on the scored
     ``features`` (L, N, D), each under its setting; kNN's folds are drawn from ``seed``; a criterion's
     scores in ``scores_given`` are not computed again, and those of :data:`GIVEN` (the model's loss)
-    must be there. Keys: see :func:`sls_picks`."""
+    must be there: given as ``None``, the criterion has no pick for this model (Taylor without the
+    task's head). Keys: see :func:`sls_picks`."""
     settings = {**SETTINGS, **(settings or {})}
     given = scores_given or {}
     picks = []
@@ -139,6 +148,8 @@ def other_picks(features: np.ndarray, labels: np.ndarray, settings: dict[str, fl
         if names is None or name in names:
             if name in GIVEN and name not in given:
                 raise SlsvizError(f"The {name} criterion reads the task model's loss: its scores must be given.")
+            if name in given and given[name] is None:
+                continue
             scores = given[name] if name in given else SCHEDULER.run_heavy(
                 lambda: knn_accuracy(features, labels, seed=seed) if name == "knn_accuracy"  # noqa: B023 - run at once
                 else FEATURE_CRITERIA[name](features))

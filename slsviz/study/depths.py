@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from slsviz import defaults
-from slsviz.errors import SlsvizError
 from slsviz.layers.features import FeatureBank
 from slsviz.models.selection import LoadedTask
 from slsviz.progress import Progress
@@ -106,18 +105,24 @@ class DepthEvaluator:
         return accuracy_head_refit(self.loaded.model, self.features.bank("train"), self.features.bank(split),
                                    heads=self.classifiers(seed))
 
-    def taylor(self, images: int = defaults.TAYLOR_IMAGES) -> np.ndarray:
+    def unavailable(self) -> tuple[str, ...]:
+        """The criteria this model cannot be scored by: Taylor importance reads the task's loss through
+        the task's own head, which a backbone alone or a head for other classes does not give."""
+        return () if self.loaded.head_applies else ("taylor",)
+
+    def taylor(self, images: int = defaults.TAYLOR_IMAGES) -> np.ndarray | None:
         """Every block's Taylor importance (:func:`slsviz.layers.criteria.taylor_block_importance`) on
-        the first ``images`` train images, the task's own head giving the loss; once."""
+        the first ``images`` train images, the task's own head giving the loss, once; ``None`` where
+        the model has no head for the data (:meth:`unavailable`)."""
+        if "taylor" in self.unavailable():
+            return None
+
         def make() -> np.ndarray:
             import itertools
 
             from slsviz.data import make_loader
             from slsviz.layers.criteria import taylor_block_importance
 
-            if not self.loaded.head_applies:
-                raise SlsvizError("Taylor importance reads the task's loss, and this model has no head for these "
-                                  "classes: open a task checkpoint trained on this data.")
             store, loaded = self.features, self.loaded
             loader = make_loader(loaded.data, "train", loaded.preprocess, min(store.batch_size, images),
                                  limit=min(images, store.limit or images))

@@ -151,7 +151,7 @@ def extract_from(study: Study, threads: int) -> tuple[TaskFeatures, TaskFacts]:
         table = study.depths.table()
         val_refit = study.depths.head_refit_accuracy("val")
         val_loss = study.depths.head_refit_loss("val")
-        taylor = study.depths.taylor() if study.loaded.head_applies else None
+        taylor = study.depths.taylor()
         views = depth_views(prepare_for_timing(study.loaded.model), range(1, study.num_layers + 1))
         size, device = study.loaded.backbone.img_size, study.loaded.backbone.device
         flops = [count_flops(view, size, device) for view in views.values()]
@@ -229,11 +229,8 @@ def decide(task: TaskFeatures, facts: TaskFacts, spec: SweepSpec, *parts: dict[i
                 if pick["uses_alpha"] or alpha == spec.alphas[0]:  # an own rule's pick does not change with alpha
                     found[pick["name"]] = pick["scores"]
                     picks.append({**_public(pick), "alpha": alpha if pick["uses_alpha"] else None, "seed": seed})
-        given = {"val_loss": np.asarray(facts.val_loss)}
-        if facts.taylor is not None:
-            given["taylor"] = np.asarray(facts.taylor)
-        names = [name for name in other_names if name != "taylor" or "taylor" in given]
-        for pick in other_picks(task.features, task.labels, settings, seed=seed, names=names, scores_given=given):
+        given = {"val_loss": np.asarray(facts.val_loss), "taylor": None if facts.taylor is None else np.asarray(facts.taylor)}
+        for pick in other_picks(task.features, task.labels, settings, seed=seed, names=other_names, scores_given=given):
             found[pick["name"]] = pick["scores"]
             picks.append({**_public(pick), "alpha": None, "seed": seed})
         scores[str(seed)] = {name: [json_float(s) for s in values] for name, values in found.items()}
