@@ -149,6 +149,7 @@ def test_local_and_ray_backends_give_identical_answers_and_ray_records_a_killed_
                                   atol=1e-9)
     sweep = json.loads((tmp_path / "ray" / "sweep.json").read_text())
     assert sweep["where"]["backend"] == "ray" and sweep["where"]["nodes"] == 2  # across the head and a second node
+    assert sweep["where"]["node_addresses"] == ["127.0.0.1"]  # sweep.json says where the nodes ran
     assert {node["NodeManagerAddress"] for node in ray_cluster.nodes()} == {"127.0.0.1"}  # both on loopback only
     assert [t["status"] for t in sweep["tasks"]] == ["finished", "failed", "finished", "failed", "finished"]
 

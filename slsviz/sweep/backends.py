@@ -210,8 +210,9 @@ class RayBackend:
         """Where the work ran."""
         import ray
 
-        return {"backend": self.name, "address": self.address, "cluster": ray.cluster_resources(),
-                "nodes": sum(1 for node in ray.nodes() if node.get("Alive"))}
+        alive = [node for node in ray.nodes() if node.get("Alive")]
+        return {"backend": self.name, "address": self.address, "cluster": ray.cluster_resources(), "nodes": len(alive),
+                "node_addresses": sorted({node["NodeManagerAddress"] for node in alive})}
 
     def __enter__(self) -> RayBackend:
         try:
