@@ -95,7 +95,8 @@ def leaderboard_table(table: pd.DataFrame, names: dict[str, str]) -> tuple[pd.Da
 
 def calibrated_offer(folder: str, current: Study) -> Calibrated | None:
     """What the leaderboard of the sweep in ``folder`` (or the shipped example) offers ``current``: the
-    best calibrated criterion it computes (:meth:`slsviz.study.depths.DepthEvaluator.unavailable`); ``None`` when there is none."""
+    best calibrated criterion it computes (not one of
+    :meth:`slsviz.study.depths.DepthEvaluator.unavailable`); ``None`` when there is none."""
     try:
         results, _ = sweep_results(folder)
         return leaderboard(results).offer(current.depths.unavailable()) if len(results.tasks) >= 2 else None
