@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 
-# Before slsviz is imported anywhere: a private cache for this test session, and no hub access.
+# Before slsviz is imported anywhere: a private cache for this test session, and no hub access. The
+# cache (about 120 MB) goes with the session: left behind, every run's would fill the disk.
 os.environ["SLSVIZ_CACHE_DIR"] = tempfile.mkdtemp(prefix="slsviz-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SLSVIZ_CACHE_DIR"], ignore_errors=True)
 os.environ["HF_HUB_OFFLINE"] = "1"
 # Pages start no background prefetch: a page test must not leave work running behind it (the
 # prefetch has its own test, which turns it on).
