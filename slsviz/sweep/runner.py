@@ -88,15 +88,15 @@ class SweepProgress:
         return text if len(text) <= width else text[: width - 3] + "..."
 
 
+PROGRESS = "progress.json"
+
+
 def read_progress(folder: str | Path) -> dict[str, Any] | None:
     """A sweep folder's ``progress.json`` (with ``updated``, seconds since the epoch), or ``None``."""
     try:
         return json.loads((Path(folder) / PROGRESS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-PROGRESS = "progress.json"
 
 
 def run_sweep(spec: SweepSpec, out: str | Path, *, backend: str = "local", address: str | None = None,
